@@ -1,0 +1,168 @@
+"""The `sayso` command: argparse subcommands over the package's modules."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from sayso import __version__, config
+from sayso.errors import FetchFailed, ModelCorrupt, ModelMissing, SaysoError
+
+log = logging.getLogger("sayso")
+
+
+def _store(args: argparse.Namespace, settings: config.Settings):
+    from sayso.manifest import ModelStore, load_manifest
+
+    manifest = load_manifest(args.manifest)
+    root = args.dir or settings.models.dir or None
+    return ModelStore(root, manifest)
+
+
+def cmd_models_fetch(args, settings) -> int:
+    from sayso.fetch import Fetcher
+
+    store = _store(args, settings)
+    wanted = store.manifest.defaults()
+    for role in ("llm", "voice", "stt"):
+        if name := getattr(args, role):
+            model = store.manifest.get(name, role)
+            if model not in wanted:
+                wanted.append(model)
+    fetcher = Fetcher(store)
+    failed = 0
+    for model in wanted:
+        print(f"{model.name} ({model.role}, {model.size / 1e6:.1f} MB)", flush=True)
+        try:
+            fetcher.fetch(model)
+        except FetchFailed as e:
+            if model.required:
+                print(f"error: {e}", file=sys.stderr)
+                failed += 1
+            else:
+                tried = "\n".join(str(e).splitlines()[1:])
+                print(f"  not available here; tried:\n{tried}\n"
+                      f"  -> speech recognition will use {model.fallback} instead. "
+                      "Run `sayso models fetch` again where a source is reachable.", flush=True)
+            continue
+        print("  ok", flush=True)
+    print(f"models in {store.root}")
+    return 1 if failed else 0
+
+
+def _status(store, model) -> str:
+    try:
+        store.check(model)
+        return "bundled" if model.bundled else "ok"
+    except ModelMissing:
+        return "missing"
+    except ModelCorrupt:
+        return "corrupt"
+
+
+def cmd_models_list(args, settings) -> int:
+    store = _store(args, settings)
+    print(f"{'name':34} {'role':6} {'kind':9} {'MB':>7}  {'status':8} licence")
+    for m in store.manifest.models:
+        kind = "default" if m.default else "optional"
+        print(f"{m.name:34} {m.role:6} {kind:9} {m.size / 1e6:7.1f}  {_status(store, m):8} {m.licence}")
+    print(f"models directory: {store.root}")
+    return 0
+
+
+def cmd_models_verify(args, settings) -> int:
+    store = _store(args, settings)
+    bad = 0
+    for m in store.manifest.models:
+        if m.bundled:
+            print(f"OK       {m.name}: bundled at {store.path(m.name)}")
+            continue
+        try:
+            store.check(m, full=True)
+        except ModelMissing as e:
+            if m.default and m.required:
+                bad += 1
+                print(f"MISSING  {e}")
+            elif m.default:
+                print(f"ABSENT   {m.name}: optional here, {m.fallback} is used instead")
+            continue
+        except ModelCorrupt as e:
+            bad += 1
+            print(f"CORRUPT  {e}")
+            continue
+        for f in m.files:
+            print(f"OK       {m.name}: {f.name} sha256 {f.sha256}")
+    return 1 if bad else 0
+
+
+def cmd_demo(args, settings) -> int:
+    from sayso.exchange import run_exchange
+
+    store = _store(args, settings)
+    out = Path(args.out)
+    print(f"Asking: {args.question!r} (spoken by Piper, heard through the recogniser)\n", flush=True)
+    r = run_exchange(settings, store, args.question, out)
+    print(f"  person said  : {r.question}")
+    print(f"  sayso heard  : {r.heard}   [{r.recogniser}, real-time factor {r.stt_rtf:.2f}]")
+    print(f"  sayso answers: {r.answer}")
+    print(f"  end of speech -> first token: {r.eos_to_first_token_ms:.0f} ms, {r.tokens_per_s:.1f} tokens/s")
+    print(f"\n  question audio: {r.question_wav}\n  answer audio  : {r.answer_wav}")
+    return 0
+
+
+def cmd_config(args, settings) -> int:
+    if args.action == "template":
+        print(config.template())
+    else:
+        src = args.config or (config.SYSTEM_CONFIG if config.SYSTEM_CONFIG.exists() else "built-in defaults")
+        print(f"config OK: {src}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sayso", description="Offline voice appliance you can interrupt.")
+    p.add_argument("--config", help="TOML config file (default: /etc/sayso/config.toml if present)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"sayso {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="fetch, list and verify models").add_subparsers(dest="action", required=True)
+    for name, fn, text in (("fetch", cmd_models_fetch, "download the default models (and any named)"),
+                           ("list", cmd_models_list, "show every model in the manifest and its status"),
+                           ("verify", cmd_models_verify, "re-hash every installed model")):
+        m = models.add_parser(name, help=text)
+        m.add_argument("--dir", help="models directory (default: config models.dir or the checkout's models/)")
+        m.add_argument("--manifest", help="manifest file (default: models/manifest.toml)")
+        if name == "fetch":
+            m.add_argument("--llm", help="also fetch this LLM")
+            m.add_argument("--voice", help="also fetch this voice")
+            m.add_argument("--stt", help="also fetch this STT model")
+        m.set_defaults(func=fn)
+
+    d = sub.add_parser("demo", help="a spoken exchange on the real models, written to WAV files")
+    d.add_argument("--question", default="What is the capital of France?")
+    d.add_argument("--out", default="demo-out", help="folder for the WAV files")
+    d.add_argument("--dir", help=argparse.SUPPRESS)
+    d.add_argument("--manifest", help=argparse.SUPPRESS)
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("config", help="check the config, or print a commented template")
+    c.add_argument("action", choices=("check", "template"))
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(threadName)s %(name)s: %(message)s")
+    try:
+        settings = config.load(args.config)
+        return args.func(args, settings)
+    except SaysoError as e:
+        print(f"sayso: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

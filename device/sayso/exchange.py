@@ -1,0 +1,93 @@
+"""One spoken exchange on the real models, with no sound card: the first `make demo`.
+
+A question is spoken by Piper, resampled to the mic rate with soxr, transcribed
+by the streaming recogniser, answered by the LLM and spoken into a WAV file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from sayso.config import Settings
+from sayso.llm import LlamaLLM
+from sayso.manifest import ModelStore
+from sayso.stt import RATE_HZ, open_recognizer
+from sayso.tts import PiperTTS
+
+log = logging.getLogger(__name__)
+
+FRAME_SAMPLES = 512
+"""32 ms at 16 kHz: the mic frame size the listener uses."""
+
+
+@dataclass(frozen=True)
+class ExchangeResult:
+    question: str
+    heard: str
+    answer: str
+    recogniser: str
+    question_wav: Path
+    answer_wav: Path
+    stt_rtf: float
+    """Recognition time over audio duration."""
+    eos_to_first_token_ms: float
+    tokens_per_s: float
+
+
+def write_wav(path: Path, audio: np.ndarray, rate_hz: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate_hz)
+        w.writeframes(audio.astype(np.int16).tobytes())
+
+
+def to_mic_rate(audio: np.ndarray, rate_hz: int) -> np.ndarray:
+    """int16 at any rate -> int16 at 16 kHz."""
+    out = soxr.resample(audio.astype(np.float32) / 32768.0, rate_hz, RATE_HZ)
+    return (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def run_exchange(settings: Settings, store: ModelStore, question: str, out_dir: Path) -> ExchangeResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tts = PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale)
+    speech = tts.speak(question)
+    q_audio = np.concatenate([s.audio for s in speech])
+    q_wav = out_dir / "question.wav"
+    write_wav(q_wav, q_audio, tts.rate_hz)
+
+    rec = open_recognizer(store, settings.stt.engine, settings.stt.vosk_model)
+    mic = to_mic_rate(q_audio, tts.rate_hz)
+    t0 = time.perf_counter()
+    for i in range(0, len(mic), FRAME_SAMPLES):
+        partial = rec.accept(mic[i:i + FRAME_SAMPLES].tobytes())
+        if partial:
+            log.debug("partial: %s", partial.text)
+    final = rec.end()
+    stt_rtf = (time.perf_counter() - t0) / (len(mic) / RATE_HZ)
+
+    llm = LlamaLLM(store.path(settings.llm.model, role="llm"), settings.llm.context_tokens,
+                   settings.llm.threads, settings.llm.temperature, settings.llm.max_tokens)
+    messages = [{"role": "system", "content": settings.llm.system_prompt},
+                {"role": "user", "content": final.text or question}]
+    t_eos = time.perf_counter()
+    pieces, t_first = [], None
+    for piece in llm.stream(messages):
+        if t_first is None:
+            t_first = time.perf_counter()
+        pieces.append(piece)
+    t_end = time.perf_counter()
+    answer = "".join(pieces).strip()
+    a_audio = np.concatenate([s.audio for s in tts.speak(answer)]) if answer else np.zeros(0, np.int16)
+    a_wav = out_dir / "answer.wav"
+    write_wav(a_wav, a_audio, tts.rate_hz)
+    ttft = ((t_first or t_end) - t_eos) * 1000
+    tps = (len(pieces) - 1) / (t_end - t_first) if t_first and len(pieces) > 1 and t_end > t_first else 0.0
+    return ExchangeResult(question, final.text, answer, rec.name, q_wav, a_wav, stt_rtf, ttft, tps)
