@@ -1,0 +1,80 @@
+"""The pipeline: stages and channels wired together, started and stopped as one."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from sayso.cancel import Scopes
+from sayso.channel import Channel
+from sayso.conductor import Conductor
+from sayso.config import Settings
+from sayso.events import EventBus, Observer
+from sayso.messages import Kind, Reason, State
+from sayso.speaker import AudioSink, Speaker
+from sayso.stage import Stage, stop_all
+from sayso.thinker import LLM, Thinker
+from sayso.turnlog import TurnLog
+from sayso.voice import TTS, Voice
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """thinker -> voice -> speaker around the conductor; inputs post into `conductor`.
+
+    Hardware and models come in through the constructor (a real LLM or a fake,
+    a sound card or a fake sink), never patched in.
+    """
+
+    def __init__(self, *, llm: LLM, tts: TTS, sink: AudioSink, turnlog: TurnLog, settings: Settings | None = None,
+                 clock: Callable[[], int] = time.monotonic_ns, observers: Iterable[Observer] = (),
+                 ack_timeout_s: float = 3.0):
+        settings = settings or Settings()
+        self.turnlog = turnlog
+        self.scopes = Scopes()
+        self.bus = EventBus()
+        for o in observers:
+            self.bus.subscribe(o)
+        self.requests: Channel = Channel("requests", capacity=4)
+        self.clauses: Channel = Channel("clauses", capacity=64)
+        self.segments: Channel = Channel("segments", capacity=2)
+        self.conductor = Conductor(turnlog, self.requests, self.clauses, self.segments, self.scopes, self.bus,
+                                   settings.llm.system_prompt, settings.conversation, clock, ack_timeout_s)
+        failed = self.conductor.stage_failed
+        self.thinker = Thinker(llm, self.requests, self.clauses, self.conductor.post, self.scopes, clock,
+                               self.conductor.interrupt, settings.llm.max_seconds, on_error=failed)
+        self.voice = Voice(tts, self.clauses, self.segments, self.scopes, on_error=failed)
+        self.speaker = Speaker(sink, self.segments, self.conductor.post, self.scopes, clock, on_error=failed)
+        self.stages: list[Stage] = [self.conductor, self.thinker, self.voice, self.speaker]
+        self.recovered: list[int] = []
+
+    def start(self) -> Engine:
+        self.recovered = self.turnlog.recover()
+        self.bus.start()
+        for s in self.stages:
+            s.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Interrupt what is in flight (reason shutdown), stop every stage, leave the log consistent."""
+        if self.conductor.alive and self.conductor.interrupt(Kind.FULL, Reason.SHUTDOWN):
+            self.conductor.wait_state(State.IDLE, timeout_s / 2)
+        try:
+            for s in self.stages:
+                s.stopping.set()
+            for ch in (self.requests, self.clauses, self.segments, self.conductor.inbox):
+                ch.close()
+            stop_all(self.stages, timeout_s / 2)
+        finally:
+            self.conductor.close_for_shutdown()
+            self.bus.drain(1.0)
+            stop_all([self.bus], 1.0)
+            self.bus.close()
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
