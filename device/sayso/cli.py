@@ -112,6 +112,45 @@ def cmd_demo(args, settings) -> int:
     return 0
 
 
+def _clip(text: str | None, width: int) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
+def cmd_turns(args, settings) -> int:
+    import json
+
+    from sayso.turnlog import TurnLog
+
+    db = Path(args.db or settings.log.db)
+    if not db.exists():
+        print(f"sayso: no turn log at {db}; pass --db PATH or set [log] db in the config", file=sys.stderr)
+        return 2
+    turnlog = TurnLog(db)
+    if args.turns_action == "show":
+        row = turnlog.get(args.id)
+        if row is None:
+            print(f"sayso: no turn {args.id} in {db}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(row, indent=2))
+        else:
+            for key, value in row.items():
+                print(f"{key:>17}: {json.dumps(value) if key == 'metrics' else value}")
+        return 0
+    rows = turnlog.rows(last=args.last, interrupted_only=args.interrupted)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'id':>5} {'role':9} {'status':11} {'reason':13} text")
+    for r in rows:
+        print(f"{r['id']:>5} {r['role']:9} {r['status']:11} {r['interrupt_reason'] or '':13} {_clip(r['text'], 70)}")
+        if r["status"] == "interrupted":
+            print(f"{'':>40} heard: {_clip(r['heard_text'], 70) or '(nothing)'}")
+    print(f"{len(rows)} turn(s) from {db}")
+    return 0
+
+
 def cmd_config(args, settings) -> int:
     if args.action == "template":
         print(config.template())
@@ -147,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", help=argparse.SUPPRESS)
     d.add_argument("--manifest", help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("turns", help="show the turn log: what was said, and what was heard")
+    turns_sub = t.add_subparsers(dest="turns_action")
+    show = turns_sub.add_parser("show", help="one turn, every column")
+    show.add_argument("id", type=int)
+    for q in (t, show):
+        q.add_argument("--db", help="turn log (default: config [log] db)")
+        q.add_argument("--json", action="store_true", help="rows as JSON objects with the contract's column names")
+    t.add_argument("--last", type=int, metavar="N", help="only the last N turns")
+    t.add_argument("--interrupted", action="store_true", help="only interrupted turns")
+    t.set_defaults(func=cmd_turns)
 
     c = sub.add_parser("config", help="check the config, or print a commented template")
     c.add_argument("action", choices=("check", "template"))

@@ -52,11 +52,12 @@ class FakeLLM:
                 if late == 0:
                     return
                 late -= 1
-                self.yielded_after_stop += 1
             if self.fail_on and self.fail_on in token:
                 raise RuntimeError(f"FakeLLM told to fail on {self.fail_on!r}")
             if i:
                 self._pause.wait(self.token_delay_s)
+            if should_stop():
+                self.yielded_after_stop += 1  # computed before the cancel landed: the race
             yield token
 
 

@@ -1,0 +1,373 @@
+"""Sequence tests for the engine: the order of events and log rows through every interruption.
+
+The LLM, voice and sound card are the plainly named fakes from sayso.fakes; the
+turn log is real SQLite. Tests wait on events with timeouts, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from sayso.config import ConversationSettings, LLMSettings, Settings
+from sayso.engine import Engine
+from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
+from sayso.messages import Event, SpeechStarted, State, Utterance
+from sayso.turnlog import CUT_IN_MARKER, TurnLog
+
+LONG = ("Paris is the capital of France. It sits on the river Seine and has many old bridges. "
+        "The city is known for its museums, its cafes and its long boulevards. "
+        "Millions of people visit it every year to walk along the water.")
+WAIT = 10.0
+
+
+class Recorder:
+    """An observer that keeps every event and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def wait(self, type_: str, timeout: float = WAIT, **match) -> Event:
+        def found():
+            return next((e for e in self.events if e.type == type_
+                         and all(e.data.get(k) == v for k, v in match.items())), None)
+        with self._cond:
+            if not self._cond.wait_for(found, timeout):
+                raise AssertionError(f"no {type_} {match} within {timeout}s; got {self.sequence()}")
+            return found()
+
+    def sequence(self, turn: int | None = None) -> list[str]:
+        with self._cond:
+            return [e.type if e.type != "state" else f"state:{e.data['state']}" for e in self.events
+                    if turn is None or e.data.get("turn") in (turn, None)]
+
+
+class Rig:
+    def __init__(self, tmp_path, answers, llm_kwargs=None, tts_kwargs=None, settings=None, observers=()):
+        self.llm = FakeLLM(answers, **(llm_kwargs or {}))
+        self.tts = FakeTTS(**(tts_kwargs or {}))
+        self.sink = FakeSpeakerSink()
+        self.rec = Recorder()
+        self.db_path = tmp_path / "turns.db"
+        self.engine = Engine(llm=self.llm, tts=self.tts, sink=self.sink, turnlog=TurnLog(self.db_path),
+                             settings=settings, observers=[self.rec, *observers])
+        self.c = self.engine.conductor
+
+    def say(self, text: str) -> None:
+        self.c.post(SpeechStarted(time.monotonic_ns()))
+        self.c.post(Utterance(text, time.monotonic_ns()))
+
+    def finished(self, turn: int | None = None, timeout: float = WAIT) -> dict:
+        match = {"turn": turn} if turn is not None else {}
+        return self.rec.wait("turn_finished", timeout, **match).data
+
+    def row(self, turn: int) -> dict:
+        return self.engine.turnlog.get(turn)
+
+
+@pytest.fixture
+def rig(tmp_path):
+    rigs = []
+
+    def make(answers, **kwargs) -> Rig:
+        r = Rig(tmp_path / f"r{len(rigs)}", answers, **kwargs)
+        (tmp_path / f"r{len(rigs)}").mkdir(exist_ok=True)
+        rigs.append(r)
+        r.engine.start()
+        return r
+
+    yield make
+    for r in rigs:
+        r.engine.stop()
+
+
+def assert_word_prefix(heard: str, text: str) -> None:
+    h, t = heard.split(), text.split()
+    assert h == t[:len(h)], (heard, text)
+    assert len(h) < len(t), "an interrupted answer was heard whole"
+
+
+def test_a_complete_exchange_in_order(rig):
+    seen_at_call = []
+
+    def answer(messages):
+        db = sqlite3.connect(rig_.db_path)
+        seen_at_call.append(db.execute("SELECT role, status, text FROM turns ORDER BY id").fetchall())
+        db.close()
+        return "Paris is the capital of France."
+
+    rig_ = rig(answer)
+    rig_.say("what is the capital of france")
+    done = rig_.finished()
+    rig_.c.wait_state(State.IDLE, WAIT)
+    # the user turn is complete and the placeholder pending before the first token is asked for
+    assert seen_at_call == [[("user", "complete", "what is the capital of france"), ("assistant", "pending", "")]]
+    assert rig_.rec.sequence() == ["state:listening", "user_turn", "turn_started", "state:thinking", "first_token",
+                                   "state:speaking", "first_audio", "turn_finished", "state:idle"]
+    row = rig_.row(done["turn"])
+    assert row["status"] == "complete" and row["heard_text"] == row["text"] == "Paris is the capital of France."
+    assert row["interrupt_reason"] is None and row["reply_to"] == done["turn"] - 1
+    assert set(row["metrics"]) == {"eos_to_first_token_ms", "eos_to_first_audio_ms"}
+    assert rig_.tts.words_in(rig_.sink.audible()) == row["text"].split()
+
+
+def test_interrupt_while_thinking_stops_before_any_sound(rig):
+    r = rig([LONG], llm_kwargs={"first_token_delay_s": 0.5})
+    r.say("tell me about paris")
+    turn = r.rec.wait("turn_started").data["turn"]
+    assert r.c.wait_state(State.THINKING, WAIT)
+    assert r.c.interrupt("full", "button")
+    done = r.finished(turn)
+    assert (done["status"], done["reason"], done["kind"], done["heard_text"]) == ("interrupted", "button", "full", "")
+    assert "first_audio" not in r.rec.sequence(turn)
+    assert len(r.sink.audible()) == 0
+    assert r.row(turn)["status"] == "interrupted"
+
+
+def test_interrupt_while_speaking_keeps_exactly_what_was_heard(rig):
+    r = rig([LONG])
+    r.say("tell me about paris")
+    turn = r.rec.wait("first_audio").data["turn"]
+    r.rec.wait("turn_started")
+    # let a few words play, then press stop
+    r.c.wait_state(State.SPEAKING, WAIT)
+    threading.Event().wait(0.6)
+    assert r.c.interrupt("full", "button")
+    done = r.finished(turn)
+    row = r.row(turn)
+    assert row["status"] == "interrupted" and row["interrupt_reason"] == "button"
+    assert_word_prefix(row["heard_text"], LONG)
+    played = r.tts.words_in(r.sink.audible())
+    heard = row["heard_text"].split()
+    # every heard word played whole; at most one more word was cut halfway
+    assert played[:len(heard)] == heard and len(played) - len(heard) <= 1
+    assert {"interrupt_to_silence_ms", "interrupt_to_llm_stop_ms"} <= set(row["metrics"]) or \
+        {"interrupt_to_silence_ms"} <= set(done["metrics"])
+    assert r.rec.sequence(turn).index("speech_interrupted") < r.rec.sequence(turn).index("turn_finished")
+
+
+def test_speech_only_interrupt_lets_generation_finish(rig):
+    r = rig([LONG], llm_kwargs={"token_delay_s": 0.03})
+    r.say("tell me about paris")
+    turn = r.rec.wait("first_audio").data["turn"]
+    assert r.c.interrupt("speech", "user_speaking")
+    done = r.finished(turn)
+    row = r.row(turn)
+    assert (row["status"], row["interrupt_kind"], row["interrupt_reason"]) == ("interrupted", "speech",
+                                                                               "user_speaking")
+    assert row["text"] == LONG, "generation must run to the end of the intended answer"
+    assert_word_prefix(row["heard_text"], LONG)
+    assert "interrupt_to_llm_stop_ms" not in row["metrics"]
+    assert done["heard_text"] == row["heard_text"]
+    assert r.llm.yielded_after_stop == 0
+
+
+def test_cancel_then_send(rig):
+    r = rig([LONG, "Berlin is the capital of Germany."])
+    r.say("tell me about paris")
+    first = r.rec.wait("first_audio").data["turn"]
+    r.c.post(Utterance("stop, tell me about germany instead", time.monotonic_ns()))
+    old = r.finished(first)
+    second = r.rec.wait("turn_started", reply_to=first + 1).data["turn"]
+    new = r.finished(second)
+    assert (old["status"], old["reason"], old["kind"]) == ("interrupted", "user_speaking", "full")
+    assert new["status"] == "complete"
+    rows = r.engine.turnlog.rows()
+    assert [(x["role"], x["status"]) for x in rows] == [("user", "complete"), ("assistant", "interrupted"),
+                                                        ("user", "complete"), ("assistant", "complete")]
+    # the new question was logged the moment it was final, before the cut answer was closed
+    seq = r.rec.sequence()
+    assert seq.index("user_turn", seq.index("first_audio")) < seq.index("turn_finished")
+    # the next answer was asked for with the cut one as heard, marked
+    history = r.llm.calls[1]
+    assert history[-2] == {"role": "assistant", "content": f"{old['heard_text']} {CUT_IN_MARKER}".strip()}
+    assert history[-1] == {"role": "user", "content": "stop, tell me about germany instead"}
+
+
+def test_button_while_idle_does_nothing(rig, caplog):
+    r = rig(["unused"])
+    with caplog.at_level(logging.DEBUG, logger="sayso.conductor"):
+        assert r.c.button() is False
+    assert "while idle" in caplog.text
+    assert r.engine.turnlog.rows() == [] and r.rec.events == []
+
+
+def test_button_is_debounced(rig):
+    r = rig([LONG])
+    r.say("tell me about paris")
+    turn = r.rec.wait("first_audio").data["turn"]
+    assert r.c.button() is True
+    assert r.c.button() is False  # the contact's bounce, not a second press
+    assert r.finished(turn)["reason"] == "button"
+
+
+def test_two_interrupts_at_once_give_one_final_status(rig, caplog):
+    r = rig([LONG])
+    r.say("tell me about paris")
+    turn = r.rec.wait("first_audio").data["turn"]
+    barrier = threading.Barrier(2)
+    results = {}
+
+    def press(reason):
+        barrier.wait()
+        results[reason] = r.c.interrupt("full", reason)
+
+    threads = [threading.Thread(target=press, args=(reason,)) for reason in ("button", "user_speaking")]
+    with caplog.at_level(logging.ERROR):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        done = r.finished(turn)
+        r.c.wait_state(State.IDLE, WAIT)
+    assert sorted(results.values()) == [False, True]
+    winner = next(k for k, v in results.items() if v)
+    assert done["reason"] == winner == r.row(turn)["interrupt_reason"]
+    assert [e.type for e in r.rec.events].count("turn_finished") == 1
+    assert [e.type for e in r.rec.events].count("speech_interrupted") == 1
+    assert "already had its final status" not in caplog.text
+
+
+def test_interrupt_racing_the_natural_end(rig, caplog):
+    r = rig(["One two three."], llm_kwargs={"token_delay_s": 0.0, "first_token_delay_s": 0.0})
+    outcomes = []
+    with caplog.at_level(logging.ERROR):
+        for i in range(12):
+            r.say(f"count {i}")
+            turn = r.rec.wait("turn_started", reply_to=2 * i + 1).data["turn"]
+            r.rec.wait("first_audio", turn=turn)
+            # the answer lasts ~0.4 s: aim around its end
+            threading.Event().wait(0.25 + 0.02 * i)
+            r.c.interrupt("full", "button")
+            outcomes.append(r.finished(turn))
+            assert r.c.wait_state(State.IDLE, WAIT)
+    statuses = {o["status"] for o in outcomes}
+    assert statuses <= {"complete", "interrupted"}
+    for o in outcomes:
+        row = r.row(o["turn"])
+        assert row["status"] == o["status"]
+        if row["status"] == "complete":
+            assert row["heard_text"] == row["text"]
+        else:
+            assert row["heard_text"].split() == row["text"].split()[:len(row["heard_text"].split())]
+    finished = [e.data["turn"] for e in r.rec.events if e.type == "turn_finished"]
+    assert len(finished) == len(set(finished)) == 12
+    assert "already had its final status" not in caplog.text
+
+
+def test_late_tokens_after_cancel_never_reach_the_next_turn(rig):
+    first = " ".join(f"alpha{i}" for i in range(60)) + "."
+    second = " ".join(f"bravo{i}" for i in range(6)) + "."
+    r = rig([first, second], llm_kwargs={"token_delay_s": 0.03, "late_tokens": 5})
+    r.say("go")
+    turn1 = r.rec.wait("first_audio").data["turn"]
+    r.c.interrupt("full", "button")
+    r.finished(turn1)
+    r.say("again")
+    turn2 = r.rec.wait("turn_started", reply_to=turn1 + 1).data["turn"]
+    r.finished(turn2)
+    assert r.llm.yielded_after_stop > 0, "the fake must really emit after the cancel for this test to mean anything"
+    row1, row2 = r.row(turn1), r.row(turn2)
+    assert row2["text"] == second and row2["heard_text"] == second
+    assert "alpha" not in row2["text"]
+    played = r.tts.words_in(r.sink.audible())
+    alphas = [i for i, w in enumerate(played) if w.startswith("alpha")]
+    bravos = [i for i, w in enumerate(played) if w.startswith("bravo")]
+    assert bravos and max(alphas) < min(bravos)
+    assert played[min(bravos):] == second.split()
+    assert_word_prefix(row1["heard_text"], first)
+
+
+@pytest.mark.parametrize("where", ["voice", "thinker"])
+def test_a_stage_that_raises_ends_the_turn_as_error_and_keeps_listening(rig, where):
+    kwargs = {"tts_kwargs": {"fail_on": "boom"}} if where == "voice" else {"llm_kwargs": {"fail_on": "boom"}}
+    r = rig(["Fine so far, then boom goes the stage.", "All good now."], **kwargs)
+    r.say("first")
+    bad = r.finished()
+    assert (bad["status"], bad["reason"], bad["kind"]) == ("interrupted", "error", "full")
+    r.say("second")
+    good = r.rec.wait("turn_finished", status="complete").data
+    assert good["text"] == "All good now." and good["turn"] > bad["turn"]
+    assert all(s.alive for s in r.engine.stages)
+
+
+def test_an_answer_that_runs_too_long_is_cut_with_reason_timeout(rig):
+    settings = Settings(llm=LLMSettings(max_seconds=1.0))
+    r = rig([" ".join(["word"] * 400)], llm_kwargs={"token_delay_s": 0.02}, settings=settings)
+    r.say("talk forever")
+    done = r.finished(timeout=WAIT)
+    assert (done["status"], done["reason"], done["kind"]) == ("interrupted", "timeout", "full")
+
+
+def test_a_slow_or_failing_observer_cannot_delay_an_interrupt(rig):
+    gate = threading.Event()
+
+    def slow(event):
+        gate.wait(30)  # blocks the observer thread until the test ends
+
+    def broken(event):
+        raise RuntimeError("observer bug")
+
+    r = rig([LONG], observers=[broken, slow])
+    r.say("tell me about paris")
+    assert r.c.wait_state(State.SPEAKING, WAIT)
+    assert r.c.interrupt("full", "button")
+    assert r.c.wait_state(State.IDLE, WAIT)  # the conductor finished without the observers
+    turn = r.c.active_turn
+    rows = r.engine.turnlog.rows()
+    assert rows[-1]["status"] == "interrupted" and rows[-1]["interrupt_reason"] == "button" and turn is None
+    gate.set()
+
+
+def test_shutdown_mid_answer_is_logged_as_shutdown(tmp_path):
+    r = Rig(tmp_path, [LONG])
+    r.engine.start()
+    r.say("tell me about paris")
+    turn = r.rec.wait("first_audio").data["turn"]
+    r.engine.stop()
+    row = r.row(turn)
+    assert (row["status"], row["interrupt_reason"]) == ("interrupted", "shutdown")
+    assert_word_prefix(row["heard_text"], LONG)
+    assert not any(s.alive for s in r.engine.stages)
+
+
+def test_start_up_recovers_turns_a_crash_left_open(tmp_path):
+    t = TurnLog(tmp_path / "turns.db")
+    u = t.add_user("c", "hello")
+    a = t.begin_assistant("c", u)
+    t.checkpoint(a, text="Hello, I was", heard_text="Hello,")
+    t.close()
+    r = Rig(tmp_path, ["Hi."])
+    r.engine.start()
+    try:
+        assert r.engine.recovered == [a]
+        row = r.row(a)
+        assert (row["status"], row["interrupt_reason"], row["heard_text"]) == ("interrupted", "crash", "Hello,")
+    finally:
+        r.engine.stop()
+
+
+def test_a_new_conversation_starts_after_the_idle_timeout(tmp_path):
+    r = Rig(tmp_path, ["Hi."], settings=Settings(conversation=ConversationSettings(idle_timeout_s=5)))
+    r.engine.start()
+    try:
+        r.say("one")
+        first = r.finished()
+        r.c._last_activity -= 60  # as if a minute of quiet had passed
+        r.say("two")
+        second = r.rec.wait("turn_finished", turn=first["turn"] + 2).data
+        rows = {x["id"]: x for x in r.engine.turnlog.rows()}
+        assert rows[first["turn"]]["conversation_id"] != rows[second["turn"]]["conversation_id"]
+        assert r.llm.calls[1][1:] == [{"role": "user", "content": "two"}]
+    finally:
+        r.engine.stop()
