@@ -98,17 +98,11 @@ def cmd_models_verify(args, settings) -> int:
 
 
 def cmd_demo(args, settings) -> int:
-    from sayso.exchange import run_exchange
+    from sayso.demo import run_demo
 
-    store = _store(args, settings)
-    out = Path(args.out)
-    print(f"Asking: {args.question!r} (spoken by Piper, heard through the recogniser)\n", flush=True)
-    r = run_exchange(settings, store, args.question, out)
-    print(f"  person said  : {r.question}")
-    print(f"  sayso heard  : {r.heard}   [{r.recogniser}, real-time factor {r.stt_rtf:.2f}]")
-    print(f"  sayso answers: {r.answer}")
-    print(f"  end of speech -> first token: {r.eos_to_first_token_ms:.0f} ms, {r.tokens_per_s:.1f} tokens/s")
-    print(f"\n  question audio: {r.question_wav}\n  answer audio  : {r.answer_wav}")
+    print("sayso demo: a question, an answer cut off by the person speaking, a follow-up, and the stop "
+          "button.\nNo sound card here: playback is simulated in real time and recorded.", flush=True)
+    run_demo(settings, _store(args, settings), Path(args.out))
     return 0
 
 
@@ -180,9 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--stt", help="also fetch this STT model")
         m.set_defaults(func=fn)
 
-    d = sub.add_parser("demo", help="a spoken exchange on the real models, written to WAV files")
-    d.add_argument("--question", default="What is the capital of France?")
-    d.add_argument("--out", default="demo-out", help="folder for the WAV files")
+    d = sub.add_parser("demo", help="the mission on the real models: an exchange, interruptions, what was heard")
+    d.add_argument("--out", default="demo-out", help="folder for the turn log and the recording")
     d.add_argument("--dir", help=argparse.SUPPRESS)
     d.add_argument("--manifest", help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_demo)

@@ -39,6 +39,7 @@ class LLMSettings:
     context_tokens: int = _opt(2048, "llama.cpp context window in tokens.", lo=256, hi=32768)
     threads: int = _opt(0, "CPU threads for generation; 0 = all cores.", lo=0, hi=64)
     temperature: float = _opt(0.3, "Sampling temperature.", lo=0.0, hi=2.0)
+    seed: int = _opt(42, "Sampling seed, so the same question gets the same answer; -1 = random.", lo=-1, hi=2**31 - 1)
     system_prompt: str = _opt(
         "You are a voice assistant on a small home device. Answer in one to three short, "
         "plain spoken sentences. No lists, no markdown, no emoji, no code.",

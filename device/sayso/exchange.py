@@ -73,8 +73,7 @@ def run_exchange(settings: Settings, store: ModelStore, question: str, out_dir: 
     final = rec.end()
     stt_rtf = (time.perf_counter() - t0) / (len(mic) / RATE_HZ)
 
-    llm = LlamaLLM(store.path(settings.llm.model, role="llm"), settings.llm.context_tokens,
-                   settings.llm.threads, settings.llm.temperature, settings.llm.max_tokens)
+    llm = LlamaLLM.from_settings(store.path(settings.llm.model, role="llm"), settings.llm)
     messages = [{"role": "system", "content": settings.llm.system_prompt},
                 {"role": "user", "content": final.text or question}]
     t_eos = time.perf_counter()

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sayso.messages import WordSpan
+from sayso.voice import Rendered
+
 log = logging.getLogger(__name__)
+
+_PAUSES = frozenset(",.;:!?…—–-\"'()")
 
 
 @dataclass(frozen=True)
@@ -42,3 +47,57 @@ class PiperTTS:
             phonemes = tuple((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments or ())
             out.append(Speech(text, chunk.audio_int16_array.copy(), chunk.sample_rate, phonemes))
         return out
+
+    def render(self, text: str) -> Rendered:
+        """Audio for `text` with the sample span of every word, from the phoneme alignments.
+
+        Piper's phoneme words are split at spaces and matched to the text's words.
+        Where the counts differ (espeak joins "on the", reads "3.5" as three words)
+        each word gets a share of the aligned phonemes proportional to its own
+        phoneme count, and its span is marked estimated.
+        """
+        parts = self.speak(text)
+        audio = np.concatenate([p.audio for p in parts]) if parts else np.zeros(0, np.int16)
+        words = text.split()
+        found: list[tuple[int, int]] = []
+        phones: list[tuple[int, int]] = []
+        base = 0
+        for part in parts:
+            pos, start, end = base, None, None
+            for phoneme, n in part.phonemes:
+                if phoneme in (" ", "^", "$"):
+                    if start is not None:
+                        found.append((start, end))
+                    start = None
+                elif phoneme not in _PAUSES:
+                    start = pos if start is None else start
+                    end = pos + n
+                    phones.append((pos, end))
+                pos += n
+            if start is not None:
+                found.append((start, end))
+            base += len(part.audio)
+        if not words:
+            return Rendered(audio, self.rate_hz, ())
+        if all(p.phonemes for p in parts) and len(found) == len(words):
+            spans = tuple(WordSpan(w, s, e) for w, (s, e) in zip(words, found, strict=True))
+        elif phones:
+            spans = _share(words, [self._phoneme_count(w) for w in words], phones)
+        else:
+            spans = _share(words, [max(1, len(w)) for w in words], [(0, len(audio))] * max(1, len(words)))
+        return Rendered(audio, self.rate_hz, spans)
+
+    def _phoneme_count(self, word: str) -> int:
+        return max(1, sum(1 for sentence in self._voice.phonemize(word) for ph in sentence
+                          if ph not in _PAUSES and ph != " "))
+
+
+def _share(words: list[str], counts: list[int], phones: list[tuple[int, int]]) -> tuple[WordSpan, ...]:
+    """Give word i the aligned phonemes in proportion to `counts[i]`; spans marked estimated."""
+    total, n, cum, out = sum(counts), len(phones), 0, []
+    for w, k in zip(words, counts, strict=True):
+        first = min(n - 1, round(cum * n / total))
+        cum += k
+        last = max(first, min(n - 1, round(cum * n / total) - 1))
+        out.append(WordSpan(w, phones[first][0], phones[last][1], estimated=True))
+    return tuple(out)
