@@ -2,6 +2,7 @@ import sqlite3
 
 import pytest
 
+from sayso.errors import DiskFull
 from sayso.turnlog import COLUMNS, CUT_IN_MARKER, SCHEMA_VERSION, TurnLog
 
 
@@ -87,3 +88,13 @@ def test_a_newer_schema_is_refused_with_advice(tmp_path):
     db.close()
     with pytest.raises(Exception, match="newer sayso"):
         TurnLog(path)
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_what_was_logged(turnlog):
+    kept = turnlog.add_user("c1", "before the disk filled")
+    pages = turnlog._db.execute("PRAGMA page_count").fetchone()[0]
+    turnlog._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL path
+    with pytest.raises(DiskFull, match="disk is full.*already logged are safe"):
+        turnlog.add_user("c1", "x" * 100_000)
+    assert turnlog.get(kept)["text"] == "before the disk filled"
+    assert [r["id"] for r in turnlog.rows()] == [kept]
