@@ -32,6 +32,31 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class AudioSettings:
+    input_device: str = _opt("", "Microphone: a substring of its PortAudio name; empty = the default input.")
+    output_device: str = _opt("", "Speaker: a substring of its PortAudio name; empty = the default output.")
+    stall_s: float = _opt(2.0, "Seconds without mic frames before capture is reopened (unplugged USB mic).",
+                          lo=0.5, hi=60)
+
+
+@dataclass(frozen=True)
+class VADSettings:
+    start_threshold: float = _opt(0.5, "Speech probability at which speech may start.", lo=0.05, hi=0.99)
+    stop_threshold: float = _opt(0.35, "Probability below which speech may stop (hysteresis).", lo=0.01, hi=0.95)
+    min_speech_ms: int = _opt(200, "Shortest speech that counts as an utterance.", lo=32, hi=2000)
+    end_silence_ms: int = _opt(550, "Silence that ends an utterance.", lo=150, hi=3000)
+    preroll_ms: int = _opt(320, "Audio kept from before the onset so the first word reaches the STT.",
+                           lo=0, hi=2000)
+
+
+@dataclass(frozen=True)
+class BargeInSettings:
+    min_speech_ms: int = _opt(100, "Speech over an answer must last this long to interrupt it.", lo=32, hi=2000)
+    echo_margin_db: float = _opt(10.0, "While speaking, the mic must exceed the expected echo by this much.",
+                                 lo=0, hi=40)
+
+
+@dataclass(frozen=True)
 class LLMSettings:
     model: str = _opt("qwen2.5-coder-0.5b-instruct-q4", "Manifest name of the GGUF model.")
     max_tokens: int = _opt(160, "Most tokens in one answer.", lo=8, hi=4096)
@@ -76,6 +101,9 @@ class Settings:
     """All of sayso's settings; one section per TOML table."""
 
     models: ModelSettings = field(default_factory=ModelSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    vad: VADSettings = field(default_factory=VADSettings)
+    barge_in: BargeInSettings = field(default_factory=BargeInSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     stt: STTSettings = field(default_factory=STTSettings)
@@ -128,7 +156,11 @@ def parse(data: dict[str, Any]) -> Settings:
         if name not in hints:
             raise _unknown(name, sorted(hints))
         sections[name] = _build_section(name, hints[name], raw)
-    return Settings(**sections)
+    settings = Settings(**sections)
+    if settings.vad.stop_threshold >= settings.vad.start_threshold:
+        raise ConfigError(f"vad.stop_threshold = {settings.vad.stop_threshold:g} must be below "
+                          f"vad.start_threshold = {settings.vad.start_threshold:g} (hysteresis).")
+    return settings
 
 
 def load(path: str | Path | None = None) -> Settings:

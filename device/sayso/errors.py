@@ -38,3 +38,7 @@ class StageError(SaysoError, RuntimeError):
 
 class ChannelClosed(SaysoError, EOFError):
     """A put or get on a channel that has been closed."""
+
+
+class DeviceNotFound(SaysoError, LookupError):
+    """No audio device matches the configured name; the message lists the ones that exist."""
