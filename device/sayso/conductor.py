@@ -31,6 +31,7 @@ from sayso.messages import (
     Heard,
     InterruptRequested,
     Kind,
+    PartialTranscript,
     PlaybackEnded,
     Reason,
     SpeechStarted,
@@ -174,6 +175,9 @@ class Conductor(Stage):
         if isinstance(msg, SpeechStarted):
             if self._state is State.IDLE:
                 self._set_state(State.LISTENING)
+            return
+        if isinstance(msg, PartialTranscript):
+            self._emit("partial", text=msg.text)
             return
         turn = self._active
         if turn is None or getattr(msg, "turn", None) != turn.id:

@@ -7,15 +7,19 @@ import time
 from collections.abc import Callable, Iterable
 
 from sayso.cancel import Scopes
+from sayso.capture import Capture
 from sayso.channel import Channel
 from sayso.conductor import Conductor
 from sayso.config import Settings
 from sayso.events import EventBus, Observer
+from sayso.listener import EchoReference, Listener, Transcriber
 from sayso.messages import Kind, Reason, State
 from sayso.speaker import AudioSink, Speaker
 from sayso.stage import Stage, stop_all
+from sayso.stt import Recognizer
 from sayso.thinker import LLM, Thinker
 from sayso.turnlog import TurnLog
+from sayso.vad import Endpointer, SileroVAD
 from sayso.voice import TTS, Voice
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,8 @@ class Engine:
 
     def __init__(self, *, llm: LLM, tts: TTS, sink: AudioSink, turnlog: TurnLog, settings: Settings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, observers: Iterable[Observer] = (),
-                 ack_timeout_s: float = 3.0):
+                 ack_timeout_s: float = 3.0, mic=None, vad: SileroVAD | None = None,
+                 recognizer: Recognizer | None = None):
         settings = settings or Settings()
         self.turnlog = turnlog
         self.scopes = Scopes()
@@ -46,8 +51,22 @@ class Engine:
         self.thinker = Thinker(llm, self.requests, self.clauses, self.conductor.post, self.scopes, clock,
                                self.conductor.interrupt, settings.llm.max_seconds, on_error=failed)
         self.voice = Voice(tts, self.clauses, self.segments, self.scopes, on_error=failed)
-        self.speaker = Speaker(sink, self.segments, self.conductor.post, self.scopes, clock, on_error=failed)
+        self.echo = EchoReference()
+        self.speaker = Speaker(sink, self.segments, self.conductor.post, self.scopes, clock, on_error=failed,
+                               echo=self.echo)
         self.stages: list[Stage] = [self.conductor, self.thinker, self.voice, self.speaker]
+        self.channels = [self.requests, self.clauses, self.segments, self.conductor.inbox]
+        if mic is not None:
+            if vad is None or recognizer is None:
+                raise ValueError("listening needs a mic, a VAD and a recognizer together")
+            self.frames: Channel = Channel("frames", capacity=256)
+            self.utterance_audio: Channel = Channel("utterance-audio", capacity=4096)
+            self.capture = Capture(mic, self.frames, clock, settings.audio.stall_s)
+            self.listener = Listener(vad, Endpointer(settings.vad), self.frames, self.utterance_audio,
+                                     self.conductor, settings.barge_in, settings.vad.preroll_ms, self.echo)
+            self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post)
+            self.stages += [self.transcriber, self.listener, self.capture]
+            self.channels += [self.frames, self.utterance_audio]
         self.recovered: list[int] = []
 
     def start(self) -> Engine:
@@ -64,7 +83,7 @@ class Engine:
         try:
             for s in self.stages:
                 s.stopping.set()
-            for ch in (self.requests, self.clauses, self.segments, self.conductor.inbox):
+            for ch in self.channels:
                 ch.close()
             stop_all(self.stages, timeout_s / 2)
         finally:

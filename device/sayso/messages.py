@@ -49,6 +49,13 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class PartialTranscript:
+    """What the recogniser has so far, while the person is still speaking."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Utterance:
     """A final transcript: one thing the person said."""
 

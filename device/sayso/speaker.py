@@ -41,8 +41,11 @@ class Speaker(Stage):
     name = "speaker"
 
     def __init__(self, sink: AudioSink, segments: Channel, report: Callable[[object], None], scopes: Scopes,
-                 clock: Callable[[], int], block_ms: float = 20.0, on_error: ErrorHandler | None = None):
+                 clock: Callable[[], int], block_ms: float = 20.0, on_error: ErrorHandler | None = None,
+                 echo=None):
         super().__init__(on_error)
+        self.echo = echo
+        """Where what is played is published for the listener's echo guard (an EchoReference)."""
         self.sink, self.segments, self.report, self.scopes, self.clock = sink, segments, report, scopes, clock
         self.block = max(1, int(sink.rate_hz * min(block_ms, 20.0) / 1000))
         self._written = 0
@@ -80,6 +83,9 @@ class Speaker(Stage):
                 self._end(seg.turn, completed=False)
                 return
             block = audio[i:i + self.block]
+            if self.echo is not None:
+                pending_ns = int(self.sink.pending_samples() * 1e9 / self.sink.rate_hz)
+                self.echo.played(block, self.sink.rate_hz, self.clock() + pending_ns)
             self.sink.write(block)
             self._written += len(block)
         self.report(Heard(seg.turn, self._heard()))

@@ -1,0 +1,188 @@
+"""Listening on real parts: Silero VAD, the echo guard and barge-in, pocketsphinx, PortAudio via ALSA."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame, PyAudioMic
+from sayso.channel import Channel
+from sayso.config import BargeInSettings, VADSettings
+from sayso.engine import Engine
+from sayso.exchange import to_mic_rate
+from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
+from sayso.listener import EchoReference, EndOfSpeech, Listener
+from sayso.messages import SpeechStarted, State
+from sayso.stt import PocketsphinxRecognizer
+from sayso.tts import PiperTTS
+from sayso.turnlog import TurnLog
+from sayso.vad import Endpointer, SileroVAD
+
+T0_NS = 1_000_000_000_000
+ANSWER = ("The weather today is mild with a light breeze from the west, and later in the afternoon "
+          "there may be a little rain, so take a coat if you go out for a long walk.")
+
+
+class ConductorProbe:
+    """Stands in for the conductor's three-method interface; records what the listener told it."""
+
+    def __init__(self, state: State):
+        self.state = state
+        self.posted: list = []
+        self.interrupts: list[tuple[str, str, int | None]] = []
+
+    def post(self, msg) -> None:
+        self.posted.append(msg)
+
+    def interrupt(self, kind, reason, onset_ns=None) -> bool:
+        self.interrupts.append((str(kind), str(reason), onset_ns))
+        return True
+
+
+@pytest.fixture(scope="module")
+def voices(store):
+    appliance = PiperTTS(store.path("en_US-joe-medium"))
+    person = PiperTTS(store.path("en_US-joe-medium"), length_scale=1.15)
+    return appliance, person
+
+
+def onset_of(clean: np.ndarray) -> int:
+    return int(np.argmax(np.abs(clean) > 0.05 * 32768))
+
+
+def run_listener(mic: np.ndarray, echo: EchoReference | None, state: State = State.SPEAKING,
+                 barge: BargeInSettings | None = None) -> ConductorProbe:
+    """Feed `mic` (16 kHz int16) frame by frame through a real listener; frames stamped on a fixed clock."""
+    probe = ConductorProbe(state)
+    frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
+    listener = Listener(SileroVAD(_vad_path()), Endpointer(VADSettings()), frames, audio,
+                        probe, barge or BargeInSettings(), echo=echo)
+    n = len(mic) // FRAME_SAMPLES
+    for k in range(n):
+        index = k * FRAME_SAMPLES
+        frames.put(Frame(mic[index:index + FRAME_SAMPLES].copy(), index, T0_NS + int(index * 1e9 / RATE_HZ)))
+    for _ in range(n):
+        listener.step()
+    return probe
+
+
+def _vad_path():
+    from sayso.manifest import ModelStore
+
+    return ModelStore().path("silero-vad-v6", role="vad")
+
+
+def appliance_playing(appliance: PiperTTS, seconds: float, gain_db: float, delay_ms: float = 30.0):
+    """The answer as played (published to an EchoReference) and as it leaks into the mic."""
+    r = appliance.render(ANSWER)
+    played = r.audio[: int(seconds * r.rate_hz)]
+    ref = EchoReference(keep_s=seconds + 5)
+    block = r.rate_hz // 50
+    for i in range(0, len(played), block):
+        ref.played(played[i:i + block], r.rate_hz, T0_NS + int(i * 1e9 / r.rate_hz))
+    leak = to_mic_rate(played, r.rate_hz).astype(np.float32) * 10 ** (gain_db / 20)
+    mic = np.concatenate([np.zeros(int(delay_ms * RATE_HZ / 1000), np.float32), leak])
+    noise = np.random.default_rng(7).standard_normal(len(mic)) * 32768 * 10 ** (-60 / 20)
+    return mic + noise, ref
+
+
+def test_its_own_voice_at_minus_20_db_does_not_interrupt(voices):
+    mic, ref = appliance_playing(voices[0], 6.0, gain_db=-20)
+    probe = run_listener(np.clip(mic, -32768, 32767).astype(np.int16), ref)
+    assert probe.interrupts == []
+    # and the guard is what did it: the same leak with no reference is taken for a person
+    unguarded = run_listener(np.clip(mic, -32768, 32767).astype(np.int16), None)
+    assert unguarded.interrupts, "the VAD must hear the leak as speech, or this test proves nothing"
+
+
+def test_a_person_talking_over_the_answer_interrupts_at_the_right_onset(voices):
+    mic, ref = appliance_playing(voices[0], 6.0, gain_db=-20)
+    person = to_mic_rate(np.concatenate([s.audio for s in voices[1].speak("Stop, that is enough.")]),
+                         voices[1].rate_hz).astype(np.float32) * 10 ** (-3 / 20)
+    start = int(2.5 * RATE_HZ)
+    mic[start:start + len(person)] += person[: len(mic) - start]
+    probe = run_listener(np.clip(mic, -32768, 32767).astype(np.int16), ref)
+    assert [(k, r) for k, r, _ in probe.interrupts] == [("full", "user_speaking")]
+    true_onset_ns = T0_NS + int((start + onset_of(person)) * 1e9 / RATE_HZ)
+    error_ms = (probe.interrupts[0][2] - true_onset_ns) / 1e6
+    print(f"barge-in onset error: {error_ms:+.0f} ms")
+    assert abs(error_ms) <= 100
+
+
+def test_no_barge_in_while_idle_but_the_utterance_is_sent_with_its_preroll(voices):
+    person = to_mic_rate(np.concatenate([s.audio for s in voices[1].speak("What time is it?")]), voices[1].rate_hz)
+    mic = np.concatenate([np.zeros(RATE_HZ, np.int16), person, np.zeros(RATE_HZ, np.int16)])
+    probe = run_listener(mic, None, state=State.IDLE)
+    assert probe.interrupts == []
+    starts = [m for m in probe.posted if isinstance(m, SpeechStarted)]
+    assert len(starts) == 1
+    assert abs(starts[0].onset_sample - (RATE_HZ + onset_of(person))) <= 0.1 * RATE_HZ
+
+
+class PacedMic(PyAudioMic):
+    """The real mic, delivering in real time: ALSA's null slave is not paced, a sound card is."""
+
+    def open(self, deliver):
+        start = time.monotonic()
+        count = [0]
+        pace = threading.Event()
+
+        def paced(data, t_ns):
+            count[0] += len(data) // 2
+            ahead = start + count[0] / self.rate_hz - time.monotonic()
+            if ahead > 0:
+                pace.wait(ahead)
+            deliver(data, time.monotonic_ns())
+
+        super().open(paced)
+
+
+def test_spoken_question_through_portaudio_becomes_a_logged_turn(alsa_devices, voices, tmp_path):
+    person = to_mic_rate(np.concatenate([s.audio for s in voices[1].speak("What time is it?")]), voices[1].rate_hz)
+    alsa_devices(np.concatenate([np.zeros(RATE_HZ // 2, np.int16), person, np.zeros(RATE_HZ * 30, np.int16)]))
+    heard = threading.Event()
+    events = []
+
+    def observe(e):
+        events.append(e)
+        if e.type == "turn_finished":
+            heard.set()
+
+    engine = Engine(llm=FakeLLM(["It is noon."]), tts=FakeTTS(), sink=FakeSpeakerSink(),
+                    turnlog=TurnLog(tmp_path / "turns.db"), observers=[observe], mic=PacedMic("saysomic"),
+                    vad=SileroVAD(_vad_path()), recognizer=PocketsphinxRecognizer())
+    engine.start()
+    try:
+        assert heard.wait(30), [e.type for e in events]
+    finally:
+        engine.stop()
+    rows = engine.turnlog.rows()
+    assert rows[0]["role"] == "user" and "time" in rows[0]["text"]
+    assert rows[1]["status"] == "complete" and rows[1]["text"] == "It is noon."
+    types = [e.type for e in events]
+    assert types.index("state") < types.index("user_turn")  # listening came first
+    assert any(e.type == "partial" for e in events), "partial transcripts are published while speaking"
+
+
+def test_end_of_speech_reaches_the_transcriber_after_the_utterance(voices):
+    person = to_mic_rate(np.concatenate([s.audio for s in voices[1].speak("Turn on the light.")]), voices[1].rate_hz)
+    mic = np.concatenate([np.zeros(RATE_HZ // 2, np.int16), person, np.zeros(RATE_HZ, np.int16)])
+    probe = ConductorProbe(State.IDLE)
+    frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
+    listener = Listener(SileroVAD(_vad_path()), Endpointer(VADSettings()), frames, audio, probe, BargeInSettings())
+    n = len(mic) // FRAME_SAMPLES
+    for k in range(n):
+        frames.put(Frame(mic[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES], k * FRAME_SAMPLES, T0_NS))
+    for _ in range(n):
+        listener.step()
+    items = []
+    while (item := audio.get(timeout=0)) is not None:
+        items.append(item)
+    assert isinstance(items[-1], EndOfSpeech) and all(isinstance(i, Frame) for i in items[:-1])
+    got = np.concatenate([i.samples for i in items[:-1]])
+    # pre-roll included: the utterance audio starts before the speech does
+    assert items[0].index <= RATE_HZ // 2 + onset_of(person) - 0.2 * RATE_HZ
+    assert len(got) >= len(person)
