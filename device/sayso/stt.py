@@ -87,7 +87,14 @@ class VoskRecognizer:
         import vosk
 
         vosk.SetLogLevel(-1)
-        self._rec = vosk.KaldiRecognizer(vosk.Model(str(model_dir)), RATE_HZ)
+        if not model_dir.is_dir():
+            raise ModelMissing(f"Vosk model folder {model_dir} is missing; run `sayso models fetch`.")
+        try:
+            model = vosk.Model(str(model_dir))
+        except Exception as e:  # vosk raises a bare Exception for any folder it cannot load
+            raise ModelCorrupt(f"Vosk could not load {model_dir} ({e}); run `sayso models fetch` "
+                               "to fetch it again.") from e
+        self._rec = vosk.KaldiRecognizer(model, RATE_HZ)
         self._rec.SetWords(True)
         self._last = ""
         self._done: list[str] = []

