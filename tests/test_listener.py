@@ -44,8 +44,8 @@ class ConductorProbe:
 
 @pytest.fixture(scope="module")
 def voices(store):
-    appliance = PiperTTS(store.path("en_US-joe-medium"))
-    person = PiperTTS(store.path("en_US-joe-medium"), length_scale=1.15)
+    appliance = PiperTTS(store.path("en_US-joe-medium"), repeatable=True)
+    person = PiperTTS(store.path("en_US-joe-medium"), length_scale=1.15, repeatable=True)
     return appliance, person
 
 

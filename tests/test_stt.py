@@ -96,7 +96,7 @@ def ms(seconds: list[float]) -> str:
 
 @pytest.fixture(scope="module")
 def voice(store) -> PiperTTS:
-    return PiperTTS(store.path("en_US-joe-medium", role="voice"))
+    return PiperTTS(store.path("en_US-joe-medium", role="voice"), repeatable=True)
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,15 @@ class Speech:
 class PiperTTS:
     """A Piper voice; alignments come from the patched model (or an in-memory patch)."""
 
-    def __init__(self, model_path: Path, length_scale: float = 1.0):
+    def __init__(self, model_path: Path, length_scale: float = 1.0, repeatable: bool = False):
+        """`repeatable` turns off Piper's sampling noise so the same text gives the same audio (tests)."""
         from piper import PiperVoice, SynthesisConfig
 
         # include_alignments patches an unpatched model in memory and is a no-op
         # (debug log) for the pre-patched default voice.
         self._voice = PiperVoice.load(str(model_path), include_alignments=True)
-        self._config = SynthesisConfig(length_scale=length_scale)
+        noise = {"noise_scale": 0.0, "noise_w_scale": 0.0} if repeatable else {}
+        self._config = SynthesisConfig(length_scale=length_scale, **noise)
         self.rate_hz = self._voice.config.sample_rate
 
     def speak(self, text: str) -> list[Speech]:

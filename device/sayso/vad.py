@@ -64,8 +64,9 @@ class SileroVAD:
             raise ValueError(f"SileroVAD takes frames of {FRAME_SAMPLES} mono int16 samples at {RATE_HZ} Hz; "
                              f"got shape {frame.shape}, dtype {frame.dtype}. Cut the stream into 32 ms frames.")
         x = frame.astype(np.float32) / 32768.0
-        # v6 was trained on each frame preceded by the last 64 samples of the one before; without
-        # that context the model sees a hard edge every 32 ms and its probabilities drift low.
+        # v6 expects each frame preceded by the last 64 samples of the one before (silero's own
+        # wrapper feeds it so): its first convolution then sees one continuous signal, not a false
+        # edge every 32 ms. Zeros there lower the probabilities only slightly, but it is the input it knows.
         batch = np.concatenate([self._context, x])[np.newaxis, :]
         out, self._state = self._session.run(["output", "stateN"],
                                              {"input": batch, "state": self._state, "sr": self._sr})
@@ -106,9 +107,9 @@ VADEvent = SpeechStart | SpeechEnd
 class Endpointer:
     """Turns per-frame speech probabilities into SpeechStart / SpeechEnd; pure, no clock of its own.
 
-    Hysteresis: a run of speech starts only at prob >= start_threshold, but once started it
-    continues until prob < stop_threshold. One threshold would make an utterance flicker on and
-    off as soft consonants and word tails wobble around it; two give a dead band that holds.
+    Hysteresis: a run of speech starts only at prob >= start_threshold, but once started (already
+    while starting) it continues until prob < stop_threshold. One threshold would make an utterance
+    flicker on and off as soft consonants and word tails wobble around it; two give a dead band.
     """
 
     def __init__(self, settings: VADSettings, frame_samples: int = FRAME_SAMPLES, rate_hz: int = RATE_HZ):
@@ -122,6 +123,9 @@ class Endpointer:
         self.rate_hz = rate_hz
         self._min_speech = settings.min_speech_ms * rate_hz // 1000
         self._end_silence = settings.end_silence_ms * rate_hz // 1000
+        # Silero's recurrent state carries speech about one frame past the sound (measured: ends
+        # came a median +66 ms late at the last confident frame); one frame is taken back.
+        self._lag = frame_samples
         self.reset()
 
     def reset(self) -> None:
@@ -129,6 +133,7 @@ class Endpointer:
         self._state = VADState.QUIET
         self._onset = 0
         self._speech_end = 0
+        self._strong_end = 0
 
     @property
     def state(self) -> VADState:
@@ -162,13 +167,18 @@ class Endpointer:
             self._state = VADState.STOPPING
             if frame_end - self._speech_end < self._end_silence:
                 return []
-            end = SpeechEnd(self._speech_end, frame_end)
+            # Silero's probability decays over several frames after the last sound; the end of the
+            # last confident frame (>= start_threshold) sits much nearer the true end than the
+            # end of the hysteresis tail.
+            end = SpeechEnd(max(self._onset, (self._strong_end or self._speech_end) - self._lag), frame_end)
             self.reset()
             return [end]
         elif self._state is VADState.STOPPING:
             # Speech back within end_silence_ms: a pause inside the utterance, not its end.
             self._state = VADState.SPEAKING
         self._speech_end = frame_end
+        if prob >= s.start_threshold:
+            self._strong_end = frame_end
         if self._state is VADState.STARTING and frame_end - self._onset >= self._min_speech:
             self._state = VADState.SPEAKING
             return [SpeechStart(self._onset)]
