@@ -98,3 +98,23 @@ def test_capture_recovers_from_a_failed_open_and_a_stream_that_goes_quiet(alsa_d
     # the audio clock kept time through the outage (about 0.3 s = 4800 samples)
     gap = later[0].index - first[-1].index
     assert gap >= 4096, gap
+
+
+def test_a_device_at_48_khz_is_resampled_to_16_khz_frames(alsa_devices):
+    rate = 48000
+    tone = (np.sin(np.arange(rate * 2) * 2 * np.pi * 440 / rate) * 9000).astype(np.int16)
+    alsa_devices(tone)
+    frames: Channel = Channel("frames", capacity=100_000)
+    cap = Capture(PyAudioMic("saysomic", rate_hz=rate), frames)
+    cap.start()
+    try:
+        got = take(frames, 40)
+    finally:
+        cap.stopping.set()
+        cap.join(5)
+    assert cap.mic.rate_hz == rate
+    audio = np.concatenate([f.samples for f in got[4:]]).astype(np.float32)  # past soxr's start-up
+    spectrum = np.abs(np.fft.rfft(audio))
+    peak_hz = np.argmax(spectrum) * 16000 / len(audio)
+    assert abs(peak_hz - 440) < 5
+    assert 0.55 < np.sqrt(np.mean(audio ** 2)) / 9000 < 0.85  # level kept (sine RMS = 0.707)

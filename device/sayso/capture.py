@@ -57,8 +57,9 @@ def find_device(pa, name: str, direction: str) -> tuple[int, dict]:
 class PyAudioMic:
     """The microphone through PortAudio, opened by name, at 16 kHz or the device's own rate."""
 
-    def __init__(self, name: str = "", block_ms: float = 32.0):
-        self.name, self.block_ms = name, block_ms
+    def __init__(self, name: str = "", block_ms: float = 32.0, rate_hz: int | None = None):
+        """`rate_hz` forces a device rate (some USB mics only run at 44.1 or 48 kHz); None tries 16 kHz first."""
+        self.name, self.block_ms, self.forced_rate = name, block_ms, rate_hz
         self.rate_hz = RATE_HZ
         self._pa = self._stream = None
 
@@ -70,9 +71,9 @@ class PyAudioMic:
         try:
             index, info = find_device(self._pa, self.name, "input")
             try:
-                self._pa.is_format_supported(RATE_HZ, input_device=index, input_channels=1,
+                self.rate_hz = self.forced_rate or RATE_HZ
+                self._pa.is_format_supported(self.rate_hz, input_device=index, input_channels=1,
                                              input_format=pyaudio.paInt16)
-                self.rate_hz = RATE_HZ
             except ValueError:
                 self.rate_hz = int(info["defaultSampleRate"])
 
