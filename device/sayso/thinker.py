@@ -19,6 +19,7 @@ from sayso.messages import (
     Reason,
     TextCheckpoint,
 )
+from sayso.sanitize import speakable
 from sayso.stage import ErrorHandler, Stage
 
 log = logging.getLogger(__name__)
@@ -55,33 +56,39 @@ class Thinker(Stage):
         if cancelled():
             self.report(GenerationEnded(turn, "", "cancelled", self.clock()))
             return
-        chunker, text, seq = ClauseChunker(), "", 0
+        chunker, raw, spoken = ClauseChunker(), "", []
         deadline = self.clock() + int(self.max_seconds * 1e9)
         messages = [{"role": role, "content": content} for role, content in req.messages]
         for piece in self.llm.stream(messages, cancelled):
             if cancelled():
                 break  # the "one more token" after a cancel belongs to no one
-            if not text:
+            if not raw:
                 self.report(FirstToken(turn, self.clock()))
-            text += piece
+            raw += piece
             for chunk in chunker.feed(piece):
-                seq = self._send(turn, seq, chunk, text)
+                self._send(turn, spoken, chunk)
             if self.clock() > deadline:
                 log.warning("turn %s: answer took longer than %.0fs; cutting it", turn, self.max_seconds)
                 self.interrupt(Kind.FULL, Reason.TIMEOUT)
+        rest = chunker.flush()
         if cancelled():
             outcome = "cancelled"
+            spoken.append(speakable(rest or ""))  # generated, never sent: logged, not spoken
         else:
-            if rest := chunker.flush():
-                seq = self._send(turn, seq, rest, text)
+            if rest:
+                self._send(turn, spoken, rest)
             if not self.scopes.speech_cancelled(turn):
                 self.clauses.put(EndOfAnswer(turn))
             outcome = "done"
-        self.report(GenerationEnded(turn, text.strip(), outcome, self.clock()))
+        self.report(GenerationEnded(turn, " ".join(filter(None, spoken)), outcome, self.clock()))
         self.current_turn = None
 
-    def _send(self, turn: int, seq: int, chunk: str, text: str) -> int:
+    def _send(self, turn: int, spoken: list[str], chunk: str) -> None:
+        """Speak a chunk (markup, code and URLs removed) and checkpoint the answer so far."""
+        chunk = speakable(chunk)
+        if not chunk:
+            return
         if not self.scopes.speech_cancelled(turn):
-            self.clauses.put(Clause(turn, seq, chunk))
-        self.report(TextCheckpoint(turn, text.strip()))
-        return seq + 1
+            self.clauses.put(Clause(turn, len(spoken), chunk))
+        spoken.append(chunk)
+        self.report(TextCheckpoint(turn, " ".join(spoken)))

@@ -1,0 +1,167 @@
+"""The speaking half on real parts: chunks, speakable text, Piper word spans, heard text, PortAudio out."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from sayso.audio_out import PyAudioSink
+from sayso.cancel import Cancellation, Scopes
+from sayso.channel import Channel
+from sayso.chunker import ClauseChunker
+from sayso.fakes import FakeSpeakerSink
+from sayso.messages import EndOfAnswer, Kind, PlaybackEnded, Reason, Segment
+from sayso.sanitize import speakable
+from sayso.speaker import Speaker
+from sayso.tts import PiperTTS
+
+
+def chunks(text: str, step: int = 3) -> list[str]:
+    """Feed `text` in small uneven pieces, as tokens arrive."""
+    c, out = ClauseChunker(), []
+    for i in range(0, len(text), step):
+        out += c.feed(text[i:i + step])
+    rest = c.flush()
+    return out + ([rest] if rest else [])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Sure, Paris is the capital. It is big.", ["Sure,", "Paris is the capital.", "It is big."]),
+    ("One two three four five six seven eight. Nine.", ["One two three four five six", "seven eight.", "Nine."]),
+    ("It costs 3.5 dollars, about 1,000 yen. Fine.", ["It costs 3.5 dollars,", "about 1,000 yen.", "Fine."]),
+    ("Ask Dr. Smith, e.g. today. Then rest.", ["Ask Dr. Smith,", "e.g. today.", "Then rest."]),
+    ("Well - maybe. Yes; no: later, okay.", ["Well -", "maybe.", "Yes; no: later, okay."]),
+    ("No boundary at all", ["No boundary at all"]),
+])
+def test_chunker_cuts_early_first_then_at_sentences_and_never_inside_numbers(text, expected):
+    assert chunks(text) == expected
+    assert chunks(text, step=1) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("**Paris** is the capital 🇫🇷 of France!", "Paris is the capital of France!"),
+    ("# Steps\n- first\n- second", "Steps first second"),
+    ("Run `ls` then:\n```sh\nrm -rf /\n```\nDone.", "Run ls then: Done."),
+    ("See [the guide](https://x.org/a) or https://x.org/b now.", "See the guide or a link now."),
+    ("It is 2 * 3, e.g. six.", "It is 2 times 3, e.g. six."),
+])
+def test_speakable_text_has_no_markup_code_urls_or_emoji(text, expected):
+    assert speakable(text) == expected
+
+
+SENTENCES = [
+    "Paris is the capital of France.", "It costs 3.5 dollars, not 4.", "Dr. Smith arrived at 10:30 a.m. today.",
+    "The year 1969 saw the first moon landing.", "Yes!", "Well, that depends on the weather, doesn't it?",
+    "Turn left, then right, then left again.", "My phone number is 555 0123.", "It is 72 degrees outside.",
+    "Berlin has about 3,700,000 people.", "We met on May 5th, 2021.", "Water boils at 100 degrees Celsius.",
+    "Hmm... let me think about that for a second.", "The meeting is at 3 p.m. in room 204.",
+    "Add two cups of flour and one egg.", "Light travels at about 300,000 kilometres per second.",
+    "Don't forget your keys; it's cold.", "Is it 50% off, or 25%?", "Mount Everest is 8,849 metres tall.",
+    "Thank you, and good night!",
+]
+
+
+@pytest.fixture(scope="module")
+def voice(store):
+    return PiperTTS(store.path("en_US-joe-medium"), repeatable=True)
+
+
+def test_word_spans_on_twenty_sentences_are_monotonic_and_cover_the_audio(voice):
+    estimated = 0
+    for text in SENTENCES:
+        r = voice.render(text)
+        words = r.words
+        assert [w.text for w in words] == text.split()
+        assert all(w.start < w.end for w in words), text
+        assert all(a.end <= b.start for a, b in zip(words, words[1:], strict=False)), text
+        assert words[0].start < 0.4 * r.rate_hz and words[-1].end > len(r.audio) - 0.6 * r.rate_hz, text
+        assert words[-1].end <= len(r.audio)
+        estimated += any(w.estimated for w in words)
+    print(f"\n{len(SENTENCES) - estimated} of {len(SENTENCES)} sentences aligned word for word; "
+          f"{estimated} spread by phoneme counts")
+
+
+def play(sink, segment, cancel_at_sample=None):
+    """Run a real Speaker stage on one segment; cancel once `cancel_at_sample` samples are audible."""
+    scopes, segments, reports = Scopes(), Channel("segments", 4), []
+    scope = scopes.open(segment.turn)
+    ended = threading.Event()
+
+    def report(msg):
+        reports.append(msg)
+        if isinstance(msg, PlaybackEnded):
+            ended.set()
+
+    speaker = Speaker(sink, segments, report, scopes, clock=__import__("time").monotonic_ns)
+    speaker.start()
+    segments.put(segment)
+    segments.put(EndOfAnswer(segment.turn))
+    played_at_cancel = None
+    try:
+        if cancel_at_sample is not None:
+            watch = threading.Event()
+            while len(sink.audible()) < cancel_at_sample and not ended.is_set():
+                watch.wait(0.002)
+            played_at_cancel = len(sink.audible())
+            scope.cancel(Cancellation(Kind.FULL, Reason.BUTTON, 0))
+        assert ended.wait(20)
+    finally:
+        speaker.stopping.set()
+        speaker.join(5)
+    return next(m for m in reports if isinstance(m, PlaybackEnded)), played_at_cancel
+
+
+def test_an_interrupt_at_a_known_sample_keeps_the_words_heard_by_then(voice):
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    r = voice.render(text)
+    target = r.words[6].end + 200  # just after "the" ends
+    sink = FakeSpeakerSink(rate_hz=r.rate_hz, buffer_ms=40)
+    ended, played = play(sink, Segment(1, 0, text, r.audio, r.rate_hz, r.words), cancel_at_sample=target)
+    # what the fake device had actually sounded by the time the speaker stopped
+    audible = len(sink.audible())
+    expected = [w.text for w in r.words if w.end <= audible]
+    assert not ended.completed
+    assert abs(len(ended.words) - len(expected)) <= 1 and list(ended.words) == text.split()[:len(ended.words)]
+    assert 6 <= len(ended.words) <= 8
+
+
+def test_speaker_plays_through_portaudio_and_completes(alsa_devices, voice):
+    home = alsa_devices(np.zeros(16000, np.int16))
+    text = "Paris is the capital of France."
+    r = voice.render(text)
+    sink = PyAudioSink("saysospeaker", rate_hz=r.rate_hz)
+    try:
+        ended, _ = play(sink, Segment(1, 0, text, r.audio, r.rate_hz, r.words))
+    finally:
+        sink.close()
+    assert ended.completed and " ".join(ended.words) == text
+    written = np.fromfile(home / "speaker.raw", dtype=np.int16)
+    assert sink.rate_hz == r.rate_hz
+    assert np.array_equal(written[:len(r.audio)], r.audio)
+
+
+def test_time_to_first_audio_with_the_default_models(store, tmp_path, voice):
+    import time
+
+    from sayso.config import Settings
+    from sayso.engine import Engine
+    from sayso.llm import LlamaLLM
+    from sayso.messages import State, Utterance
+    from sayso.turnlog import TurnLog
+
+    settings = Settings()
+    llm = LlamaLLM.from_settings(store.path(settings.llm.model, role="llm"), settings.llm)
+    engine = Engine(llm=llm, tts=voice, sink=FakeSpeakerSink(rate_hz=voice.rate_hz),
+                    turnlog=TurnLog(tmp_path / "turns.db"), settings=settings).start()
+    try:
+        engine.conductor.post(Utterance("what is the capital of france", time.monotonic_ns()))
+        assert engine.conductor.wait_state(State.SPEAKING, 60)
+        assert engine.conductor.wait_state(State.IDLE, 60)
+    finally:
+        engine.stop()
+    row = engine.turnlog.rows()[-1]
+    m = row["metrics"]
+    print(f"\nend of speech -> first token {m['eos_to_first_token_ms']:.0f} ms, "
+          f"-> first played sample {m['eos_to_first_audio_ms']:.0f} ms")
+    assert row["status"] == "complete" and "paris" in row["text"].lower()
+    assert 0 < m["eos_to_first_token_ms"] < m["eos_to_first_audio_ms"]
