@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sayso.capture import FRAME_SAMPLES
 from sayso.config import Settings
 from sayso.engine import Engine
-from sayso.exchange import FRAME_SAMPLES, to_mic_rate, write_wav
+from sayso.exchange import to_mic_rate, write_wav
 from sayso.fakes import FakeSpeakerSink
 from sayso.llm import LlamaLLM
 from sayso.manifest import ModelStore

@@ -15,16 +15,15 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from sayso.capture import FRAME_SAMPLES, RATE_HZ
 from sayso.config import Settings
 from sayso.llm import LlamaLLM
 from sayso.manifest import ModelStore
-from sayso.stt import RATE_HZ, open_recognizer
+from sayso.stt import open_recognizer
 from sayso.tts import PiperTTS
 
 log = logging.getLogger(__name__)
 
-FRAME_SAMPLES = 512
-"""32 ms at 16 kHz: the mic frame size the listener uses."""
 
 
 @dataclass(frozen=True)

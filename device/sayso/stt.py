@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sayso.capture import RATE_HZ
 from sayso.errors import ModelCorrupt, ModelMissing, UnknownModel
 from sayso.manifest import ModelStore
 
 log = logging.getLogger(__name__)
 
-RATE_HZ = 16000
 
 
 @dataclass(frozen=True)

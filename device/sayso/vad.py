@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sayso.capture import FRAME_SAMPLES, RATE_HZ  # Silero v6 takes 512-sample frames at 16 kHz
 from sayso.config import VADSettings
 from sayso.errors import ConfigError, ModelMissing
 
 log = logging.getLogger(__name__)
 
-RATE_HZ = 16000
-FRAME_SAMPLES = 512
-"""Samples per Silero frame at 16 kHz (32 ms); the v6 model accepts no other size."""
 CONTEXT_SAMPLES = 64
 STATE_SHAPE = (2, 1, 128)
 
