@@ -43,10 +43,6 @@ class Scope:
                 self.generation.set()
             return changed
 
-    @property
-    def cancelled(self) -> bool:
-        return self.speech.is_set()
-
 
 class Scopes:
     """Scopes by turn id, so a late item can be checked against its own turn."""

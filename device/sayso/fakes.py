@@ -155,7 +155,3 @@ class FakeSpeakerSink:
         """Everything that has played (or is queued to play without an abort)."""
         with self._lock:
             return np.concatenate([b for _, b in self._blocks]) if self._blocks else np.zeros(0, np.int16)
-
-    def silent_since_ns(self) -> int:
-        with self._lock:
-            return self._end_ns

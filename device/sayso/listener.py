@@ -198,11 +198,8 @@ class Transcriber(Stage):
                 self.post(PartialTranscript(partial.text))
         elif isinstance(item, EndOfSpeech):
             final = self.recognizer.end()
-            if final.text:
-                self.post(Utterance(final.text, item.eos_ns, item.eos_sample))
-            else:
-                log.debug("a final with no words is not a turn")
-                self.post(Utterance("", item.eos_ns, item.eos_sample))
+            # an empty final is posted too: the conductor goes back from listening to idle
+            self.post(Utterance(final.text, item.eos_ns, item.eos_sample))
 
 
 def _ns_at(frame: Frame, sample: int) -> int:

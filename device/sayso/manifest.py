@@ -188,11 +188,6 @@ class ModelStore:
         tmp.write_text(json.dumps(cache, indent=1))
         os.replace(tmp, self.root / _VERIFIED)
 
-    def forget(self, name: str) -> None:
-        cache = self._cache()
-        if cache.pop(name, None) is not None:
-            (self.root / _VERIFIED).write_text(json.dumps(cache, indent=1))
-
     def _cache(self) -> dict:
         try:
             return json.loads((self.root / _VERIFIED).read_text())
