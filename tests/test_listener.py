@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
+from sayso.audio import to_mic_rate
 from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame, PyAudioMic
 from sayso.channel import Channel
 from sayso.config import BargeInSettings, VADSettings
 from sayso.engine import Engine
-from sayso.exchange import to_mic_rate
 from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 from sayso.listener import EchoReference, EndOfSpeech, Listener
 from sayso.messages import SpeechStarted, State

@@ -44,6 +44,8 @@ def test_chunker_cuts_early_first_then_at_sentences_and_never_inside_numbers(tex
     ("Run `ls` then:\n```sh\nrm -rf /\n```\nDone.", "Run ls then: Done."),
     ("See [the guide](https://x.org/a) or https://x.org/b now.", "See the guide or a link now."),
     ("It is 2 * 3, e.g. six.", "It is 2 times 3, e.g. six."),
+    ("It began in 1870 [the person cut in here] and ended.", "It began in 1870 and ended."),
+    ("Half a [stage direction", "Half a stage direction"),
 ])
 def test_speakable_text_has_no_markup_code_urls_or_emoji(text, expected):
     assert speakable(text) == expected

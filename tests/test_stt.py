@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import soxr
 
+from sayso.audio import to_mic_rate
 from sayso.capture import FRAME_SAMPLES
 from sayso.config import VADSettings
 from sayso.errors import ModelCorrupt, ModelMissing
-from sayso.exchange import to_mic_rate
 from sayso.manifest import Manifest, Model, ModelFile, ModelStore
 from sayso.stt import RATE_HZ, PocketsphinxRecognizer, Transcript, VoskRecognizer, open_recognizer
 from sayso.tts import PiperTTS

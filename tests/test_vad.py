@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from sayso.audio import to_mic_rate
 from sayso.config import VADSettings
 from sayso.errors import ConfigError, ModelMissing
-from sayso.exchange import to_mic_rate
 from sayso.tts import PiperTTS
 from sayso.vad import FRAME_SAMPLES, RATE_HZ, Endpointer, SileroVAD, SpeechEnd, SpeechStart, VADState
 

@@ -98,6 +98,7 @@ class Conductor(Stage):
         self._lock = threading.Condition()
         self._active: _Turn | None = None
         self._state = State.IDLE
+        self._state_changes = 0
         self._queued: tuple[int, Utterance] | None = None
         self._conversation: str | None = None
         self._last_activity = 0.0
@@ -148,11 +149,21 @@ class Conductor(Stage):
         t = self._active
         return t.id if t else None
 
-    def wait_state(self, state: State | str, timeout_s: float) -> bool:
-        """Block until the conductor is in `state` (for the simulator and tests)."""
+    @property
+    def state_changes(self) -> int:
+        """How many times the state has changed so far: pass it as `since` to `wait_state`."""
+        return self._state_changes
+
+    def wait_state(self, state: State | str, timeout_s: float, since: int | None = None) -> bool:
+        """Block until the conductor is in `state` (for the simulator and tests).
+
+        With `since` (a `state_changes` value), only a state entered after that point
+        counts: "speaking" then means the next answer, not the one already playing.
+        """
         state = State(state)
         with self._lock:
-            return self._lock.wait_for(lambda: self._state is state, timeout_s)
+            return self._lock.wait_for(
+                lambda: self._state is state and (since is None or self._state_changes > since), timeout_s)
 
     # ---- the conductor's own thread
 
@@ -333,6 +344,7 @@ class Conductor(Stage):
             if self._state is state:
                 return
             self._state = state
+            self._state_changes += 1
             self._lock.notify_all()
         self._emit("state", state=state.value)
 

@@ -92,6 +92,12 @@ class ConversationSettings:
 
 
 @dataclass(frozen=True)
+class GpioSettings:
+    button_pin: int = _opt(17, "BCM pin of the stop button, wired to ground (internal pull-up).", lo=0, hi=27)
+    bounce_ms: int = _opt(30, "Button debounce time.", lo=0, hi=500)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     db: str = _opt("turns.db", "SQLite turn log (a Pi uses /var/lib/sayso/turns.db).")
 
@@ -108,6 +114,7 @@ class Settings:
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     stt: STTSettings = field(default_factory=STTSettings)
     conversation: ConversationSettings = field(default_factory=ConversationSettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 

@@ -67,7 +67,17 @@ class Engine:
             self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post)
             self.stages += [self.transcriber, self.listener, self.capture]
             self.channels += [self.frames, self.utterance_audio]
+        else:
+            self.listener = None
         self.recovered: list[int] = []
+
+    def settled(self) -> bool:
+        """Idle with nothing on its way: no utterance being heard, no transcript or report pending."""
+        if self.conductor.state is not State.IDLE or len(self.conductor.inbox):
+            return False
+        if self.listener is None:
+            return True
+        return not self.listener.in_utterance and not len(self.frames) and not len(self.utterance_audio)
 
     def start(self) -> Engine:
         self.recovered = self.turnlog.recover()

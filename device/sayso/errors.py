@@ -42,3 +42,11 @@ class ChannelClosed(SaysoError, EOFError):
 
 class DeviceNotFound(SaysoError, LookupError):
     """No audio device matches the configured name; the message lists the ones that exist."""
+
+
+class ScenarioError(SaysoError, ValueError):
+    """A scenario file is not valid: the message names the file, the step and the key."""
+
+
+class ScenarioFailed(SaysoError, TimeoutError):
+    """A scenario's `wait` was not met in time: the message names the step and the state it was in."""

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soxr
 
+from sayso.audio import to_mic_rate, write_wav
 from sayso.capture import FRAME_SAMPLES, RATE_HZ
 from sayso.config import Settings
 from sayso.llm import LlamaLLM
@@ -23,7 +22,6 @@ from sayso.stt import open_recognizer
 from sayso.tts import PiperTTS
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -38,20 +36,6 @@ class ExchangeResult:
     """Recognition time over audio duration."""
     eos_to_first_token_ms: float
     tokens_per_s: float
-
-
-def write_wav(path: Path, audio: np.ndarray, rate_hz: int) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate_hz)
-        w.writeframes(audio.astype(np.int16).tobytes())
-
-
-def to_mic_rate(audio: np.ndarray, rate_hz: int) -> np.ndarray:
-    """int16 at any rate -> int16 at 16 kHz."""
-    out = soxr.resample(audio.astype(np.float32) / 32768.0, rate_hz, RATE_HZ)
-    return (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
 
 
 def run_exchange(settings: Settings, store: ModelStore, question: str, out_dir: Path) -> ExchangeResult:

@@ -132,6 +132,11 @@ class Listener(Stage):
         self._barged = False
         self._recent: deque[tuple[int, bool]] = deque(maxlen=10)
 
+    @property
+    def in_utterance(self) -> bool:
+        """Whether the person may be speaking now (speech started or starting, not yet ended)."""
+        return self._in_utterance or self.endpointer.state is not VADState.QUIET
+
     def step(self) -> None:
         frame: Frame | None = self.frames.get(timeout=0.1)
         if frame is None:
