@@ -1,15 +1,17 @@
 """`sayso demo` end to end on the real models: the mission, as a person would see it."""
 
+import json
+
 from sayso import cli
+from sayso.turnlog import CUT_IN_MARKER, TurnLog
 
 
 def test_demo_shows_an_exchange_an_interruption_and_what_was_heard(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "=== what happened" in text and "heard  :" in text and "cut by : button" in text
-    from sayso.turnlog import TurnLog
-
+    assert "what happened" in text and "heard  :" in text and "cut by button" in text
+    assert "speech onset -> silence" in text and "press -> silence" in text
     rows = TurnLog(out / "turns.db").rows()
     assert [(r["role"], r["status"], r["interrupt_reason"]) for r in rows] == [
         ("user", "complete", None), ("assistant", "complete", None),
@@ -18,6 +20,10 @@ def test_demo_shows_an_exchange_an_interruption_and_what_was_heard(tmp_path, cap
     for r in rows:
         if r["role"] == "assistant":
             heard, said = r["heard_text"].split(), r["text"].split()
-            assert heard and heard == said[:len(heard)]
+            assert heard == said[:len(heard)] and CUT_IN_MARKER not in r["text"]
     assert rows[1]["heard_text"] == rows[1]["text"]
-    assert (out / "conversation.wav").stat().st_size > 44100
+    report = json.loads((out / "report.json").read_text())
+    assert [r["id"] for r in report["turns"]] == [r["id"] for r in rows]
+    assert report["summary"]["self_interruptions"] == 0
+    assert len(report["summary"]["barge_in_latency_ms"]) == 1 and len(report["summary"]["button_latency_ms"]) == 1
+    assert (out / "conversation.wav").stat().st_size > 16000 * 4

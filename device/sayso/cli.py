@@ -101,8 +101,42 @@ def cmd_demo(args, settings) -> int:
     from sayso.demo import run_demo
 
     print("sayso demo: a question, an answer cut off by the person speaking, a follow-up, and the stop "
-          "button.\nNo sound card here: playback is simulated in real time and recorded.", flush=True)
+          "button.\nNo sound card needed: a simulated room plays it in real time and records it.", flush=True)
     run_demo(settings, _store(args, settings), Path(args.out))
+    return 0
+
+
+def cmd_simulate(args, settings) -> int:
+    import json
+    import tempfile
+
+    from sayso import scenario
+    from sayso.report import transcript
+    from sayso.simulate import simulate
+
+    sc = scenario.load(args.scenario)
+    print(f"scenario: {sc.name} ({sc.source})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sayso-sim-") as tmp:
+        db = Path(args.db) if args.db else Path(tmp) / "turns.db"
+        record = Path(args.record) if args.record else None
+        result = simulate(sc, settings, _store(args, settings), db, record)
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.report, indent=2))
+    print(transcript(result.report, result.per_turn))
+    for label, path in (("turn log", args.db), ("recording", args.record), ("report", args.report)):
+        if path:
+            print(f"{label}: {path}")
+    return 0
+
+
+def cmd_bench(args, settings) -> int:
+    import json
+
+    from sayso.bench import run_bench, table
+
+    out = run_bench(settings, _store(args, settings), args.runs,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 
 
@@ -175,10 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
         m.set_defaults(func=fn)
 
     d = sub.add_parser("demo", help="the mission on the real models: an exchange, interruptions, what was heard")
-    d.add_argument("--out", default="demo-out", help="folder for the turn log and the recording")
-    d.add_argument("--dir", help=argparse.SUPPRESS)
-    d.add_argument("--manifest", help=argparse.SUPPRESS)
+    d.add_argument("--out", default="demo-out", help="folder for the turn log, the recording and the report")
     d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("simulate", help="run a scenario in a simulated room on the real pipeline")
+    s.add_argument("scenario", help="scenario TOML file, or the name of a packaged one (demo, bench-barge-in, ...)")
+    s.add_argument("--db", help="turn log to write (default: a temporary one)")
+    s.add_argument("--report", metavar="PATH", help="write the report JSON here")
+    s.add_argument("--record", metavar="PATH.wav", help="write a stereo WAV: mic left, speaker right")
+    s.set_defaults(func=cmd_simulate)
+
+    b = sub.add_parser("bench", help="latency and throughput on the bench scenarios, p50/p95")
+    b.add_argument("--runs", type=int, default=5, help="times to run each scenario (default 5)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=cmd_bench)
+
+    for q in (d, s, b):
+        q.add_argument("--dir", help=argparse.SUPPRESS)
+        q.add_argument("--manifest", help=argparse.SUPPRESS)
 
     t = sub.add_parser("turns", help="show the turn log: what was said, and what was heard")
     turns_sub = t.add_subparsers(dest="turns_action")

@@ -111,13 +111,12 @@ def build_report(name: str, turns: list[dict], events: list[Event], room: RoomLo
 
 
 def percentiles(values: list[float]) -> tuple[float | None, float | None]:
-    """(p50, p95) by linear interpolation; None for no values."""
+    """(p50, p95) by linear interpolation between samples; None for no values."""
     if not values:
         return None, None
     if len(values) == 1:
         return values[0], values[0]
-    q = statistics.quantiles(values, n=20, method="inclusive")
-    return round(statistics.median(values), 1), round(q[18], 1)
+    return statistics.median(values), statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
 def transcript(report: dict, per_turn: dict[int, dict]) -> str:

@@ -75,10 +75,10 @@ class Injection:
         return self.kind in ("say", "wav")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Playing:
     audio: np.ndarray
-    pos: int = 0
+    start_sample: int
 
 
 @dataclass
@@ -190,7 +190,10 @@ class Room:
         self.mic = SimMic(self)
         self.log = RoomLog()
         self._rng = np.random.default_rng(seed)
-        self._to_mic = soxr.ResampleStream(speaker_rate_hz, RATE_HZ, 1, dtype="float32")
+        # "QQ": one sample of latency and an even 160 samples out per tick. The better
+        # qualities hold back hundreds of samples and release them in bursts, which would
+        # stretch the echo's delay beyond what the scenario asked for.
+        self._to_mic = soxr.ResampleStream(speaker_rate_hz, RATE_HZ, 1, dtype="float32", quality="QQ")
         # the echo path: played audio at 16 kHz waits here for its delay
         self._echo_line = np.zeros(int(echo_delay_ms * RATE_HZ / 1000), np.float32)
         self._ticks = 0
@@ -241,8 +244,8 @@ class Room:
         """Play int16 16 kHz `audio` into the mic from the next tick on; returns where it sits."""
         audio = np.asarray(audio, dtype=np.int16)
         with self._lock:
-            start = self._ticks * TICK_SAMPLES + TICK_SAMPLES
-            self._playing.append(_Playing(audio))
+            start = self._ticks * TICK_SAMPLES  # the 10 ms now under way: not yet delivered
+            self._playing.append(_Playing(audio, start))
         inj = Injection(kind, label, start, start + onset_of(audio), start + len(audio))
         self.log.injections.append(inj)
         return inj
@@ -281,15 +284,16 @@ class Room:
                 elif ahead < -50_000_000:
                     self.late_ticks += 1
                 tick_sample = step * TICK_SAMPLES
-                with self._lock:
-                    self._ticks = step
-                    self._tick_mono = time.monotonic_ns()
-                    self._lock.notify_all()
-                # the next 10 ms of the speaker
+                # the speaker's next 10 ms leave before the clock shows this tick: by the time
+                # anyone can read time `tick_sample`, those samples are playing
                 speaker_due += per_tick
                 n = int(speaker_due)
                 speaker_due -= n
                 heard_next = self._echo(self.speaker.take(n, tick_sample))
+                with self._lock:
+                    self._ticks = step
+                    self._tick_mono = time.monotonic_ns()
+                    self._lock.notify_all()
                 if step:
                     # the 10 ms that just ended: the mic heard the person, the room and the echo
                     self._deliver(tick_sample - TICK_SAMPLES, played)
@@ -317,14 +321,14 @@ class Room:
             mic += played * self.echo_gain
         if self.noise_std is not None:
             mic += self._rng.standard_normal(TICK_SAMPLES).astype(np.float32) * self.noise_std
+        end = first_sample + TICK_SAMPLES
         with self._lock:
             playing = list(self._playing)
+            self._playing = [p for p in self._playing if p.start_sample + len(p.audio) > end]
         for p in playing:
-            chunk = p.audio[p.pos:p.pos + TICK_SAMPLES]
-            mic[:len(chunk)] += chunk
-            p.pos += TICK_SAMPLES
-        with self._lock:
-            self._playing = [p for p in self._playing if p.pos < len(p.audio)]
+            lo, hi = max(first_sample, p.start_sample), min(end, p.start_sample + len(p.audio))
+            if lo < hi:
+                mic[lo - first_sample:hi - first_sample] += p.audio[lo - p.start_sample:hi - p.start_sample]
         block = np.clip(mic, -32768, 32767).astype(np.int16)
         if self._record:
             self._mic_track.append(block)

@@ -36,15 +36,22 @@ log = logging.getLogger(__name__)
 
 WAIT_S = 30.0
 """How long a step's `wait` may take before the scenario fails."""
+END_WAIT_S = 120.0
+"""How long the end of a scenario may wait for idle: a long last answer may still be playing."""
 
 
 class PersonVoice:
-    """The person in the room: Piper, slower, then played 12% fast, which is about two semitones higher."""
+    """The person in the room: Piper, slower, then played 12% fast, which is about two semitones higher.
+
+    It shares the appliance's loaded voice (`PiperTTS.paced`), so the simulator
+    does not hold a second copy of it; the simulation renders every line before
+    the pipeline starts, so the two never synthesize at once.
+    """
 
     PITCH = 1.12
 
-    def __init__(self, model_path: Path):
-        self.tts = PiperTTS(model_path, length_scale=1.25)
+    def __init__(self, voice: PiperTTS):
+        self.tts = voice.paced(1.25)
 
     def say(self, text: str) -> np.ndarray:
         """`text` spoken, as int16 at the mic's 16 kHz."""
@@ -64,9 +71,9 @@ class Kit:
 
     @classmethod
     def load(cls, settings: Settings, store: ModelStore) -> Kit:
-        voice = store.path(settings.voice.model, role="voice")
+        tts = PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale)
         return cls(llm=LlamaLLM.from_settings(store.path(settings.llm.model, role="llm"), settings.llm),
-                   tts=PiperTTS(voice, settings.voice.length_scale), person=PersonVoice(voice),
+                   tts=tts, person=PersonVoice(tts),
                    vad=SileroVAD(store.path("silero-vad-v6", role="vad")),
                    recognizer=open_recognizer(store, settings.stt.engine, settings.stt.vosk_model))
 
@@ -101,7 +108,9 @@ class Simulation:
         self.engine = Engine(llm=kit.llm, tts=kit.tts, sink=self.room.speaker, turnlog=self.turnlog,
                              settings=settings, clock=self.room.clock, observers=[self.events.append],
                              mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer)
-        self._noise_seed = 0
+        # everything the room will hear, made now: synthesis must not shift a step's timing
+        self._sounds = {step.number: self._sound(step) for step in scenario.steps if step.action != "press"
+                        and step.action is not None}
 
     def run(self) -> Result:
         from gpiozero.pins.mock import MockFactory
@@ -123,7 +132,7 @@ class Simulation:
                     self._act(step, pin)
             last = self.scenario.steps[-1]
             # the scenario ends when the appliance is idle again (an answer may run to its time limit)
-            self._wait(last, State.IDLE, since, max(self.wait_timeout_s, self.settings.llm.max_seconds + 30))
+            self._wait(last, State.IDLE, since, max(self.wait_timeout_s, END_WAIT_S))
             self._sleep(0.2)
         finally:
             self.engine.stop()
@@ -162,16 +171,19 @@ class Simulation:
             else:
                 self._sleep(0.05)
 
+    def _sound(self, step: Step) -> tuple[np.ndarray, str, str]:
+        if step.say is not None:
+            return self.kit.person.say(step.say), "say", step.say
+        if step.wav is not None:
+            return read_wav_at_mic_rate(step.wav), "wav", str(step.wav)
+        return noise_burst(step.noise_s, seed=step.number), "noise", f"{step.noise_s:g}s"
+
     def _act(self, step: Step, pin) -> None:
         room = self.room
-        if step.say is not None:
-            log.info("person says %r", step.say)
-            room.play_into_mic(self.kit.person.say(step.say), "say", step.say)
-        elif step.wav is not None:
-            room.play_into_mic(read_wav_at_mic_rate(step.wav), "wav", str(step.wav))
-        elif step.noise_s is not None:
-            self._noise_seed += 1
-            room.play_into_mic(noise_burst(step.noise_s, seed=self._noise_seed), "noise", f"{step.noise_s:g}s")
+        if step.number in self._sounds:
+            audio, kind, label = self._sounds[step.number]
+            log.info("into the mic: %s %r", kind, label)
+            room.play_into_mic(audio, kind, label)
         elif step.press:
             log.info("the stop button is pressed")
             pressed = room.clock() * RATE_HZ // 1_000_000_000

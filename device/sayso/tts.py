@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,12 @@ class PiperTTS:
         noise = {"noise_scale": 0.0, "noise_w_scale": 0.0} if repeatable else {}
         self._config = SynthesisConfig(length_scale=length_scale, **noise)
         self.rate_hz = self._voice.config.sample_rate
+
+    def paced(self, length_scale: float) -> PiperTTS:
+        """The same loaded voice at another pace (no second copy of the model in memory)."""
+        other = copy.copy(self)
+        other._config = dataclasses.replace(self._config, length_scale=length_scale)
+        return other
 
     def speak(self, text: str) -> list[Speech]:
         """One Speech per sentence Piper finds in `text`."""

@@ -1,0 +1,89 @@
+"""The scenario format (a contract): what it accepts, and a clear message for everything it does not."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from sayso import scenario
+from sayso.errors import ScenarioError
+from sayso.messages import State
+
+ISSUE_EXAMPLE = """
+name = "barge-in then button"
+[room]
+echo_gain_db = -20
+echo_delay_ms = 30
+noise_dbfs = -60
+[[step]]
+wait = "idle"
+after_s = 0.5
+say = "What is the capital of France?"
+[[step]]
+wait = "speaking"
+after_s = 1.5
+say = "Stop. Tell me about Germany instead."
+[[step]]
+wait = "speaking"
+after_s = 1.0
+press = true
+[[step]]
+wait = "idle"
+"""
+
+
+def parse(text: str, base=None) -> scenario.Scenario:
+    return scenario.parse(tomllib.loads(text), "s.toml", base)
+
+
+def test_the_documented_example_parses():
+    sc = parse(ISSUE_EXAMPLE)
+    assert sc.name == "barge-in then button"
+    assert sc.room == scenario.RoomSpec(-20.0, 30.0, -60.0)
+    assert [(s.number, s.wait, s.action) for s in sc.steps] == [
+        (1, State.IDLE, "say"), (2, State.SPEAKING, "say"), (3, State.SPEAKING, "press"), (4, State.IDLE, None)]
+    assert sc.steps[2].hold_s == 0.1
+
+
+def test_room_is_optional_and_wav_and_noise_are_actions(tmp_path):
+    (tmp_path / "cough.wav").write_bytes(b"")
+    sc = parse('[[step]]\nwav = "cough.wav"\n[[step]]\nnoise_s = 0.4\n', base=tmp_path)
+    assert sc.room == scenario.RoomSpec() and sc.name == "s"
+    assert sc.steps[0].wav == tmp_path / "cough.wav" and sc.steps[1].noise_s == 0.4
+
+
+@pytest.mark.parametrize("text, message", [
+    ('nmae = "x"\n[[step]]\nwait = "idle"', "unknown key 'nmae'"),
+    ('name = "x"', "no steps"),
+    ('[room]\necho_gain = -20\n[[step]]\nwait = "idle"', "[room]: unknown key 'echo_gain'"),
+    ('[room]\nnoise_dbfs = 10\n[[step]]\nwait = "idle"', "noise_dbfs = 10 must be between"),
+    ('[[step]]\nwait = "idle"\n[[step]]\nwait = "talking"', "step 2: wait = 'talking'; allowed: idle, listening"),
+    ('[[step]]\nsay = "hi"\npress = true', "step 1: one action per step, found say, press"),
+    ('[[step]]\nsay = ""', "step 1: say must be a non-empty string"),
+    ('[[step]]\nwav = "nowhere.wav"', "wav file nowhere.wav does not exist"),
+    ('[[step]]\nsay = "hi"\nhold_s = 1', "hold_s belongs to a step with press = true"),
+    ('[[step]]\nafter_s = "1"', "after_s = '1' must be a number"),
+    ('[[step]]\npress = false', "step 1 does nothing"),
+    ('[[step]]\nwiat = "idle"', "step 1: unknown key 'wiat'"),
+])
+def test_a_bad_scenario_names_the_step_and_the_key(text, message):
+    with pytest.raises(ScenarioError, match=None) as e:
+        parse(text)
+    assert message in str(e.value) and "s.toml" in str(e.value)
+
+
+def test_packaged_scenarios_load_by_name_and_a_missing_one_lists_them():
+    names = sorted(p.stem for p in scenario.PACKAGED.glob("*.toml"))
+    assert {"demo", "bench-answer", "bench-barge-in", "bench-button"} <= set(names)
+    for name in names:
+        assert scenario.load(name).steps
+    with pytest.raises(ScenarioError, match="packaged scenarios: bench-answer"):
+        scenario.load("no-such-scenario")
+
+
+def test_a_file_that_is_not_toml_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[step]\n")
+    with pytest.raises(ScenarioError, match="bad.toml is not valid TOML"):
+        scenario.load(bad)

@@ -1,0 +1,104 @@
+"""Scenarios in the simulated room on the real pipeline and default models (`tests/scenarios/*.toml`).
+
+Expectations are on what the turn log says (statuses, reasons, heard text),
+never on wall-clock speed; latencies are only checked to be measured.
+"""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import pytest
+
+from sayso import scenario
+from sayso.config import Settings
+from sayso.errors import ScenarioFailed
+from sayso.fakes import FakeLLM, FakeTTS
+from sayso.simulate import Kit, Simulation
+from sayso.turnlog import COLUMNS
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).parent / "scenarios"
+
+U, A = "user", "assistant"
+EXPECTED = {
+    "barge_in_then_button": [(U, "complete", None), (A, "interrupted", "user_speaking"),
+                             (U, "complete", None), (A, "interrupted", "button")],
+    "cough_then_answer": [(U, "complete", None), (A, "complete", None)],
+    "button_while_thinking": [(U, "complete", None), (A, "interrupted", "button")],
+}
+
+
+@pytest.fixture(scope="module")
+def kit(store) -> Kit:
+    return Kit.load(Settings(), store)
+
+
+def run(kit: Kit, tmp_path: Path, name: str, **kw):
+    return Simulation(scenario.load(HERE / f"{name}.toml"), kit, Settings(), tmp_path / "turns.db", **kw).run()
+
+
+def assert_heard_is_a_word_prefix(turns: list[dict]) -> None:
+    for r in turns:
+        if r["role"] != A:
+            continue
+        heard, said = r["heard_text"].split(), r["text"].split()
+        if r["status"] == "complete":
+            assert heard == said, r
+        else:
+            assert len(heard) < len(said) and heard == said[:len(heard)], r
+
+
+def test_every_scenario_here_has_expectations():
+    assert sorted(p.stem for p in HERE.glob("*.toml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_scenario(kit, tmp_path, name):
+    result = run(kit, tmp_path, name, record=tmp_path / "rec.wav")
+    turns, summary = result.report["turns"], result.report["summary"]
+    assert [(r["role"], r["status"], r["interrupt_reason"]) for r in turns] == EXPECTED[name]
+    assert_heard_is_a_word_prefix(turns)
+    assert summary["self_interruptions"] == 0 and summary["false_barge_ins"] == 0
+    cut = [r for r in turns if r["status"] == "interrupted"]
+    audible = [r for r in cut if "first_audio" in {e["type"] for e in result.report["events"]
+                                                    if e.get("turn") == r["id"]}]
+    n_speech = sum(r["interrupt_reason"] == "user_speaking" for r in audible)
+    n_button = sum(r["interrupt_reason"] == "button" for r in audible)
+    assert len(summary["barge_in_latency_ms"]) == n_speech
+    assert len(summary["button_latency_ms"]) == n_button
+    assert all(v >= 0 for v in summary["barge_in_latency_ms"] + summary["button_latency_ms"])
+    if name == "button_while_thinking":
+        assert turns[1]["heard_text"] == "" and not summary["button_latency_ms"]
+    with wave.open(str(tmp_path / "rec.wav")) as w:
+        assert w.getnchannels() == 2 and w.getframerate() == 16000 and w.getnframes() > 16000
+
+
+def test_the_report_keeps_its_contract(kit, tmp_path):
+    report = run(kit, tmp_path, "barge_in_then_button").report
+    json.dumps(report)  # it is JSON
+    assert set(report) == {"scenario", "turns", "events", "summary"}
+    assert report["scenario"] == "barge-in then button"
+    assert all(tuple(r) == COLUMNS for r in report["turns"])
+    times = [e["t_ms"] for e in report["events"]]
+    assert times == sorted(times) and all("type" in e for e in report["events"])
+    types = [e["type"] for e in report["events"]]
+    # the timeline holds the room's ground truth beside the pipeline's own events, in order
+    assert types.index("say") < types.index("speech_interrupted") < types.index("speaker_abort")
+    assert types.index("button_press") < types.index("button_release")
+    assert set(report["summary"]) == {"barge_in_latency_ms", "button_latency_ms", "eos_to_first_audio_ms",
+                                      "llm_stop_ms", "self_interruptions", "false_barge_ins"}
+    onset = next(e["onset_ms"] for e in report["events"] if e["type"] == "say" and e["what"].startswith("Stop"))
+    abort = next(e for e in report["events"] if e["type"] == "speaker_abort" and e["t_ms"] >= onset)
+    assert report["summary"]["barge_in_latency_ms"] == [pytest.approx(abort["last_played_ms"] - onset, abs=0.2)]
+
+
+def test_a_wait_that_is_never_met_fails_the_scenario_naming_the_step(kit, tmp_path):
+    fast = Kit(llm=FakeLLM(["Fine."]), tts=FakeTTS(), person=kit.person, vad=kit.vad, recognizer=kit.recognizer)
+    sc = scenario.parse({"name": "stuck", "step": [{"wait": "idle"}, {"wait": "speaking", "after_s": 0.1}]},
+                        "stuck.toml")
+    with pytest.raises(ScenarioFailed, match=r"stuck.toml, step 2 wait=speaking: the appliance was not "
+                                             r"speaking within 1s \(it was idle\)"):
+        Simulation(sc, fast, Settings(), tmp_path / "turns.db", wait_timeout_s=1.0).run()
