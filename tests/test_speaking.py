@@ -32,6 +32,8 @@ def chunks(text: str, step: int = 3) -> list[str]:
     ("Ask Dr. Smith, e.g. today. Then rest.", ["Ask Dr. Smith,", "e.g. today.", "Then rest."]),
     ("Well - maybe. Yes; no: later, okay.", ["Well -", "maybe.", "Yes; no: later, okay."]),
     ("No boundary at all", ["No boundary at all"]),
+    ("Spain was founded in [the person cut in here] long ago. Yes.",
+     ["Spain was founded in [the person cut in here] long", "ago.", "Yes."]),
 ])
 def test_chunker_cuts_early_first_then_at_sentences_and_never_inside_numbers(text, expected):
     assert chunks(text) == expected

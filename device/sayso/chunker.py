@@ -13,6 +13,8 @@ ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st mt vs etc e.g i.e a.m p.m approx no fig inc ltd co u.s u.k".split())
 _CLAUSE = re.compile(r"[,;:](?=\s)|\s[-\u2013\u2014](?=\s)|[\u2013\u2014](?=\S)")
 _SENTENCE = re.compile(r"[.!?](?=[\s\"')\]])|\n")
+MAX_BRACKET_CHARS = 200
+"""An unclosed "[" longer than this is not an aside any more: cutting resumes."""
 
 
 class ClauseChunker:
@@ -45,16 +47,24 @@ class ClauseChunker:
         return None
 
     def _find_cut(self) -> int | None:
-        for m in _SENTENCE.finditer(self._buf):
-            if m.group() == "\n" or not _is_abbreviation(self._buf, m.start()):
+        buf = self._buf
+        for m in _SENTENCE.finditer(buf):
+            if (m.group() == "\n" or not _is_abbreviation(buf, m.start())) and self._may_cut(m.end()):
                 return m.end()
         if self._sent == 0:
-            if m := _CLAUSE.search(self._buf):
-                return m.end()
-            words = list(re.finditer(r"\S+(?=\s)", self._buf))
+            for m in _CLAUSE.finditer(buf):
+                if self._may_cut(m.end()):
+                    return m.end()
+            words = [w for w in re.finditer(r"\S+(?=\s)", buf) if self._may_cut(w.end())]
             if len(words) >= self.first_words:
                 return words[self.first_words - 1].end()
         return None
+
+    def _may_cut(self, at: int) -> bool:
+        """Never inside [brackets]: the sanitizer drops a bracketed aside only when it arrives whole."""
+        before = self._buf[:at]
+        opened = before.rfind("[")
+        return opened <= before.rfind("]") or len(self._buf) - opened >= MAX_BRACKET_CHARS
 
 
 def _is_abbreviation(text: str, dot: int) -> bool:

@@ -71,13 +71,19 @@ class Engine:
             self.listener = None
         self.recovered: list[int] = []
 
-    def settled(self) -> bool:
-        """Idle with nothing on its way: no utterance being heard, no transcript or report pending."""
-        if self.conductor.state is not State.IDLE or len(self.conductor.inbox):
-            return False
+    def busy(self) -> str | None:
+        """What keeps the appliance from being settled idle, or None when nothing is on its way."""
+        if self.conductor.state is not State.IDLE:
+            return f"it is {self.conductor.state.value}"
+        if len(self.conductor.inbox):
+            return "reports are waiting for the conductor"
         if self.listener is None:
-            return True
-        return not self.listener.in_utterance and not len(self.frames) and not len(self.utterance_audio)
+            return None
+        if self.listener.in_utterance:
+            return "the listener hears speech (VAD) that has not ended"
+        if len(self.frames) or len(self.utterance_audio):
+            return "mic audio is waiting to be heard or transcribed"
+        return None
 
     def start(self) -> Engine:
         self.recovered = self.turnlog.recover()

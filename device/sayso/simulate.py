@@ -150,23 +150,31 @@ class Simulation:
             raise SaysoError("the simulated room stopped unexpectedly; run with -v for its log")
 
     def _wait(self, step: Step, state: State, since: int | None, timeout_s: float) -> None:
-        """Until the appliance is in `state`, entered after the last action; idle must also be settled."""
+        """Until the appliance is in `state`.
+
+        A busy state must have been entered after the last action began: "speaking"
+        after a barge-in means the next answer, not the one being cut. Idle must be
+        settled instead (no speech being heard, no transcript on its way), which
+        also covers an action that changed nothing, like a cough nobody answers.
+        """
         c = self.engine.conductor
+        since = None if state is State.IDLE else since
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ScenarioFailed(
                     f"{self.scenario.source}, {step.describe()}: the appliance was not {state.value} within "
-                    f"{timeout_s:g}s (it was {c.state.value}); check that the step before it leads there")
+                    f"{timeout_s:g}s ({self.engine.busy() or 'it was ' + c.state.value}); "
+                    f"check that the step before it leads there")
             if not c.wait_state(state, min(left, 0.5), since):
                 continue
             if state is not State.IDLE:
                 return
             changes = c.state_changes
-            if self.engine.settled():
+            if self.engine.busy() is None:
                 self._sleep(0.15)
-                if self.engine.settled() and c.state_changes == changes:
+                if self.engine.busy() is None and c.state_changes == changes:
                     return
             else:
                 self._sleep(0.05)
