@@ -51,7 +51,8 @@ class VADSettings:
 
 @dataclass(frozen=True)
 class BargeInSettings:
-    min_speech_ms: int = _opt(100, "Speech over an answer must last this long to interrupt it.", lo=32, hi=2000)
+    min_speech_ms: int = _opt(64, "Speech over an answer must last this long to interrupt it (two 32 ms frames).",
+                              lo=32, hi=2000)
     echo_margin_db: float = _opt(10.0, "While speaking, the mic must exceed the expected echo by this much.",
                                  lo=0, hi=40)
 
