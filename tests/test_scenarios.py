@@ -103,3 +103,18 @@ def test_a_wait_that_is_never_met_fails_the_scenario_naming_the_step(kit, tmp_pa
     with pytest.raises(ScenarioFailed, match=r"stuck.toml, step 2 wait=speaking: the appliance was not "
                                              r"speaking within 1s \(it was idle\)"):
         Simulation(sc, fast, Settings(), tmp_path / "turns.db", wait_timeout_s=1.0).run()
+
+
+def test_sayso_simulate_writes_the_turn_log_report_and_recording(tmp_path, capsys):
+    from sayso import cli
+
+    db, report, wav = tmp_path / "t.db", tmp_path / "r.json", tmp_path / "r.wav"
+    args = ["simulate", str(HERE / "button_while_thinking.toml"), "--db", str(db), "--report", str(report),
+            "--record", str(wav)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "the button while thinking" in out and "cut by button" in out
+    assert json.loads(report.read_text())["scenario"] == "the button while thinking"
+    assert db.exists() and wav.stat().st_size > 16000 * 4
+    assert cli.main(["simulate", "no-such-scenario"]) == 2
+    assert "packaged scenarios: " in capsys.readouterr().err

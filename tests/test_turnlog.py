@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 
 from sayso.errors import DiskFull
-from sayso.turnlog import COLUMNS, CUT_IN_MARKER, SCHEMA_VERSION, TurnLog
+from sayso.turnlog import COLUMNS, SCHEMA_VERSION, TurnLog, cut_in_note
 
 
 @pytest.fixture
@@ -72,11 +72,13 @@ def test_history_gives_interrupted_answers_as_heard_with_a_marker(turnlog):
     u2 = turnlog.add_user("c1", "and Germany?")
     a2 = turnlog.begin_assistant("c1", u2)  # still pending: not history yet
     turnlog.add_user("c2", "other conversation")
-    assert turnlog.history("c1", 10) == [("user", "capital of France?"),
-                                         ("assistant", f"Paris. {CUT_IN_MARKER}"),
+    assert turnlog.history("c1", 10) == [("user", "capital of France?"), ("assistant", "Paris."),
+                                         ("system", 'The person cut in there; they heard only: "Paris.".'),
                                          ("user", "and Germany?")]
     assert turnlog.history("c1", 2) == [("user", "and Germany?")]  # never starts with an answer
     assert a2
+    turnlog.finish(a2, text="Berlin.", heard_text="", status="interrupted", reason="button", kind="full")
+    assert turnlog.history("c1", 10)[-1] == ("system", cut_in_note(""))  # nothing heard: the note alone
 
 
 def test_a_newer_schema_is_refused_with_advice(tmp_path):

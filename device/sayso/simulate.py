@@ -105,6 +105,7 @@ class Simulation:
         self.turnlog = TurnLog(db)
         self._first_id = max((r["id"] for r in self.turnlog.rows(last=1)), default=0)
         kit.vad.reset()
+        kit.recognizer.end()  # a run cut off mid-utterance must not leak into this one
         self.engine = Engine(llm=kit.llm, tts=kit.tts, sink=self.room.speaker, turnlog=self.turnlog,
                              settings=settings, clock=self.room.clock, observers=[self.events.append],
                              mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer)
@@ -140,8 +141,8 @@ class Simulation:
             self.room.stop()
             if self.record is not None:
                 self.room.write_recording(self.record)
-        turns = [r for r in self.turnlog.rows() if r["id"] > self._first_id]
-        self.turnlog.close()
+            turns = [r for r in self.turnlog.rows() if r["id"] > self._first_id]
+            self.turnlog.close()
         report, per_turn = build_report(self.scenario.name, turns, self.events, self.room.log)
         return Result(report, per_turn)
 

@@ -24,7 +24,17 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 COLUMNS = ("id", "conversation_id", "role", "status", "text", "heard_text", "interrupt_reason",
            "interrupt_kind", "reply_to", "started_at", "ended_at", "metrics")
-CUT_IN_MARKER = "[the person cut in here]"
+def cut_in_note(heard: str) -> str:
+    """The marker after an interrupted answer in the LLM's history: a system note, not part of the answer.
+
+    Measured with the default 0.5B model: a marker inside the assistant's text
+    ("France was founded in [the person cut in here]") is copied, and the next
+    answer comes out just as cut off; a separate note is not copied.
+    """
+    if not heard:
+        return "The person cut in before hearing any of that answer."
+    return f'The person cut in there; they heard only: "{heard}".'
+
 
 _SCHEMA = """
 CREATE TABLE turns (
@@ -168,7 +178,7 @@ class TurnLog:
         return (r[0], r[1]) if r else None
 
     def history(self, conversation_id: str, limit: int) -> list[tuple[str, str]]:
-        """(role, content) for the LLM: an interrupted answer is what was heard, marked as cut off."""
+        """(role, content) for the LLM: an interrupted answer is what was heard, then a note that it was cut."""
         if limit <= 0:
             return []
         found = self._db.execute(
@@ -182,8 +192,10 @@ class TurnLog:
                 out.append(("assistant", r["text"]))
             else:
                 heard = (r["heard_text"] or "").strip()
-                out.append(("assistant", f"{heard} {CUT_IN_MARKER}".strip()))
-        while out and out[0][0] == "assistant":  # a window that starts mid-exchange
+                if heard:
+                    out.append(("assistant", heard))
+                out.append(("system", cut_in_note(heard)))
+        while out and out[0][0] != "user":  # a window that starts mid-exchange
             out.pop(0)
         return out
 
