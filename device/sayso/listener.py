@@ -75,9 +75,10 @@ class EchoGuard:
     """Decides whether mic energy is more than the appliance's own voice.
 
     The speaker-to-mic coupling is learnt while the appliance talks: a high
-    percentile of mic/reference ratios over the last seconds, since nearly all
-    of that time nobody else speaks and the echo's loudest frames set the bar.
-    Until it is learnt, a loud coupling (-6 dB) is assumed.
+    percentile of mic/reference ratios over the last seconds of frames that
+    could be echo (not already margin louder than it), so the echo's loudest
+    frames set the bar and the person's speech does not. Until it is learnt, a
+    loud coupling (-6 dB) is assumed; it can rise by up to the margin per window.
     """
 
     def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
@@ -103,8 +104,12 @@ class EchoGuard:
         mic = rms(frame.samples)
         echo = self.coupling * ref_level
         self.above_echo = mic > echo
-        self._ratios.append(mic / ref_level)
-        return mic > echo * self.margin
+        allowed = mic > echo * self.margin
+        if not allowed:
+            # learn only from frames that can be echo: the person's own words, margin louder,
+            # would otherwise lift the coupling within 300 ms and the guard would shut them out
+            self._ratios.append(mic / ref_level)
+        return allowed
 
 
 class Listener(Stage):
