@@ -100,7 +100,7 @@ def test_its_own_voice_at_minus_20_db_does_not_interrupt(voices):
 
 def test_a_person_talking_over_the_answer_interrupts_at_the_right_onset(voices):
     mic, ref = appliance_playing(voices[0], 6.0, gain_db=-20)
-    person = to_mic_rate(np.concatenate([s.audio for s in voices[1].speak("Stop, that is enough.")]),
+    person = to_mic_rate(voices[1].audio("Stop, that is enough."),
                          voices[1].rate_hz).astype(np.float32) * 10 ** (-3 / 20)
     start = int(2.5 * RATE_HZ)
     mic[start:start + len(person)] += person[: len(mic) - start]
@@ -113,7 +113,7 @@ def test_a_person_talking_over_the_answer_interrupts_at_the_right_onset(voices):
 
 
 def test_no_barge_in_while_idle_but_the_utterance_is_sent_with_its_preroll(voices):
-    person = to_mic_rate(np.concatenate([s.audio for s in voices[1].speak("What time is it?")]), voices[1].rate_hz)
+    person = to_mic_rate(voices[1].audio("What time is it?"), voices[1].rate_hz)
     mic = np.concatenate([np.zeros(RATE_HZ, np.int16), person, np.zeros(RATE_HZ, np.int16)])
     probe = run_listener(mic, None, state=State.IDLE)
     assert probe.interrupts == []
@@ -141,7 +141,7 @@ class PacedMic(PyAudioMic):
 
 
 def test_spoken_question_through_portaudio_becomes_a_logged_turn(alsa_devices, voices, tmp_path):
-    person = to_mic_rate(np.concatenate([s.audio for s in voices[1].speak("What time is it?")]), voices[1].rate_hz)
+    person = to_mic_rate(voices[1].audio("What time is it?"), voices[1].rate_hz)
     alsa_devices(np.concatenate([np.zeros(RATE_HZ // 2, np.int16), person, np.zeros(RATE_HZ * 30, np.int16)]))
     heard = threading.Event()
     events = []
@@ -168,7 +168,7 @@ def test_spoken_question_through_portaudio_becomes_a_logged_turn(alsa_devices, v
 
 
 def test_end_of_speech_reaches_the_transcriber_after_the_utterance(voices):
-    person = to_mic_rate(np.concatenate([s.audio for s in voices[1].speak("Turn on the light.")]), voices[1].rate_hz)
+    person = to_mic_rate(voices[1].audio("Turn on the light."), voices[1].rate_hz)
     mic = np.concatenate([np.zeros(RATE_HZ // 2, np.int16), person, np.zeros(RATE_HZ, np.int16)])
     probe = ConductorProbe(State.IDLE)
     frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)

@@ -104,7 +104,7 @@ def voice(store) -> PiperTTS:
 def english(voice):
     """Text -> what the mic would give the recogniser for Piper saying it."""
     def say(text: str) -> np.ndarray:
-        audio = np.concatenate([s.audio for s in voice.speak(text)])
+        audio = voice.audio(text)
         return np.concatenate([_LEAD, to_mic_rate(audio, voice.rate_hz), _TAIL])
     return say
 

@@ -129,7 +129,7 @@ def tts(store) -> PiperTTS:
 
 def speak(tts: PiperTTS, text: str) -> np.ndarray:
     """`text` as 16 kHz int16, the mic's format."""
-    return to_mic_rate(np.concatenate([s.audio for s in tts.speak(text)]), tts.rate_hz)
+    return to_mic_rate(tts.audio(text), tts.rate_hz)
 
 
 def speech_bounds(clean: np.ndarray) -> tuple[int, int]:

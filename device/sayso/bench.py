@@ -36,7 +36,8 @@ _LINES = ("Tell me about the history of France.", "What is the capital of German
 
 def _stages(kit: Kit, settings: Settings) -> dict:
     """VAD ms per frame, STT and TTS real-time factors, LLM tokens per second."""
-    speech = np.concatenate([kit.person.say(t) for t in _LINES])
+    lines = [kit.person.say(t) for t in _LINES]
+    speech = np.concatenate(lines)
     frames = [speech[i:i + FRAME_SAMPLES] for i in range(0, len(speech) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
     kit.vad.reset()
     vad_ms = []
@@ -45,8 +46,7 @@ def _stages(kit: Kit, settings: Settings) -> dict:
         kit.vad.probability(f)
         vad_ms.append((time.perf_counter() - t) * 1000)
     stt_rtf = []
-    for line in _LINES:
-        audio = kit.person.say(line)
+    for audio in lines:
         t = time.perf_counter()
         for i in range(0, len(audio), FRAME_SAMPLES):
             kit.recognizer.accept(audio[i:i + FRAME_SAMPLES].tobytes())

@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from sayso.audio import to_mic_rate, write_wav
 from sayso.capture import FRAME_SAMPLES, RATE_HZ
 from sayso.config import Settings
@@ -41,8 +39,7 @@ class ExchangeResult:
 def run_exchange(settings: Settings, store: ModelStore, question: str, out_dir: Path) -> ExchangeResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     tts = PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale)
-    speech = tts.speak(question)
-    q_audio = np.concatenate([s.audio for s in speech])
+    q_audio = tts.audio(question)
     q_wav = out_dir / "question.wav"
     write_wav(q_wav, q_audio, tts.rate_hz)
 
@@ -67,7 +64,7 @@ def run_exchange(settings: Settings, store: ModelStore, question: str, out_dir: 
         pieces.append(piece)
     t_end = time.perf_counter()
     answer = "".join(pieces).strip()
-    a_audio = np.concatenate([s.audio for s in tts.speak(answer)]) if answer else np.zeros(0, np.int16)
+    a_audio = tts.audio(answer)
     a_wav = out_dir / "answer.wav"
     write_wav(a_wav, a_audio, tts.rate_hz)
     ttft = ((t_first or t_end) - t_eos) * 1000

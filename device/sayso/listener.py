@@ -140,7 +140,7 @@ class Listener(Stage):
     @property
     def in_utterance(self) -> bool:
         """Whether the person may be speaking now (speech started or starting, not yet ended)."""
-        return self._in_utterance or self.endpointer.state is not VADState.QUIET
+        return self.endpointer.state is not VADState.QUIET
 
     def step(self) -> None:
         frame: Frame | None = self.frames.get(timeout=0.1)

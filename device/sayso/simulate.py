@@ -55,8 +55,7 @@ class PersonVoice:
 
     def say(self, text: str) -> np.ndarray:
         """`text` spoken, as int16 at the mic's 16 kHz."""
-        audio = np.concatenate([s.audio for s in self.tts.speak(text)])
-        return to_mic_rate(audio, int(self.tts.rate_hz * self.PITCH))
+        return to_mic_rate(self.tts.audio(text), int(self.tts.rate_hz * self.PITCH))
 
 
 @dataclass
@@ -110,8 +109,8 @@ class Simulation:
                              settings=settings, clock=self.room.clock, observers=[self.events.append],
                              mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer)
         # everything the room will hear, made now: synthesis must not shift a step's timing
-        self._sounds = {step.number: self._sound(step) for step in scenario.steps if step.action != "press"
-                        and step.action is not None}
+        self._sounds = {step.number: self._sound(step) for step in scenario.steps
+                        if step.action in ("say", "wav", "noise_s")}
 
     def run(self) -> Result:
         from gpiozero.pins.mock import MockFactory

@@ -58,6 +58,10 @@ class PiperTTS:
             out.append(Speech(text, chunk.audio_int16_array.copy(), chunk.sample_rate, phonemes))
         return out
 
+    def audio(self, text: str) -> np.ndarray:
+        """`text` spoken, as one int16 array at `rate_hz` (every sentence, in order)."""
+        return _joined(self.speak(text))
+
     def render(self, text: str) -> Rendered:
         """Audio for `text` with the sample span of every word, from the phoneme alignments.
 
@@ -67,7 +71,7 @@ class PiperTTS:
         phoneme count, and its span is marked estimated.
         """
         parts = self.speak(text)
-        audio = np.concatenate([p.audio for p in parts]) if parts else np.zeros(0, np.int16)
+        audio = _joined(parts)
         words = text.split()
         found: list[tuple[int, int]] = []
         phones: list[tuple[int, int]] = []
@@ -100,6 +104,10 @@ class PiperTTS:
     def _phoneme_count(self, word: str) -> int:
         return max(1, sum(1 for sentence in self._voice.phonemize(word) for ph in sentence
                           if ph not in _PAUSES and ph != " "))
+
+
+def _joined(parts: list[Speech]) -> np.ndarray:
+    return np.concatenate([p.audio for p in parts]) if parts else np.zeros(0, np.int16)
 
 
 def _share(words: list[str], counts: list[int], phones: list[tuple[int, int]]) -> tuple[WordSpan, ...]:
