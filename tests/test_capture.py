@@ -43,6 +43,22 @@ def test_frames_arrive_through_portaudio_stamped_with_the_audio_clock(alsa_devic
     assert all(a.t_ns <= b.t_ns for a, b in zip(got, got[1:], strict=False))
 
 
+def test_a_muted_mic_gives_digital_silence_on_the_same_clock(alsa_devices):
+    signal = (np.sin(np.arange(16000) * 2 * np.pi * 300 / 16000) * 9000).astype(np.int16)
+    alsa_devices(signal)
+    frames: Channel = Channel("frames", capacity=100_000)
+    cap = Capture(PyAudioMic("saysomic"), frames)
+    cap.muted.set()
+    cap.start()
+    try:
+        got = take(frames, len(signal) // FRAME_SAMPLES)
+    finally:
+        cap.stopping.set()
+        cap.join(5)
+    assert [f.index for f in got] == [i * FRAME_SAMPLES for i in range(len(got))]
+    assert not any(f.samples.any() for f in got), "a muted mic let sound through"
+
+
 def test_a_missing_device_lists_the_ones_that_exist(alsa_devices):
     import pyaudio
 

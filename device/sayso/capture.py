@@ -8,6 +8,7 @@ fails or goes quiet (an unplugged USB mic can leave ALSA reads hanging).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,8 +50,13 @@ def find_device(pa, name: str, direction: str) -> tuple[int, dict]:
     for d in usable:
         if name.lower() in d["name"].lower():
             return int(d["index"]), d
-    names = ", ".join(repr(d["name"]) for d in usable) or "none at all (is the device plugged in?)"
-    raise DeviceNotFound(f"no {direction} device matching {name!r}; {direction} devices here: {names}. "
+    names = ", ".join(repr(d["name"]) for d in usable)
+    wanted = f"no {direction} device matching {name!r}" if name else f"no default {direction} device"
+    if not names:
+        raise DeviceNotFound(f"{wanted}, and no {direction} devices at all: is the sound card or USB "
+                             f"{'mic' if direction == 'input' else 'speaker'} plugged in? `arecord -l` and "
+                             "`aplay -l` list what ALSA sees; `sayso doctor` checks the rest.")
+    raise DeviceNotFound(f"{wanted}; {direction} devices here: {names}. "
                          f"Set audio.{direction}_device in the config to part of one of these names.")
 
 
@@ -121,6 +127,13 @@ class Capture(Stage):
         self.raw: Channel = Channel("mic-raw", capacity=256)
         self.index = 0
         self.reopens = 0
+        self.dropped = 0
+        """Mic samples thrown away because the worker fell behind."""
+        self._reported_drops, self._drops_said = 0, 0.0
+        self.muted = threading.Event()
+        """Set: frames go on as digital silence, so nothing said reaches the VAD or STT (privacy)."""
+        self.last_audio = time.monotonic()
+        """When the mic last delivered audio (for the service watchdog)."""
         self._open = False
         self._failures = 0
         self._last_ns = 0
@@ -131,7 +144,15 @@ class Capture(Stage):
         try:
             self.raw.put(data, timeout=0)
         except TimeoutError:
-            log.warning("capture is behind; dropped %d bytes of audio", len(data))
+            self.dropped += len(data) // 2  # counted here, reported from the stage's own thread
+
+    def _report_drops(self) -> None:
+        """One warning per few seconds at most: an overloaded Pi must not also flood its journal."""
+        now = time.monotonic()
+        if self.dropped > self._reported_drops and now - self._drops_said > 5.0:
+            log.warning("capture is behind: %.2f s of mic audio dropped so far (CPU overloaded?)",
+                        self.dropped / (self.mic.rate_hz or RATE_HZ))
+            self._reported_drops, self._drops_said = self.dropped, now
 
     def step(self) -> None:
         if not self._open:
@@ -139,15 +160,18 @@ class Capture(Stage):
             return
         data = self.raw.get(timeout=0.1)
         now = self.clock()
+        self._report_drops()
         if data is None:
             if now - self._last_ns > self.stall_ns:
                 log.warning("no audio from the mic for %.1fs; reopening it", (now - self._last_ns) / 1e9)
                 self._close()
             return
-        self._last_ns = now
+        self._last_ns, self.last_audio = now, time.monotonic()
         samples = np.frombuffer(data, dtype=np.int16)
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
+        if self.muted.is_set():
+            samples = np.zeros_like(samples)
         self._buf = np.concatenate([self._buf, samples])
         n_frames = len(self._buf) // FRAME_SAMPLES
         for k in range(n_frames):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def cmd_models_verify(args, settings) -> int:
         for f in m.files:
             print(f"OK       {m.name}: {f.name} sha256 {f.sha256}")
     return 1 if bad else 0
+
+
+def cmd_run(args, settings) -> int:
+    from sayso.appliance import run
+
+    return run(settings, _store(args, settings))
 
 
 def cmd_demo(args, settings) -> int:
@@ -208,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--stt", help="also fetch this STT model")
         m.set_defaults(func=fn)
 
+    r = sub.add_parser("run", help="the appliance: listen, answer, be interrupted (what the systemd service runs)")
+    r.set_defaults(func=cmd_run)
+
     d = sub.add_parser("demo", help="the mission on the real models: an exchange, interruptions, what was heard")
     d.add_argument("--out", default="demo-out", help="folder for the turn log, the recording and the report")
     d.set_defaults(func=cmd_demo)
@@ -224,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=cmd_bench)
 
-    for q in (d, s, b):
+    for q in (r, d, s, b):
         q.add_argument("--dir", help=argparse.SUPPRESS)
         q.add_argument("--manifest", help=argparse.SUPPRESS)
 
@@ -245,10 +255,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class JournalFormatter(logging.Formatter):
+    """Prefixes each line with its syslog priority (`<3>`), which journald reads off a service's stdout."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def _setup_logging(args) -> None:
+    """Each line names its thread, which is the stage (`listener`, `speaker`, ...).
+
+    `sayso run` logs to stdout for journald, with priorities when under systemd.
+    """
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if args.command != "run":
+        logging.basicConfig(level=level, format="%(levelname)s %(threadName)s %(name)s: %(message)s")
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    fmt = "%(threadName)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(JournalFormatter(fmt) if os.environ.get("JOURNAL_STREAM") else logging.Formatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(threadName)s %(name)s: %(message)s")
+    _setup_logging(args)
     try:
         settings = config.load(args.config)
         return args.func(args, settings)

@@ -94,8 +94,21 @@ class ConversationSettings:
 
 @dataclass(frozen=True)
 class GpioSettings:
-    button_pin: int = _opt(17, "BCM pin of the stop button, wired to ground (internal pull-up).", lo=0, hi=27)
+    pin_factory: str = _opt("auto", "gpiozero pin factory: auto (lgpio on a Pi 5, else gpiozero's own choice), "
+                            "or none to run without the button and LED.",
+                            choices=("auto", "lgpio", "rpigpio", "native", "none"))
+    button_pin: int = _opt(17, "BCM pin of the stop button, wired to ground (internal pull-up); -1 = no button.",
+                           lo=-1, hi=27)
     bounce_ms: int = _opt(30, "Button debounce time.", lo=0, hi=500)
+    mute_hold_s: float = _opt(1.5, "Holding the button this long toggles mic mute (privacy).", lo=0.5, hi=10)
+    led_pin: int = _opt(27, "BCM pin of the status LED (through a 330 ohm resistor to ground); -1 = no LED.",
+                        lo=-1, hi=27)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    hang_s: float = _opt(60.0, "A stage stuck this long, or a mic silent this long, counts as hung: the "
+                         "systemd watchdog pings stop and systemd restarts sayso.", lo=1, hi=600)
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,7 @@ class Settings:
     stt: STTSettings = field(default_factory=STTSettings)
     conversation: ConversationSettings = field(default_factory=ConversationSettings)
     gpio: GpioSettings = field(default_factory=GpioSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -165,6 +179,10 @@ def parse(data: dict[str, Any]) -> Settings:
             raise _unknown(name, sorted(hints))
         sections[name] = _build_section(name, hints[name], raw)
     settings = Settings(**sections)
+    gpio = settings.gpio
+    if gpio.button_pin >= 0 and gpio.button_pin == gpio.led_pin:
+        raise ConfigError(f"gpio.button_pin and gpio.led_pin are both {gpio.button_pin}: give the LED its own pin "
+                          "(or -1 for none).")
     if settings.vad.stop_threshold >= settings.vad.start_threshold:
         raise ConfigError(f"vad.stop_threshold = {settings.vad.stop_threshold:g} must be below "
                           f"vad.start_threshold = {settings.vad.start_threshold:g} (hysteresis).")

@@ -50,3 +50,7 @@ class ScenarioError(SaysoError, ValueError):
 
 class ScenarioFailed(SaysoError, TimeoutError):
     """A scenario's `wait` was not met in time: the message names the step and the state it was in."""
+
+
+class DeviceFailed(SaysoError, OSError):
+    """An audio device was found but does not work (no frames from the mic, a stream that will not open)."""

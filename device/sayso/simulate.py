@@ -15,22 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
+from sayso.appliance import Models
 from sayso.audio import read_wav_at_mic_rate, to_mic_rate
 from sayso.config import Settings
 from sayso.engine import Engine
 from sayso.errors import SaysoError, ScenarioFailed
-from sayso.gpio import stop_button
-from sayso.llm import LlamaLLM
+from sayso.gpio import Controls
 from sayso.manifest import ModelStore
 from sayso.messages import Event, State
 from sayso.report import build_report
 from sayso.scenario import Scenario, Step
 from sayso.sim import RATE_HZ, Room, noise_burst
-from sayso.stt import Recognizer, open_recognizer
 from sayso.tts import PiperTTS
 from sayso.turnlog import TurnLog
-from sayso.vad import SileroVAD
-from sayso.voice import TTS
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +56,15 @@ class PersonVoice:
 
 
 @dataclass
-class Kit:
-    """The models a simulation runs on: loaded once, shared by every run of `sayso bench`."""
+class Kit(Models):
+    """The models a simulation runs on, and the person's voice: loaded once, shared by every run of `sayso bench`."""
 
-    llm: object
-    tts: TTS
-    person: PersonVoice
-    vad: SileroVAD
-    recognizer: Recognizer
+    person: PersonVoice | None = None
 
     @classmethod
     def load(cls, settings: Settings, store: ModelStore) -> Kit:
-        tts = PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale)
-        return cls(llm=LlamaLLM.from_settings(store.path(settings.llm.model, role="llm"), settings.llm),
-                   tts=tts, person=PersonVoice(tts),
-                   vad=SileroVAD(store.path("silero-vad-v6", role="vad")),
-                   recognizer=open_recognizer(store, settings.stt.engine, settings.stt.vosk_model))
+        models = Models.load(settings, store)
+        return cls(**vars(models), person=PersonVoice(models.tts))
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,7 @@ class Simulation:
         from gpiozero.pins.mock import MockFactory
 
         factory = MockFactory()
-        button = stop_button(self.engine.conductor, self.settings.gpio, factory)
+        controls = Controls(self.settings.gpio, self.engine.conductor.button, None, factory)
         pin = factory.pin(self.settings.gpio.button_pin)
         since = None
         self.room.start()
@@ -136,7 +126,7 @@ class Simulation:
             self._sleep(0.2)
         finally:
             self.engine.stop()
-            button.close()
+            controls.close()
             self.room.stop()
             if self.record is not None:
                 self.room.write_recording(self.record)

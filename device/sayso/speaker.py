@@ -88,6 +88,7 @@ class Speaker(Stage):
                 self.echo.played(block, self.sink.rate_hz, self.clock() + pending_ns)
             self.sink.write(block)
             self._written += len(block)
+            self.beat()
         self.report(Heard(seg.turn, self._heard()))
 
     def _drain(self, turn: int) -> None:
@@ -98,6 +99,7 @@ class Speaker(Stage):
                 self._end(turn, completed=False)
                 return
             self.stopping.wait(block_s)
+            self.beat()
         self._end(turn, completed=True)
 
     def _heard(self) -> tuple[str, ...]:

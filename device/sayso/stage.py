@@ -36,6 +36,10 @@ class Stage:
     def step(self) -> None:
         raise NotImplementedError
 
+    def beat(self) -> None:
+        """Tell the watchdog this stage is alive, from inside a long step (a token, a block played)."""
+        self.heartbeat = time.monotonic()
+
     def start(self) -> None:
         self._thread.start()
 

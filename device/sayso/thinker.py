@@ -60,6 +60,7 @@ class Thinker(Stage):
         deadline = self.clock() + int(self.max_seconds * 1e9)
         messages = [{"role": role, "content": content} for role, content in req.messages]
         for piece in self.llm.stream(messages, cancelled):
+            self.beat()
             if cancelled():
                 break  # the "one more token" after a cancel belongs to no one
             if not raw:
