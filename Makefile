@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sayso-installed
 # portaudio19-dev builds pyaudio; build-essential and cmake build llama-cpp-python;
-# espeak-ng speaks test utterances; alsa-utils gives `aplay -l` for finding devices.
-SYS_PKGS := portaudio19-dev python3-dev python3-venv build-essential cmake espeak-ng alsa-utils
+# espeak-ng speaks test utterances; alsa-utils gives `aplay -l` for finding devices;
+# systemd gives systemd-analyze, which the tests run on the unit.
+SYS_PKGS := portaudio19-dev python3-dev python3-venv build-essential cmake espeak-ng alsa-utils systemd
 
 .PHONY: setup system-packages models test demo lint clean
 

@@ -104,6 +104,22 @@ def cmd_run(args, settings) -> int:
     return run(settings, _store(args, settings))
 
 
+def cmd_doctor(args, settings) -> int:
+    from sayso.doctor import Doctor
+
+    src = args.config or (config.SYSTEM_CONFIG if config.SYSTEM_CONFIG.exists() else "built-in defaults")
+    print(f"sayso doctor (config: {src})", flush=True)
+    doctor = Doctor(settings, _store(args, settings), print=lambda line: print(line, flush=True),
+                    meter_s=args.meter_s)
+    doctor.run()
+    failed = doctor.failed
+    if failed:
+        print(f"{len(failed)} check(s) failed: {', '.join(c.name for c in failed)}")
+        return 1
+    print("all checks passed")
+    return 0
+
+
 def cmd_demo(args, settings) -> int:
     from sayso.demo import run_demo
 
@@ -218,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="the appliance: listen, answer, be interrupted (what the systemd service runs)")
     r.set_defaults(func=cmd_run)
 
+    doc = sub.add_parser("doctor", help="check devices, mic level, speaker, models, GPIO, turn log, disk, memory")
+    doc.add_argument("--meter-s", type=float, default=3.0, help="seconds of mic level meter (default 3)")
+    doc.set_defaults(func=cmd_doctor)
+
     d = sub.add_parser("demo", help="the mission on the real models: an exchange, interruptions, what was heard")
     d.add_argument("--out", default="demo-out", help="folder for the turn log, the recording and the report")
     d.set_defaults(func=cmd_demo)
@@ -234,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=cmd_bench)
 
-    for q in (r, d, s, b):
+    for q in (r, doc, d, s, b):
         q.add_argument("--dir", help=argparse.SUPPRESS)
         q.add_argument("--manifest", help=argparse.SUPPRESS)
 
