@@ -9,7 +9,7 @@ STAMP := $(VENV)/.sayso-installed
 # systemd gives systemd-analyze, which the tests run on the unit.
 SYS_PKGS := portaudio19-dev python3-dev python3-venv build-essential cmake espeak-ng alsa-utils systemd
 
-.PHONY: setup system-packages models test demo lint clean
+.PHONY: setup system-packages models test demo lint clean install uninstall
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ test: models
 
 demo: models
 	$(BIN)/sayso demo
+
+# On a Pi: sayso as a systemd service (see systemd/install.sh and hardware.md).
+install:
+	bash systemd/install.sh install
+
+uninstall:
+	bash systemd/install.sh uninstall
 
 lint: setup
 	$(BIN)/ruff check device tests

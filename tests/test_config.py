@@ -62,3 +62,12 @@ def test_template_lists_every_key_and_parses_back_to_the_defaults(tmp_path):
     assert len(keys) == sum(len(dataclasses.fields(f.default_factory())) for f in dataclasses.fields(config.Settings))
     uncommented = "\n".join(re.sub(r"^# (?=\w+ = )", "", line) for line in text.splitlines())
     assert config.load(write(tmp_path, uncommented)) == config.Settings()
+
+
+def test_an_installed_template_puts_models_and_the_turn_log_in_the_state_dir(tmp_path):
+    text = config.template("/var/lib/sayso")
+    assert 'dir = "/var/lib/sayso/models"' in text.splitlines()
+    settings = config.load(write(tmp_path, text))
+    assert (settings.models.dir, settings.log.db) == ("/var/lib/sayso/models", "/var/lib/sayso/turns.db")
+    assert dataclasses.replace(settings, models=config.Settings().models, log=config.Settings().log) == \
+        config.Settings()

@@ -15,11 +15,14 @@ log = logging.getLogger("sayso")
 
 
 def _store(args: argparse.Namespace, settings: config.Settings):
+    """The models folder from --dir or config; its own manifest.toml when it has one (an installed appliance)."""
     from sayso.manifest import ModelStore, load_manifest
 
-    manifest = load_manifest(args.manifest)
     root = args.dir or settings.models.dir or None
-    return ModelStore(root, manifest)
+    manifest = args.manifest
+    if manifest is None and root and (Path(root) / "manifest.toml").exists():
+        manifest = Path(root) / "manifest.toml"
+    return ModelStore(root, load_manifest(manifest))
 
 
 def cmd_models_fetch(args, settings) -> int:
@@ -204,7 +207,7 @@ def cmd_turns(args, settings) -> int:
 
 def cmd_config(args, settings) -> int:
     if args.action == "template":
-        print(config.template())
+        print(config.template(args.state_dir))
     else:
         src = args.config or (config.SYSTEM_CONFIG if config.SYSTEM_CONFIG.exists() else "built-in defaults")
         print(f"config OK: {src}")
@@ -271,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="check the config, or print a commented template")
     c.add_argument("action", choices=("check", "template"))
+    c.add_argument("--state-dir", metavar="DIR", help="template: put the models and the turn log under DIR "
+                   "(an installed appliance uses /var/lib/sayso)")
     c.set_defaults(func=cmd_config)
     return p
 

@@ -210,16 +210,24 @@ def load(path: str | Path | None = None) -> Settings:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def template() -> str:
-    """A commented config file listing every key with its default, for /etc/sayso."""
-    lines = ["# sayso configuration. Every key is optional; shown values are the defaults.", ""]
+def template(state_dir: str | Path | None = None) -> str:
+    """A commented config file listing every key with its default, for /etc/sayso.
+
+    With `state_dir` (an installed appliance's /var/lib/sayso), the models
+    folder and the turn log are set there, uncommented.
+    """
+    placed = {}
+    if state_dir is not None:
+        placed = {("models", "dir"): f"{state_dir}/models", ("log", "db"): f"{state_dir}/turns.db"}
+    lines = ["# sayso configuration. Every key is optional; shown values are the defaults.",
+             "# After a change: `sayso config check`, then `sudo systemctl restart sayso`.", ""]
     for section in dataclasses.fields(Settings):
         lines.append(f"[{section.name}]")
         for f in dataclasses.fields(section.default_factory()):
-            default = f.default
-            shown = (json.dumps(default) if isinstance(default, str) else
-                     str(default).lower() if isinstance(default, bool) else repr(default))
+            value = placed.get((section.name, f.name), f.default)
+            shown = (json.dumps(value) if isinstance(value, str) else
+                     str(value).lower() if isinstance(value, bool) else repr(value))
             lines.append(f"# {f.metadata['doc']}")
-            lines.append(f"# {f.name} = {shown}")
+            lines.append(f"{'' if (section.name, f.name) in placed else '# '}{f.name} = {shown}")
         lines.append("")
     return "\n".join(lines)

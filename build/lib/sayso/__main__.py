@@ -1,0 +1,5 @@
+"""Allow `python -m sayso`."""
+
+from sayso.cli import main
+
+raise SystemExit(main())

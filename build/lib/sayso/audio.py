@@ -1,0 +1,42 @@
+"""Small audio helpers shared by the simulator, the demo and the tests: rate conversion and WAV files."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from sayso.capture import RATE_HZ
+from sayso.errors import SaysoError
+
+
+def to_mic_rate(audio: np.ndarray, rate_hz: int) -> np.ndarray:
+    """int16 at any rate -> int16 at 16 kHz (soxr)."""
+    out = soxr.resample(np.asarray(audio).astype(np.float32) / 32768.0, rate_hz, RATE_HZ)
+    return (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate_hz: int) -> None:
+    """Mono int16 WAV."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate_hz)
+        w.writeframes(np.asarray(audio).astype(np.int16).tobytes())
+
+
+def read_wav_at_mic_rate(path: Path) -> np.ndarray:
+    """A 16-bit PCM WAV (any rate, channels mixed to mono) as int16 at 16 kHz."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise SaysoError(f"{path}: {8 * w.getsampwidth()}-bit samples; give a 16-bit PCM WAV "
+                                 f"(e.g. `sox in.wav -b 16 out.wav`)")
+            channels, rate = w.getnchannels(), w.getframerate()
+            data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    except (wave.Error, EOFError) as e:
+        raise SaysoError(f"{path} is not a PCM WAV file ({e}); give a 16-bit PCM WAV") from None
+    mono = data.reshape(-1, channels).mean(axis=1) if channels > 1 else data
+    return to_mic_rate(mono, rate) if rate != RATE_HZ else mono.astype(np.int16)

@@ -1,0 +1,317 @@
+"""The `sayso` command: argparse subcommands over the package's modules."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sayso import __version__, config
+from sayso.errors import FetchFailed, ModelCorrupt, ModelMissing, SaysoError
+
+log = logging.getLogger("sayso")
+
+
+def _store(args: argparse.Namespace, settings: config.Settings):
+    """The models folder from --dir or config; its own manifest.toml when it has one (an installed appliance)."""
+    from sayso.manifest import ModelStore, load_manifest
+
+    root = args.dir or settings.models.dir or None
+    manifest = args.manifest
+    if manifest is None and root and (Path(root) / "manifest.toml").exists():
+        manifest = Path(root) / "manifest.toml"
+    return ModelStore(root, load_manifest(manifest))
+
+
+def cmd_models_fetch(args, settings) -> int:
+    from sayso.fetch import Fetcher
+
+    store = _store(args, settings)
+    wanted = store.manifest.defaults()
+    for role in ("llm", "voice", "stt"):
+        if name := getattr(args, role):
+            model = store.manifest.get(name, role)
+            if model not in wanted:
+                wanted.append(model)
+    fetcher = Fetcher(store)
+    failed = 0
+    for model in wanted:
+        print(f"{model.name} ({model.role}, {model.size / 1e6:.1f} MB)", flush=True)
+        try:
+            fetcher.fetch(model)
+        except FetchFailed as e:
+            if model.required:
+                print(f"error: {e}", file=sys.stderr)
+                failed += 1
+            else:
+                tried = "\n".join(str(e).splitlines()[1:])
+                print(f"  not available here; tried:\n{tried}\n"
+                      f"  -> speech recognition will use {model.fallback} instead. "
+                      "Run `sayso models fetch` again where a source is reachable.", flush=True)
+            continue
+        print("  ok", flush=True)
+    print(f"models in {store.root}")
+    return 1 if failed else 0
+
+
+def _status(store, model) -> str:
+    try:
+        store.check(model)
+        return "bundled" if model.bundled else "ok"
+    except ModelMissing:
+        return "missing"
+    except ModelCorrupt:
+        return "corrupt"
+
+
+def cmd_models_list(args, settings) -> int:
+    store = _store(args, settings)
+    print(f"{'name':34} {'role':6} {'kind':9} {'MB':>7}  {'status':8} licence")
+    for m in store.manifest.models:
+        kind = "default" if m.default else "optional"
+        print(f"{m.name:34} {m.role:6} {kind:9} {m.size / 1e6:7.1f}  {_status(store, m):8} {m.licence}")
+    print(f"models directory: {store.root}")
+    return 0
+
+
+def cmd_models_verify(args, settings) -> int:
+    store = _store(args, settings)
+    bad = 0
+    for m in store.manifest.models:
+        if m.bundled:
+            print(f"OK       {m.name}: bundled at {store.path(m.name)}")
+            continue
+        try:
+            store.check(m, full=True)
+        except ModelMissing as e:
+            if m.default and m.required:
+                bad += 1
+                print(f"MISSING  {e}")
+            elif m.default:
+                print(f"ABSENT   {m.name}: optional here, {m.fallback} is used instead")
+            continue
+        except ModelCorrupt as e:
+            bad += 1
+            print(f"CORRUPT  {e}")
+            continue
+        for f in m.files:
+            print(f"OK       {m.name}: {f.name} sha256 {f.sha256}")
+    return 1 if bad else 0
+
+
+def cmd_run(args, settings) -> int:
+    from sayso.appliance import run
+
+    return run(settings, _store(args, settings))
+
+
+def cmd_doctor(args, settings) -> int:
+    from sayso.doctor import Doctor
+
+    src = args.config or (config.SYSTEM_CONFIG if config.SYSTEM_CONFIG.exists() else "built-in defaults")
+    print(f"sayso doctor (config: {src})", flush=True)
+    doctor = Doctor(settings, _store(args, settings), print=lambda line: print(line, flush=True),
+                    meter_s=args.meter_s)
+    doctor.run()
+    failed = doctor.failed
+    if failed:
+        print(f"{len(failed)} check(s) failed: {', '.join(c.name for c in failed)}")
+        return 1
+    print("all checks passed")
+    return 0
+
+
+def cmd_demo(args, settings) -> int:
+    from sayso.demo import run_demo
+
+    print("sayso demo: a question, an answer cut off by the person speaking, a follow-up, and the stop "
+          "button.\nNo sound card needed: a simulated room plays it in real time and records it.", flush=True)
+    run_demo(settings, _store(args, settings), Path(args.out))
+    return 0
+
+
+def cmd_simulate(args, settings) -> int:
+    import json
+    import tempfile
+
+    from sayso import scenario
+    from sayso.report import transcript
+    from sayso.simulate import simulate
+
+    sc = scenario.load(args.scenario)
+    print(f"scenario: {sc.name} ({sc.source})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sayso-sim-") as tmp:
+        db = Path(args.db) if args.db else Path(tmp) / "turns.db"
+        record = Path(args.record) if args.record else None
+        result = simulate(sc, settings, _store(args, settings), db, record)
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.report, indent=2))
+    print(transcript(result.report, result.per_turn))
+    for label, path in (("turn log", args.db), ("recording", args.record), ("report", args.report)):
+        if path:
+            print(f"{label}: {path}")
+    return 0
+
+
+def cmd_bench(args, settings) -> int:
+    import json
+
+    from sayso.bench import run_bench, table
+
+    out = run_bench(settings, _store(args, settings), args.runs,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(out, indent=2) if args.json else table(out))
+    return 0
+
+
+def _clip(text: str | None, width: int) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
+def cmd_turns(args, settings) -> int:
+    import json
+
+    from sayso.turnlog import TurnLog
+
+    db = Path(args.db or settings.log.db)
+    if not db.exists():
+        print(f"sayso: no turn log at {db}; pass --db PATH or set [log] db in the config", file=sys.stderr)
+        return 2
+    turnlog = TurnLog(db)
+    if args.turns_action == "show":
+        row = turnlog.get(args.id)
+        if row is None:
+            print(f"sayso: no turn {args.id} in {db}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(row, indent=2))
+        else:
+            for key, value in row.items():
+                print(f"{key:>17}: {json.dumps(value) if key == 'metrics' else value}")
+        return 0
+    rows = turnlog.rows(last=args.last, interrupted_only=args.interrupted)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'id':>5} {'role':9} {'status':11} {'reason':13} text")
+    for r in rows:
+        print(f"{r['id']:>5} {r['role']:9} {r['status']:11} {r['interrupt_reason'] or '':13} {_clip(r['text'], 70)}")
+        if r["status"] == "interrupted":
+            print(f"{'':>40} heard: {_clip(r['heard_text'], 70) or '(nothing)'}")
+    print(f"{len(rows)} turn(s) from {db}")
+    return 0
+
+
+def cmd_config(args, settings) -> int:
+    if args.action == "template":
+        print(config.template(args.state_dir))
+    else:
+        src = args.config or (config.SYSTEM_CONFIG if config.SYSTEM_CONFIG.exists() else "built-in defaults")
+        print(f"config OK: {src}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sayso", description="Offline voice appliance you can interrupt.")
+    p.add_argument("--config", help="TOML config file (default: /etc/sayso/config.toml if present)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"sayso {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="fetch, list and verify models").add_subparsers(dest="action", required=True)
+    for name, fn, text in (("fetch", cmd_models_fetch, "download the default models (and any named)"),
+                           ("list", cmd_models_list, "show every model in the manifest and its status"),
+                           ("verify", cmd_models_verify, "re-hash every installed model")):
+        m = models.add_parser(name, help=text)
+        m.add_argument("--dir", help="models directory (default: config models.dir or the checkout's models/)")
+        m.add_argument("--manifest", help="manifest file (default: models/manifest.toml)")
+        if name == "fetch":
+            m.add_argument("--llm", help="also fetch this LLM")
+            m.add_argument("--voice", help="also fetch this voice")
+            m.add_argument("--stt", help="also fetch this STT model")
+        m.set_defaults(func=fn)
+
+    r = sub.add_parser("run", help="the appliance: listen, answer, be interrupted (what the systemd service runs)")
+    r.set_defaults(func=cmd_run)
+
+    doc = sub.add_parser("doctor", help="check devices, mic level, speaker, models, GPIO, turn log, disk, memory")
+    doc.add_argument("--meter-s", type=float, default=3.0, help="seconds of mic level meter (default 3)")
+    doc.set_defaults(func=cmd_doctor)
+
+    d = sub.add_parser("demo", help="the mission on the real models: an exchange, interruptions, what was heard")
+    d.add_argument("--out", default="demo-out", help="folder for the turn log, the recording and the report")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("simulate", help="run a scenario in a simulated room on the real pipeline")
+    s.add_argument("scenario", help="scenario TOML file, or the name of a packaged one (demo, bench-barge-in, ...)")
+    s.add_argument("--db", help="turn log to write (default: a temporary one)")
+    s.add_argument("--report", metavar="PATH", help="write the report JSON here")
+    s.add_argument("--record", metavar="PATH.wav", help="write a stereo WAV: mic left, speaker right")
+    s.set_defaults(func=cmd_simulate)
+
+    b = sub.add_parser("bench", help="latency and throughput on the bench scenarios, p50/p95")
+    b.add_argument("--runs", type=int, default=5, help="times to run each scenario (default 5)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=cmd_bench)
+
+    for q in (r, doc, d, s, b):
+        q.add_argument("--dir", help=argparse.SUPPRESS)
+        q.add_argument("--manifest", help=argparse.SUPPRESS)
+
+    t = sub.add_parser("turns", help="show the turn log: what was said, and what was heard")
+    turns_sub = t.add_subparsers(dest="turns_action")
+    show = turns_sub.add_parser("show", help="one turn, every column")
+    show.add_argument("id", type=int)
+    for q in (t, show):
+        q.add_argument("--db", help="turn log (default: config [log] db)")
+        q.add_argument("--json", action="store_true", help="rows as JSON objects with the contract's column names")
+    t.add_argument("--last", type=int, metavar="N", help="only the last N turns")
+    t.add_argument("--interrupted", action="store_true", help="only interrupted turns")
+    t.set_defaults(func=cmd_turns)
+
+    c = sub.add_parser("config", help="check the config, or print a commented template")
+    c.add_argument("action", choices=("check", "template"))
+    c.add_argument("--state-dir", metavar="DIR", help="template: put the models and the turn log under DIR "
+                   "(an installed appliance uses /var/lib/sayso)")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefixes each line with its syslog priority (`<3>`), which journald reads off a service's stdout."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def _setup_logging(args) -> None:
+    """Each line names its thread, which is the stage (`listener`, `speaker`, ...).
+
+    `sayso run` logs to stdout for journald, with priorities when under systemd.
+    """
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if args.command != "run":
+        logging.basicConfig(level=level, format="%(levelname)s %(threadName)s %(name)s: %(message)s")
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    fmt = "%(threadName)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(JournalFormatter(fmt) if os.environ.get("JOURNAL_STREAM") else logging.Formatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        settings = config.load(args.config)
+        return args.func(args, settings)
+    except SaysoError as e:
+        print(f"sayso: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

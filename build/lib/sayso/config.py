@@ -1,0 +1,233 @@
+"""Settings: one TOML file, read with tomllib and validated once, at start.
+
+Every key has a built-in default, so no file is needed. An unknown key, a wrong
+type or a value out of range stops start-up with a message that names the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from sayso.errors import ConfigError
+
+#: Where the appliance looks for its config when no --config is given.
+SYSTEM_CONFIG = Path("/etc/sayso/config.toml")
+
+
+def _opt(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    dir: str = _opt("", "Models directory; empty = the checkout's models/ (a Pi uses /var/lib/sayso/models).")
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    input_device: str = _opt("", "Microphone: a substring of its PortAudio name; empty = the default input.")
+    output_device: str = _opt("", "Speaker: a substring of its PortAudio name; empty = the default output.")
+    stall_s: float = _opt(2.0, "Seconds without mic frames before capture is reopened (unplugged USB mic).",
+                          lo=0.5, hi=60)
+
+
+@dataclass(frozen=True)
+class VADSettings:
+    start_threshold: float = _opt(0.5, "Speech probability at which speech may start.", lo=0.05, hi=0.99)
+    stop_threshold: float = _opt(0.35, "Probability below which speech may stop (hysteresis).", lo=0.01, hi=0.95)
+    min_speech_ms: int = _opt(200, "Shortest speech that counts as an utterance.", lo=32, hi=2000)
+    end_silence_ms: int = _opt(550, "Silence that ends an utterance.", lo=150, hi=3000)
+    preroll_ms: int = _opt(320, "Audio kept from before the onset so the first word reaches the STT.",
+                           lo=0, hi=2000)
+
+
+@dataclass(frozen=True)
+class BargeInSettings:
+    min_speech_ms: int = _opt(64, "Speech over an answer must last this long to interrupt it (two 32 ms frames).",
+                              lo=32, hi=2000)
+    echo_margin_db: float = _opt(10.0, "While speaking, the mic must exceed the expected echo by this much.",
+                                 lo=0, hi=40)
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    model: str = _opt("qwen2.5-coder-0.5b-instruct-q4", "Manifest name of the GGUF model.")
+    max_tokens: int = _opt(160, "Most tokens in one answer.", lo=8, hi=4096)
+    max_seconds: float = _opt(20.0, "Most seconds one answer may take before it is cut (timeout).", lo=1, hi=600)
+    context_tokens: int = _opt(2048, "llama.cpp context window in tokens.", lo=256, hi=32768)
+    threads: int = _opt(0, "CPU threads for generation; 0 = all cores.", lo=0, hi=64)
+    temperature: float = _opt(0.3, "Sampling temperature.", lo=0.0, hi=2.0)
+    seed: int = _opt(42, "Sampling seed, so the same question gets the same answer; -1 = random.", lo=-1, hi=2**31 - 1)
+    system_prompt: str = _opt(
+        "You are a voice assistant on a small home device. Answer in one to three short, "
+        "plain spoken sentences. No lists, no markdown, no emoji, no code.",
+        "System prompt for spoken answers.",
+    )
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    model: str = _opt("en_US-joe-medium", "Manifest name of the Piper voice.")
+    length_scale: float = _opt(1.0, "Speaking pace; above 1 is slower.", lo=0.5, hi=2.0)
+
+
+@dataclass(frozen=True)
+class STTSettings:
+    engine: str = _opt("auto", "Recogniser; auto takes Vosk when its model is installed.",
+                       choices=("auto", "vosk", "pocketsphinx"))
+    vosk_model: str = _opt("vosk-model-small-en-us-0.15", "Manifest name of the Vosk model.")
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    idle_timeout_s: float = _opt(120.0, "Seconds of quiet after which a new conversation starts.", lo=5, hi=86400)
+    history_turns: int = _opt(8, "Most earlier turns given to the LLM.", lo=0, hi=64)
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    pin_factory: str = _opt("auto", "gpiozero pin factory: auto (lgpio on a Pi 5, else gpiozero's own choice), "
+                            "or none to run without the button and LED.",
+                            choices=("auto", "lgpio", "rpigpio", "native", "none"))
+    button_pin: int = _opt(17, "BCM pin of the stop button, wired to ground (internal pull-up); -1 = no button.",
+                           lo=-1, hi=27)
+    bounce_ms: int = _opt(30, "Button debounce time.", lo=0, hi=500)
+    mute_hold_s: float = _opt(1.5, "Holding the button this long toggles mic mute (privacy).", lo=0.5, hi=10)
+    led_pin: int = _opt(27, "BCM pin of the status LED (through a 330 ohm resistor to ground); -1 = no LED.",
+                        lo=-1, hi=27)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    hang_s: float = _opt(60.0, "A stage stuck this long, or a mic silent this long, counts as hung: the "
+                         "systemd watchdog pings stop and systemd restarts sayso.", lo=1, hi=600)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    db: str = _opt("turns.db", "SQLite turn log (a Pi uses /var/lib/sayso/turns.db).")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of sayso's settings; one section per TOML table."""
+
+    models: ModelSettings = field(default_factory=ModelSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    vad: VADSettings = field(default_factory=VADSettings)
+    barge_in: BargeInSettings = field(default_factory=BargeInSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
+    stt: STTSettings = field(default_factory=STTSettings)
+    conversation: ConversationSettings = field(default_factory=ConversationSettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+def _type_name(tp: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[tp]
+
+
+def _check_value(key: str, value: Any, tp: type, meta: dict[str, Any]) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} = {value!r} ({type(value).__name__}): expected {_type_name(tp)}. "
+                          f"{meta['doc']}")
+    lo, hi, choices = meta["lo"], meta["hi"], meta["choices"]
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(map(repr, choices))}.")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{key} = {value!r}: must be between {lo:g} and {hi:g}. {meta['doc']}")
+    return value
+
+
+def _unknown(key: str, allowed: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}.")
+
+
+def _build_section(name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table, not {type(raw).__name__} {raw!r}.")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise _unknown(f"{name}.{key}", sorted(fields))
+        values[key] = _check_value(f"{name}.{key}", value, hints[key], dict(fields[key].metadata))
+    return cls(**values)
+
+
+def parse(data: dict[str, Any]) -> Settings:
+    """Validate a parsed TOML document into Settings; raise ConfigError on the first problem."""
+    hints = get_type_hints(Settings)
+    sections = {}
+    for name, raw in data.items():
+        if name not in hints:
+            raise _unknown(name, sorted(hints))
+        sections[name] = _build_section(name, hints[name], raw)
+    settings = Settings(**sections)
+    gpio = settings.gpio
+    if gpio.button_pin >= 0 and gpio.button_pin == gpio.led_pin:
+        raise ConfigError(f"gpio.button_pin and gpio.led_pin are both {gpio.button_pin}: give the LED its own pin "
+                          "(or -1 for none).")
+    if settings.vad.stop_threshold >= settings.vad.start_threshold:
+        raise ConfigError(f"vad.stop_threshold = {settings.vad.stop_threshold:g} must be below "
+                          f"vad.start_threshold = {settings.vad.start_threshold:g} (hysteresis).")
+    return settings
+
+
+def load(path: str | Path | None = None) -> Settings:
+    """Read settings from `path`, else /etc/sayso/config.toml if present, else defaults."""
+    if path is None:
+        if not SYSTEM_CONFIG.exists():
+            return Settings()
+        path = SYSTEM_CONFIG
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; create it or drop --config "
+                          "to run on built-in defaults.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    try:
+        return parse(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def template(state_dir: str | Path | None = None) -> str:
+    """A commented config file listing every key with its default, for /etc/sayso.
+
+    With `state_dir` (an installed appliance's /var/lib/sayso), the models
+    folder and the turn log are set there, uncommented.
+    """
+    placed = {}
+    if state_dir is not None:
+        placed = {("models", "dir"): f"{state_dir}/models", ("log", "db"): f"{state_dir}/turns.db"}
+    lines = ["# sayso configuration. Every key is optional; shown values are the defaults.",
+             "# After a change: `sayso config check`, then `sudo systemctl restart sayso`.", ""]
+    for section in dataclasses.fields(Settings):
+        lines.append(f"[{section.name}]")
+        for f in dataclasses.fields(section.default_factory()):
+            value = placed.get((section.name, f.name), f.default)
+            shown = (json.dumps(value) if isinstance(value, str) else
+                     str(value).lower() if isinstance(value, bool) else repr(value))
+            lines.append(f"# {f.metadata['doc']}")
+            lines.append(f"{'' if (section.name, f.name) in placed else '# '}{f.name} = {shown}")
+        lines.append("")
+    return "\n".join(lines)

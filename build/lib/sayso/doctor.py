@@ -1,0 +1,313 @@
+"""`sayso doctor`: is this machine ready to be the appliance? One line per check, a fix for each problem.
+
+It uses the same code the appliance runs (device lookup by name, the PortAudio
+mic and sink, the model store's hashes, the gpiozero controls, the turn log), so
+a check that passes here means that part will work under `sayso run`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sayso.capture import RATE_HZ, PyAudioMic, find_device
+from sayso.config import Settings
+from sayso.errors import SaysoError
+from sayso.manifest import ModelStore
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+RUNTIME_MB = 550
+"""Memory on top of the model files: measured peak RSS 1082 MB with 554 MB of default models (issue 6 bench)."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    """OK, WARN (works, but not as well as it could) or FAIL (the appliance cannot do this)."""
+    detail: str
+    fix: str = ""
+
+
+def dbfs(x: float) -> float:
+    return 20 * math.log10(max(x, 1e-9) / 32768)
+
+
+class Doctor:
+    """Runs every check in order; `print` receives each line as it is known (the meter is live).
+
+    Args:
+        pin_factory: for the GPIO check (MockFactory in tests); None picks the board's own from config.
+        meter_s: how much mic audio the level meter takes.
+    """
+
+    def __init__(self, settings: Settings, store: ModelStore, print: Callable[[str], None] = print,
+                 pin_factory=None, meter_s: float = 3.0, meminfo: Path = Path("/proc/meminfo")):
+        self.settings, self.store, self.print = settings, store, print
+        self.pin_factory, self.meter_s, self.meminfo = pin_factory, meter_s, meminfo
+        self.checks: list[Check] = []
+
+    def run(self) -> list[Check]:
+        found = self._record(self.audio_devices())
+        if found.status == FAIL:
+            self._record(Check("mic level", FAIL, "skipped: no mic to listen to"))
+            self._record(Check("speaker", FAIL, "skipped: no speaker to play to"))
+        else:
+            self._record(self.mic_level())
+            self._record(self.speaker())
+        for check in (self.models, self.gpio, self.turn_log, self.disk, self.cpu_and_memory):
+            self._record(check())
+        return self.checks
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    def _record(self, check: Check) -> Check:
+        self.checks.append(check)
+        self.print(f"{check.status:4}  {check.name}: {check.detail}")
+        if check.fix and check.status != OK:
+            self.print(f"      fix: {check.fix}")
+        return check
+
+    # ---- the checks
+
+    def audio_devices(self) -> Check:
+        import pyaudio
+
+        pa = pyaudio.PyAudio()
+        try:
+            devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
+            for d in devices:
+                ways = "/".join(w for w, k in (("in", "maxInputChannels"), ("out", "maxOutputChannels")) if d[k])
+                if ways:
+                    self.print(f"      device {d['index']}: {d['name']!r} ({ways}, {d['defaultSampleRate']:.0f} Hz)")
+            picked, problems = [], []
+            for direction, name in (("input", self.settings.audio.input_device),
+                                    ("output", self.settings.audio.output_device)):
+                key = "maxInputChannels" if direction == "input" else "maxOutputChannels"
+                if not any(d[key] for d in devices):
+                    problems.append(f"no {direction} devices at all")
+                    continue
+                try:
+                    _, info = find_device(pa, name, direction)
+                    picked.append(f"{'mic' if direction == 'input' else 'speaker'} {info['name']!r}")
+                except SaysoError as e:
+                    problems.append(str(e))
+        finally:
+            pa.terminate()
+        if problems:
+            return Check("audio devices", FAIL, " / ".join(problems),
+                         "plug in the mic and speaker (a USB mic and speaker, or a HAT whose overlay is in "
+                         "/boot/firmware/config.txt), then check `arecord -l` and `aplay -l`; set "
+                         "audio.input_device / audio.output_device in the config to part of their names")
+        return Check("audio devices", OK, ", ".join(picked) + " (from audio.input_device / audio.output_device)")
+
+    def mic_level(self) -> Check:
+        """A live level meter over `meter_s` of mic audio: a bar per quarter second."""
+        blocks: queue.Queue[bytes] = queue.Queue()
+        mic = PyAudioMic(self.settings.audio.input_device)
+        want = int(self.meter_s * RATE_HZ)
+        chunks, got = [], 0
+        try:
+            mic.open(lambda data, t_ns: blocks.put(data))
+            rate = mic.rate_hz
+            want = int(self.meter_s * rate)
+            deadline = time.monotonic() + self.meter_s + 2.0
+            quarter, pending = rate // 4, np.zeros(0, np.int16)
+            while got < want and time.monotonic() < deadline:
+                try:
+                    samples = np.frombuffer(blocks.get(timeout=0.1), np.int16)
+                except queue.Empty:
+                    continue
+                chunks.append(samples)
+                got += len(samples)
+                pending = np.concatenate([pending, samples])
+                while len(pending) >= quarter:
+                    q, pending = pending[:quarter], pending[quarter:]
+                    level = dbfs(float(np.sqrt(np.mean(q.astype(np.float64) ** 2))))
+                    bar = "#" * max(0, int((level + 70) / 2))
+                    self.print(f"      mic {level:6.1f} dBFS |{bar:35}|")
+        except (OSError, SaysoError) as e:
+            return Check("mic level", FAIL, f"the mic would not open: {e}",
+                         "another program may hold it (`fuser -v /dev/snd/*`); stop it, or replug the mic")
+        finally:
+            mic.close()
+        if not got:
+            return Check("mic level", FAIL, f"no audio from the mic in {self.meter_s + 2:g} s",
+                         "replug the mic; check `arecord -D <device> -d 3 test.wav` records something")
+        audio = np.concatenate(chunks)[:want].astype(np.float64)
+        peak, rms = float(np.max(np.abs(audio))), float(np.sqrt(np.mean(audio ** 2)))
+        heard = f"{len(audio) / rate:.1f} s at {rate} Hz: peak {dbfs(peak):.0f} dBFS, average {dbfs(rms):.0f} dBFS"
+        if peak == 0:
+            return Check("mic level", WARN, f"{heard}: digital silence",
+                         "the mic is muted or its gain is at zero: raise the capture level in `alsamixer` "
+                         "(F4 shows capture controls)")
+        if peak >= 32767:
+            return Check("mic level", WARN, f"{heard}: clipping",
+                         "lower the capture level in `alsamixer`; clipped speech is recognised worse")
+        return Check("mic level", OK, heard)
+
+    def speaker(self, seconds: float = 0.6, freq: float = 440.0) -> Check:
+        from sayso.audio_out import PyAudioSink
+
+        try:
+            sink = PyAudioSink(self.settings.audio.output_device)
+        except (OSError, SaysoError) as e:
+            return Check("speaker", FAIL, f"the speaker would not open: {e}",
+                         "another program may hold it (`fuser -v /dev/snd/*`); stop it, or replug the speaker")
+        try:
+            t = np.arange(int(seconds * sink.rate_hz)) / sink.rate_hz
+            fade = np.minimum(1.0, np.minimum(t, seconds - t) / 0.02)  # no clicks
+            tone = (np.sin(2 * np.pi * freq * t) * fade * 0.25 * 32767).astype(np.int16)
+            for i in range(0, len(tone), sink.block):
+                sink.write(tone[i:i + sink.block])
+            while sink.pending_samples():
+                time.sleep(0.02)
+        except OSError as e:
+            return Check("speaker", FAIL, f"playing failed: {e}", "replug the speaker; try `speaker-test -t sine`")
+        finally:
+            sink.close()
+        return Check("speaker", OK, f"played a {freq:.0f} Hz tone for {seconds:g} s on {sink.device_name!r} at "
+                     f"{sink.rate_hz} Hz; if you heard nothing, raise the volume in `alsamixer`")
+
+    def models(self) -> Check:
+        s = self.settings
+        wanted = [(s.llm.model, "llm"), (s.voice.model, "voice"), ("silero-vad-v6", "vad")]
+        ok, bad, notes = [], [], []
+        for name, role in wanted:
+            try:
+                self.store.check(self.store.manifest.get(name, role), full=True)
+                ok.append(name)
+            except SaysoError as e:
+                bad.append(str(e))
+        if s.stt.engine == "pocketsphinx":
+            stt = [("pocketsphinx-en-us", "stt")]
+        else:
+            stt = [(s.stt.vosk_model, "stt")]
+        for name, role in stt:
+            try:
+                self.store.check(self.store.manifest.get(name, role), full=True)
+                ok.append(name)
+            except SaysoError as e:
+                if s.stt.engine == "vosk":
+                    bad.append(str(e))
+                else:
+                    notes.append(f"{name} absent, pocketsphinx is used instead")
+        where = f"in {self.store.root}"
+        if bad:
+            return Check("models", FAIL, " / ".join(bad),
+                         f"run `sayso models fetch` (as the sayso user on a Pi: "
+                         f"`sudo -u sayso /opt/sayso/bin/sayso models fetch`); models go {where}")
+        detail = f"{', '.join(ok)} verified (sha256) {where}"
+        return Check("models", WARN if notes else OK, "; ".join([detail, *notes]),
+                     "`sayso models fetch` where the Vosk model's source is reachable gives better recognition")
+
+    def gpio(self) -> Check:
+        from sayso.gpio import Controls, gpio_hint, make_pin_factory
+
+        g = self.settings.gpio
+        if g.pin_factory == "none" and self.pin_factory is None:
+            return Check("gpio", OK, 'off in the config (gpio.pin_factory = "none"): no stop button, no LED')
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                factory = self.pin_factory if self.pin_factory is not None else make_pin_factory(g.pin_factory)
+                controls = Controls(g, lambda: None, None, factory)
+            except Exception as e:
+                return Check("gpio", FAIL, f"no usable GPIO ({type(e).__name__}: {e}); the appliance runs "
+                             "without the stop button and status LED", gpio_hint())
+        try:
+            return Check("gpio", OK, controls.describe())
+        finally:
+            controls.close()
+
+    def turn_log(self) -> Check:
+        """The log opens and takes a write lock; a log that does not exist yet is not created here."""
+        db = Path(self.settings.log.db)
+        fix = (f"make {db.parent} a writable directory for the user that runs sayso, or set [log] db in the "
+               "config")
+        if not db.exists():
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=db.parent):
+                    pass
+            except OSError as e:
+                return Check("turn log", FAIL, f"{db} cannot be created: {e}", fix)
+            return Check("turn log", OK, f"{db.resolve()} does not exist yet; its folder is writable")
+        try:
+            conn = sqlite3.connect(db, timeout=5)
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # takes the write lock, writes nothing
+                conn.execute("ROLLBACK")
+                problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+                turns = conn.execute("SELECT count(*) FROM turns").fetchone()[0] if problem == "ok" else 0
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            return Check("turn log", FAIL, f"{db}: {e}", fix)
+        if problem != "ok":
+            return Check("turn log", FAIL, f"{db} is damaged: {problem}",
+                         f"stop sayso, move {db} aside (a new log starts), keep the old one for its turns")
+        return Check("turn log", OK, f"{db.resolve()} is writable ({turns} turns logged)")
+
+    def disk(self) -> Check:
+        places = {Path(self.settings.log.db).resolve().parent, self.store.root.resolve()}
+        worst = min(((shutil.disk_usage(p).free, p) for p in places if p.exists()), default=None)
+        if worst is None:
+            return Check("disk", FAIL, "neither the turn log's folder nor the models folder exists", "")
+        free_mb, where = worst[0] / 1e6, worst[1]
+        detail = f"{free_mb:,.0f} MB free at {where}"
+        if free_mb < 100:
+            return Check("disk", FAIL, detail, "free some space: the turn log stops growing when the disk is full")
+        if free_mb < 1000:
+            return Check("disk", WARN, detail, "less than 1 GB free: a bigger model will not fit, the log may fill it")
+        return Check("disk", OK, detail)
+
+    def cpu_and_memory(self) -> Check:
+        cores = os.cpu_count() or 1
+        s = self.settings
+        model_mb = 0.0
+        for name, role in ((s.llm.model, "llm"), (s.voice.model, "voice")):
+            try:
+                model_mb += self.store.manifest.get(name, role).size / 1e6
+            except SaysoError:
+                pass
+        need_mb = model_mb + RUNTIME_MB
+        mem = _meminfo(self.meminfo)
+        total_mb, avail_mb = mem.get("MemTotal", 0) / 1e3, mem.get("MemAvailable", 0) / 1e3
+        detail = (f"{cores} cores, {total_mb:,.0f} MB memory ({avail_mb:,.0f} MB available); the configured models "
+                  f"need about {need_mb:,.0f} MB")
+        if total_mb and total_mb < need_mb:
+            return Check("cpu and memory", FAIL, detail,
+                         "choose a smaller LLM (llm.model) or a board with more memory (a Pi 4 with 2 GB or more)")
+        if avail_mb and avail_mb < need_mb:
+            return Check("cpu and memory", WARN, detail, "other programs use the memory sayso needs; stop them")
+        if cores < 4:
+            return Check("cpu and memory", WARN, detail, "fewer than 4 cores: answers will start slowly")
+        return Check("cpu and memory", OK, detail)
+
+
+def _meminfo(path: Path) -> dict[str, int]:
+    """/proc/meminfo in kB."""
+    out = {}
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            out[key] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out

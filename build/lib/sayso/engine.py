@@ -1,0 +1,115 @@
+"""The pipeline: stages and channels wired together, started and stopped as one."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from sayso.cancel import Scopes
+from sayso.capture import Capture
+from sayso.channel import Channel
+from sayso.conductor import Conductor
+from sayso.config import Settings
+from sayso.events import EventBus, Observer
+from sayso.listener import EchoReference, Listener, Transcriber
+from sayso.messages import Kind, Reason, State
+from sayso.speaker import AudioSink, Speaker
+from sayso.stage import Stage, stop_all
+from sayso.stt import Recognizer
+from sayso.thinker import LLM, Thinker
+from sayso.turnlog import TurnLog
+from sayso.vad import Endpointer, SileroVAD
+from sayso.voice import TTS, Voice
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """thinker -> voice -> speaker around the conductor; inputs post into `conductor`.
+
+    Hardware and models come in through the constructor (a real LLM or a fake,
+    a sound card or a fake sink), never patched in.
+    """
+
+    def __init__(self, *, llm: LLM, tts: TTS, sink: AudioSink, turnlog: TurnLog, settings: Settings | None = None,
+                 clock: Callable[[], int] = time.monotonic_ns, observers: Iterable[Observer] = (),
+                 ack_timeout_s: float = 3.0, mic=None, vad: SileroVAD | None = None,
+                 recognizer: Recognizer | None = None):
+        settings = settings or Settings()
+        self.turnlog = turnlog
+        self.scopes = Scopes()
+        self.bus = EventBus()
+        for o in observers:
+            self.bus.subscribe(o)
+        self.requests: Channel = Channel("requests", capacity=4)
+        self.clauses: Channel = Channel("clauses", capacity=64)
+        self.segments: Channel = Channel("segments", capacity=2)
+        self.conductor = Conductor(turnlog, self.requests, self.clauses, self.segments, self.scopes, self.bus,
+                                   settings.llm.system_prompt, settings.conversation, clock, ack_timeout_s)
+        failed = self.conductor.stage_failed
+        self.thinker = Thinker(llm, self.requests, self.clauses, self.conductor.post, self.scopes, clock,
+                               self.conductor.interrupt, settings.llm.max_seconds, on_error=failed)
+        self.voice = Voice(tts, self.clauses, self.segments, self.scopes, on_error=failed)
+        self.echo = EchoReference()
+        self.speaker = Speaker(sink, self.segments, self.conductor.post, self.scopes, clock, on_error=failed,
+                               echo=self.echo)
+        self.stages: list[Stage] = [self.conductor, self.thinker, self.voice, self.speaker]
+        self.channels = [self.requests, self.clauses, self.segments, self.conductor.inbox]
+        if mic is not None:
+            if vad is None or recognizer is None:
+                raise ValueError("listening needs a mic, a VAD and a recognizer together")
+            self.frames: Channel = Channel("frames", capacity=256)
+            self.utterance_audio: Channel = Channel("utterance-audio", capacity=4096)
+            self.capture = Capture(mic, self.frames, clock, settings.audio.stall_s)
+            self.listener = Listener(vad, Endpointer(settings.vad), self.frames, self.utterance_audio,
+                                     self.conductor, settings.barge_in, settings.vad.preroll_ms, self.echo)
+            self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post)
+            self.stages += [self.transcriber, self.listener, self.capture]
+            self.channels += [self.frames, self.utterance_audio]
+        else:
+            self.listener = None
+        self.recovered: list[int] = []
+
+    def busy(self) -> str | None:
+        """What keeps the appliance from being settled idle, or None when nothing is on its way."""
+        if self.conductor.state is not State.IDLE:
+            return f"it is {self.conductor.state.value}"
+        if len(self.conductor.inbox):
+            return "reports are waiting for the conductor"
+        if self.listener is None:
+            return None
+        if self.listener.in_utterance:
+            return "the listener hears speech (VAD) that has not ended"
+        if len(self.frames) or len(self.utterance_audio):
+            return "mic audio is waiting to be heard or transcribed"
+        return None
+
+    def start(self) -> Engine:
+        self.recovered = self.turnlog.recover()
+        self.bus.start()
+        for s in self.stages:
+            s.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Interrupt what is in flight (reason shutdown), stop every stage, leave the log consistent."""
+        if self.conductor.alive and self.conductor.interrupt(Kind.FULL, Reason.SHUTDOWN):
+            self.conductor.wait_state(State.IDLE, timeout_s / 2)
+        try:
+            for s in self.stages:
+                s.stopping.set()
+            for ch in self.channels:
+                ch.close()
+            stop_all(self.stages, timeout_s / 2)
+        finally:
+            self.conductor.close_for_shutdown()
+            self.bus.drain(1.0)
+            stop_all([self.bus], 1.0)
+            self.bus.close()
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

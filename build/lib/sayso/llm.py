@@ -1,0 +1,66 @@
+"""The local LLM (llama-cpp-python): streaming chat completion that can be stopped per token."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class LlamaLLM:
+    """One llama.cpp model; not thread-safe, so one thread owns it."""
+
+    @classmethod
+    def from_settings(cls, model_path: Path, s) -> LlamaLLM:
+        return cls(model_path, s.context_tokens, s.threads, s.temperature, s.max_tokens, s.seed)
+
+    def __init__(self, model_path: Path, context_tokens: int = 2048, threads: int = 0,
+                 temperature: float = 0.3, max_tokens: int = 160, seed: int = -1):
+        import llama_cpp
+        from llama_cpp import LLAMA_DEFAULT_SEED, Llama
+
+        self._llama = Llama(str(model_path), n_ctx=context_tokens, n_threads=threads or os.cpu_count(),
+                            seed=LLAMA_DEFAULT_SEED if seed < 0 else seed, verbose=False)
+        self.seed, self.temperature, self.max_tokens = seed, temperature, max_tokens
+        self.aborts = 0
+        """How many times llama.cpp asked the abort callback and was told to stop."""
+        self._should_stop: Callable[[], bool] = lambda: False
+        # Prompt processing runs inside one llama_decode call per batch: on a Pi a long history
+        # takes seconds there, out of reach of anything checked between tokens. llama.cpp asks
+        # this callback between graph nodes; the ctypes object must outlive the context.
+        self._abort = llama_cpp.ggml_abort_callback(self._abort_requested)
+        llama_cpp.llama_set_abort_callback(self._llama._ctx.ctx, self._abort, None)
+
+    def _abort_requested(self, _data) -> bool:
+        if self._should_stop():
+            self.aborts += 1
+            return True
+        return False
+
+    def stream(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False
+               ) -> Iterator[str]:
+        """Yield pieces of the answer; `should_stop` is read after every token.
+
+        Leaving the stream closes llama-cpp's generator, which ends decoding at once.
+        """
+        stream = self._llama.create_chat_completion(
+            messages=messages, stream=True, max_tokens=self.max_tokens, temperature=self.temperature,
+            seed=None if self.seed < 0 else self.seed)
+        self._should_stop = should_stop
+        try:
+            for chunk in stream:
+                if should_stop():
+                    return
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    yield piece
+        except RuntimeError as e:
+            if not should_stop():
+                raise
+            log.debug("llama.cpp aborted on request (%s)", e)  # the clean cancel during prompt processing
+        finally:
+            self._should_stop = lambda: False
+            stream.close()

@@ -1,0 +1,202 @@
+"""Messages that flow between stages. Every item of an answer carries its turn id.
+
+Times are `time.monotonic_ns()` values from the pipeline's clock (`*_ns`);
+audio positions are sample counts (`*_samples`) at the rate named beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """How much an interrupt stops."""
+
+    FULL = "full"
+    """Stop generation and speech."""
+    SPEECH = "speech"
+    """Stop voice and speaker; let generation finish so the log holds the whole answer."""
+
+
+class Reason(StrEnum):
+    USER_SPEAKING = "user_speaking"
+    BUTTON = "button"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+    ERROR = "error"
+    CRASH = "crash"
+    """Written only by start-up recovery."""
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+
+
+# ---- into the conductor, from the listener and transcriber
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The listener heard the person start to speak."""
+
+    onset_ns: int
+    onset_sample: int = 0
+    """Mic sample index (16 kHz audio clock) of the first speech sample."""
+
+
+@dataclass(frozen=True)
+class PartialTranscript:
+    """What the recogniser has so far, while the person is still speaking."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A final transcript: one thing the person said."""
+
+    text: str
+    eos_ns: int
+    """When the listener decided the utterance had ended."""
+    eos_sample: int = 0
+
+
+# ---- the answer's path: thinker -> voice -> speaker
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    turn: int
+    messages: tuple[tuple[str, str], ...]
+    """(role, content) pairs, system prompt first."""
+
+
+@dataclass(frozen=True)
+class Clause:
+    """A piece of the answer ready to be spoken."""
+
+    turn: int
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class WordSpan:
+    """A word and the samples [start, end) it occupies in its segment."""
+
+    text: str
+    start: int
+    end: int
+    estimated: bool = False
+    """True when the span was spread by phoneme counts, not read from alignments."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Synthesized audio for one clause, with where each word sits in it."""
+
+    turn: int
+    seq: int
+    text: str
+    audio: object = field(repr=False)
+    """Mono int16 numpy array."""
+    rate_hz: int
+    words: tuple[WordSpan, ...]
+
+
+@dataclass(frozen=True)
+class EndOfAnswer:
+    """Sent after the last clause of a turn; lets the speaker tell a complete answer."""
+
+    turn: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Control: stop playing `turn` now and drop its queued audio."""
+
+    turn: int
+
+
+# ---- reports into the conductor
+
+
+@dataclass(frozen=True)
+class FirstToken:
+    turn: int
+    t_ns: int
+
+
+@dataclass(frozen=True)
+class TextCheckpoint:
+    """The answer so far, at a clause boundary."""
+
+    turn: int
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationEnded:
+    turn: int
+    text: str
+    outcome: str
+    """done | cancelled | max_tokens"""
+    t_ns: int
+
+
+@dataclass(frozen=True)
+class FirstAudio:
+    turn: int
+    t_ns: int
+    """When the first sample became audible."""
+
+
+@dataclass(frozen=True)
+class Heard:
+    """Progress from the speaker: the words that have reached the person so far."""
+
+    turn: int
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlaybackEnded:
+    turn: int
+    words: tuple[str, ...]
+    """Every word whose last sample was played."""
+    completed: bool
+    """True when every segment up to EndOfAnswer played without a cancel."""
+    silence_ns: int
+    """When the speaker went quiet."""
+
+
+@dataclass(frozen=True)
+class StageFailed:
+    stage: str
+    turn: int | None
+    error: str
+
+
+@dataclass(frozen=True)
+class InterruptRequested:
+    """Control: `interrupt()` has cancelled `turn`; the conductor does the bookkeeping."""
+
+    turn: int
+    kind: Kind
+    reason: Reason
+    t_ns: int
+    onset_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """What observers (LED, metrics, logs) receive."""
+
+    type: str
+    """turn_started | first_token | first_audio | speech_interrupted | turn_finished | state | user_turn"""
+    t_ns: int
+    data: dict = field(default_factory=dict)

@@ -1,0 +1,133 @@
+"""Streaming speech-to-text: Vosk and pocketsphinx behind one small interface.
+
+Audio is fed while the person speaks (never batched at the end), so the final
+transcript is ready moments after the end of the utterance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sayso.capture import RATE_HZ
+from sayso.errors import ModelCorrupt, ModelMissing, UnknownModel
+from sayso.manifest import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    final: bool
+    words: tuple[str, ...] = ()
+
+
+class Recognizer(Protocol):
+    """One utterance at a time: feed 16 kHz mono int16 audio, read partials, end for the final."""
+
+    name: str
+
+    def accept(self, pcm: bytes) -> Transcript | None:
+        """Feed audio; return a partial transcript when it changed, else None."""
+
+    def end(self) -> Transcript:
+        """Finish the utterance and return its final transcript; ready for the next one."""
+
+
+class PocketsphinxRecognizer:
+    """CMU pocketsphinx with the en-us model bundled in its wheel."""
+
+    name = "pocketsphinx"
+
+    def __init__(self, model_dir: Path | None = None):
+        from pocketsphinx import Config, Decoder
+
+        config = Config(samprate=RATE_HZ, loglevel="FATAL")
+        if model_dir is not None:
+            config["hmm"] = str(model_dir / "en-us")
+            config["dict"] = str(model_dir / "cmudict-en-us.dict")
+            config["lm"] = str(model_dir / "en-us.lm.bin")
+        self._decoder = Decoder(config)
+        self._started = False
+        self._last = ""
+
+    def accept(self, pcm: bytes) -> Transcript | None:
+        if not self._started:
+            self._decoder.start_utt()
+            self._started = True
+        self._decoder.process_raw(pcm, False, False)
+        hyp = self._decoder.hyp()
+        text = hyp.hypstr if hyp else ""
+        if text != self._last:
+            self._last = text
+            return Transcript(text, final=False)
+        return None
+
+    def end(self) -> Transcript:
+        if not self._started:
+            return Transcript("", final=True)
+        self._decoder.end_utt()
+        self._started, self._last = False, ""
+        hyp = self._decoder.hyp()
+        words = tuple(w for w in (hyp.hypstr.split() if hyp else []))
+        return Transcript(" ".join(words), final=True, words=words)
+
+
+class VoskRecognizer:
+    """Vosk (Kaldi) with words on; the preferred recogniser on a Pi."""
+
+    name = "vosk"
+
+    def __init__(self, model_dir: Path):
+        import vosk
+
+        vosk.SetLogLevel(-1)
+        if not model_dir.is_dir():
+            raise ModelMissing(f"Vosk model folder {model_dir} is missing; run `sayso models fetch`.")
+        try:
+            model = vosk.Model(str(model_dir))
+        except Exception as e:  # vosk raises a bare Exception for any folder it cannot load
+            raise ModelCorrupt(f"Vosk could not load {model_dir} ({e}); run `sayso models fetch` "
+                               "to fetch it again.") from e
+        self._rec = vosk.KaldiRecognizer(model, RATE_HZ)
+        self._rec.SetWords(True)
+        self._last = ""
+        self._done: list[str] = []
+
+    def accept(self, pcm: bytes) -> Transcript | None:
+        if self._rec.AcceptWaveform(pcm):
+            # Vosk found an internal endpoint; keep its text, the utterance goes on.
+            part = json.loads(self._rec.Result()).get("text", "")
+            if part:
+                self._done.append(part)
+            text = " ".join(self._done)
+        else:
+            text = " ".join([*self._done, json.loads(self._rec.PartialResult()).get("partial", "")]).strip()
+        if text != self._last:
+            self._last = text
+            return Transcript(text, final=False)
+        return None
+
+    def end(self) -> Transcript:
+        tail = json.loads(self._rec.FinalResult()).get("text", "")
+        words = tuple(" ".join([*self._done, tail]).split())
+        self._rec.Reset()
+        self._done, self._last = [], ""
+        return Transcript(" ".join(words), final=True, words=words)
+
+
+def open_recognizer(store: ModelStore, engine: str, vosk_model: str) -> Recognizer:
+    """Pick the recogniser the config asks for; auto takes Vosk when its model is installed."""
+    if engine in ("auto", "vosk"):
+        try:
+            return VoskRecognizer(store.path(vosk_model, role="stt"))
+        except (ModelMissing, ModelCorrupt, UnknownModel) as e:
+            if engine == "vosk":
+                raise
+            log.info("Vosk model not installed (%s); using pocketsphinx's bundled en-us model", e)
+    return PocketsphinxRecognizer()
