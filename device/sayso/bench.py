@@ -6,6 +6,7 @@ the stage numbers are wall-clock timings of one call at a time on this machine.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import resource
@@ -68,12 +69,52 @@ def _stages(kit: Kit, settings: Settings) -> dict:
             "llm_tokens_per_s": round(tps, 1)}
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _idle_cpu(kit: Kit, settings: Settings, seconds: float) -> dict:
+    """CPU the appliance spends listening to a quiet room, in % of one core, the room's own cost taken out.
+
+    This is what a Pi pays all day: capture, VAD on every 32 ms frame, the
+    conductor's and the watchdog's rounds.
+    """
+    from sayso.appliance import Appliance
+    from sayso.notify import Notifier
+    from sayso.sim import Room
+    from sayso.turnlog import TurnLog
+
+    quiet = dataclasses.replace(settings, gpio=dataclasses.replace(settings.gpio, pin_factory="none"))
+    room = Room(kit.tts.rate_hz, noise_dbfs=-60).start()
+    try:
+        t0 = _cpu_s()
+        time.sleep(seconds)
+        room_only = _cpu_s() - t0
+        with tempfile.TemporaryDirectory(prefix="sayso-idle-") as tmp:
+            kit.vad.reset()
+            app = Appliance(quiet, kit, room.mic, room.speaker, TurnLog(Path(tmp) / "idle.db"), notifier=Notifier({}),
+                            clock=room.clock).start()
+            try:
+                app.wait_listening(10.0)
+                time.sleep(1.0)
+                t0 = _cpu_s()
+                time.sleep(seconds)
+                both = _cpu_s() - t0
+            finally:
+                app.stop()
+                app.engine.turnlog.close()
+    finally:
+        room.stop()
+    return {"percent_of_one_core": round(max(0.0, both - room_only) / seconds * 100, 1), "seconds": seconds}
+
+
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
 def run_bench(settings: Settings, store: ModelStore, runs: int,
-              progress: Callable[[str], None] = lambda _: None) -> dict:
+              progress: Callable[[str], None] = lambda _: None, idle_s: float = 20.0) -> dict:
     kit = Kit.load(settings, store)
     samples: dict[str, list[float]] = {k: [] for k in SUMMARY_KEYS}
     selfs = false = 0
@@ -97,6 +138,9 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
     out["self_interruptions"] = {"total": selfs}
     out["false_barge_ins"] = {"total": false}
     out.update(_stages(kit, settings))
+    if idle_s > 0:
+        progress(f"idle: {idle_s:g} s of a quiet room, then {idle_s:g} s of the appliance listening to it")
+        out["idle_cpu"] = _idle_cpu(kit, settings, idle_s)
     out["peak_rss_mb"] = {"max": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     out["targets"] = [_verdict(out, metric, stat, limit) for metric, stat, limit in TARGETS]
     return out
@@ -135,6 +179,8 @@ def table(out: dict) -> str:
     lines.append(f"{'self_interruptions':26} {out['self_interruptions']['total']:>9}")
     lines.append(f"{'false_barge_ins':26} {out['false_barge_ins']['total']:>9}")
     lines.append(f"{'peak_rss_mb':26} {out['peak_rss_mb']['max']:>9.0f}")
+    if "idle_cpu" in out:
+        lines.append(f"{'idle_cpu_%_of_one_core':26} {out['idle_cpu']['percent_of_one_core']:>9.1f}")
     lines.append("\ntargets:")
     for t in out["targets"]:
         lines.append(f"  {'met   ' if t['met'] else 'MISSED'} {t['metric']} {t['stat']} {t['value']} "

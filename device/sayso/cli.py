@@ -161,7 +161,7 @@ def cmd_bench(args, settings) -> int:
     from sayso.bench import run_bench, table
 
     out = run_bench(settings, _store(args, settings), args.runs,
-                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+                    progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s)
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="latency and throughput on the bench scenarios, p50/p95")
     b.add_argument("--runs", type=int, default=5, help="times to run each scenario (default 5)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.add_argument("--idle-s", type=float, default=20.0,
+                   help="seconds of listening to a quiet room for the idle CPU figure (0 skips it)")
     b.set_defaults(func=cmd_bench)
 
     for q in (r, doc, d, s, b):
