@@ -47,7 +47,11 @@ install_sayso() {
             "run again with PYTHON= set to a Python 3.11+ every user can run" >&2
         exit 1
     fi
-    "$PREFIX/bin/pip" install --disable-pip-version-check -q "$SRC"
+    # built from a copy, so the checkout gets no root-owned build/ folder
+    build=$(mktemp -d)
+    cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/device" "$build/"
+    "$PREFIX/bin/pip" install --disable-pip-version-check -q "$build"
+    rm -rf "$build"
     install -d -m 0755 "$PREFIX/share/doc/sayso"
     install -m 0644 "$SRC/README.md" "$SRC/hardware.md" "$PREFIX/share/doc/sayso/"
     say "installed sayso into $PREFIX"

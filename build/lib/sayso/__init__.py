@@ -1,3 +1,0 @@
-"""sayso: an offline voice appliance that can be interrupted and remembers what was heard."""
-
-__version__ = "0.1.0"

@@ -1,5 +1,0 @@
-"""Allow `python -m sayso`."""
-
-from sayso.cli import main
-
-raise SystemExit(main())
