@@ -25,17 +25,24 @@ def take(frames: Channel, n: int, timeout_s: float = 20.0) -> list:
     return got
 
 
-def test_frames_arrive_through_portaudio_stamped_with_the_audio_clock(alsa_devices):
-    signal = (np.sin(np.arange(16000 * 2) * 2 * np.pi * 300 / 16000) * 9000).astype(np.int16)
-    alsa_devices(signal)
+def capture(n: int, muted: bool = False) -> list:
+    """The first `n` frames from the ALSA file-plugin mic through a Capture stage."""
     frames: Channel = Channel("frames", capacity=100_000)
     cap = Capture(PyAudioMic("saysomic"), frames)
+    if muted:
+        cap.muted.set()
     cap.start()
     try:
-        got = take(frames, len(signal) // FRAME_SAMPLES)
+        return take(frames, n)
     finally:
         cap.stopping.set()
         cap.join(5)
+
+
+def test_frames_arrive_through_portaudio_stamped_with_the_audio_clock(alsa_devices):
+    signal = (np.sin(np.arange(16000 * 2) * 2 * np.pi * 300 / 16000) * 9000).astype(np.int16)
+    alsa_devices(signal)
+    got = capture(len(signal) // FRAME_SAMPLES)
     assert [f.index for f in got] == [i * FRAME_SAMPLES for i in range(len(got))]
     assert all(f.samples.dtype == np.int16 and len(f.samples) == FRAME_SAMPLES for f in got)
     audio = np.concatenate([f.samples for f in got])
@@ -46,15 +53,7 @@ def test_frames_arrive_through_portaudio_stamped_with_the_audio_clock(alsa_devic
 def test_a_muted_mic_gives_digital_silence_on_the_same_clock(alsa_devices):
     signal = (np.sin(np.arange(16000) * 2 * np.pi * 300 / 16000) * 9000).astype(np.int16)
     alsa_devices(signal)
-    frames: Channel = Channel("frames", capacity=100_000)
-    cap = Capture(PyAudioMic("saysomic"), frames)
-    cap.muted.set()
-    cap.start()
-    try:
-        got = take(frames, len(signal) // FRAME_SAMPLES)
-    finally:
-        cap.stopping.set()
-        cap.join(5)
+    got = capture(len(signal) // FRAME_SAMPLES, muted=True)
     assert [f.index for f in got] == [i * FRAME_SAMPLES for i in range(len(got))]
     assert not any(f.samples.any() for f in got), "a muted mic let sound through"
 

@@ -104,7 +104,7 @@ class Appliance:
         return True
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """STOPPING=1, interrupt(full, shutdown), every stage stopped, the turn log closed consistently."""
+        """STOPPING=1, interrupt(full, shutdown), every stage stopped; the turn log is left consistent."""
         self.notifier.send("STOPPING=1", "STATUS=stopping")
         self.watchdog.stopping.set()
         try:
@@ -208,9 +208,10 @@ class Appliance:
             if mode is self.mode:
                 return
             self.mode = mode
-        if self.controls is not None:
-            self.controls.show(mode)
-        self.notifier.send(f"STATUS={status}")
+            # under the lock: the LED and STATUS= must end on the last mode, whichever thread got here first
+            if self.controls is not None:
+                self.controls.show(mode)
+            self.notifier.send(f"STATUS={status}")
 
 
 def open_devices(settings: Settings) -> tuple[PyAudioMic, PyAudioSink]:

@@ -101,6 +101,10 @@ def cmd_models_verify(args, settings) -> int:
     return 1 if bad else 0
 
 
+def _config_source(args) -> str:
+    return args.config or (str(config.SYSTEM_CONFIG) if config.SYSTEM_CONFIG.exists() else "built-in defaults")
+
+
 def cmd_run(args, settings) -> int:
     from sayso.appliance import run
 
@@ -110,8 +114,7 @@ def cmd_run(args, settings) -> int:
 def cmd_doctor(args, settings) -> int:
     from sayso.doctor import Doctor
 
-    src = args.config or (config.SYSTEM_CONFIG if config.SYSTEM_CONFIG.exists() else "built-in defaults")
-    print(f"sayso doctor (config: {src})", flush=True)
+    print(f"sayso doctor (config: {_config_source(args)})", flush=True)
     doctor = Doctor(settings, _store(args, settings), print=lambda line: print(line, flush=True),
                     meter_s=args.meter_s)
     doctor.run()
@@ -209,8 +212,7 @@ def cmd_config(args, settings) -> int:
     if args.action == "template":
         print(config.template(args.state_dir))
     else:
-        src = args.config or (config.SYSTEM_CONFIG if config.SYSTEM_CONFIG.exists() else "built-in defaults")
-        print(f"config OK: {src}")
+        print(f"config OK: {_config_source(args)}")
     return 0
 
 
