@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sayso-installed
 # portaudio19-dev builds pyaudio; build-essential and cmake build llama-cpp-python;
 # espeak-ng speaks test utterances; alsa-utils gives `aplay -l` for finding devices;
-# systemd gives systemd-analyze, which the tests run on the unit.
-SYS_PKGS := portaudio19-dev python3-dev python3-venv build-essential cmake espeak-ng alsa-utils systemd
+# systemd gives systemd-analyze, which the tests run on the unit; libspeexdsp1 cancels echo (aec.py).
+SYS_PKGS := portaudio19-dev python3-dev python3-venv build-essential cmake espeak-ng alsa-utils systemd libspeexdsp1
 
 .PHONY: setup system-packages models test demo lint clean install uninstall
 
