@@ -31,7 +31,7 @@ from sayso.notify import Notifier
 from sayso.sim import Room
 from sayso.stt import open_recognizer
 from sayso.turnlog import TurnLog
-from sayso.vad import SileroVAD
+from sayso.vad import VAD_MODEL, SileroVAD
 
 WAIT_S = 20.0
 
@@ -109,7 +109,7 @@ class StuckVAD:
 
 @pytest.fixture(scope="module")
 def vad(store):
-    return SileroVAD(store.path("silero-vad-v6", role="vad"))
+    return SileroVAD(store.path(VAD_MODEL, role="vad"))
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from sayso.stt import Recognizer, open_recognizer
 from sayso.thinker import LLM
 from sayso.tts import PiperTTS
 from sayso.turnlog import TurnLog
-from sayso.vad import SileroVAD
+from sayso.vad import VAD_MODEL, SileroVAD
 from sayso.voice import TTS
 from sayso.watchdog import Watchdog
 
@@ -55,7 +55,7 @@ class Models:
     def load(cls, settings: Settings, store: ModelStore) -> Models:
         return cls(llm=LlamaLLM.from_settings(store.path(settings.llm.model, role="llm"), settings.llm),
                    tts=PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale),
-                   vad=SileroVAD(store.path("silero-vad-v6", role="vad")),
+                   vad=SileroVAD(store.path(VAD_MODEL, role="vad")),
                    recognizer=open_recognizer(store, settings.stt.engine, settings.stt.vosk_model))
 
 
@@ -80,7 +80,6 @@ class Appliance:
         self.watchdog = Watchdog(self.notifier, self.health, self._on_health, Watchdog.interval_for(self.notifier))
         self.mode: Mode | None = None
         self._lock = threading.Lock()
-        self._state = State.IDLE
         self._problems: list[str] = []
         self._failed_turn: int | None = None
 
@@ -172,10 +171,7 @@ class Appliance:
     def _on_event(self, event: Event) -> None:
         """Observer (on the event bus's thread): journal lines, and the LED and STATUS= follow the state."""
         d = event.data
-        if event.type == "state":
-            with self._lock:
-                self._state = State(d["state"])
-        elif event.type == "user_turn":
+        if event.type == "user_turn":
             log.info("turn %s, the person said: %r", d["turn"], d["text"])
         elif event.type == "turn_started":
             with self._lock:
@@ -202,8 +198,8 @@ class Appliance:
             elif self.muted:
                 mode, status = Mode.MUTED, "muted (hold the button to unmute)"
             else:
-                mode = {State.SPEAKING: Mode.SPEAKING, State.THINKING: Mode.THINKING}.get(self._state,
-                                                                                         Mode.LISTENING)
+                mode = {State.SPEAKING: Mode.SPEAKING, State.THINKING: Mode.THINKING}.get(
+                    self.engine.conductor.state, Mode.LISTENING)
                 status = mode.value
             if mode is self.mode:
                 return

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sayso.capture import RATE_HZ, PyAudioMic, find_device
+from sayso.capture import PyAudioMic, find_device
 from sayso.config import Settings
 from sayso.errors import SaysoError
 from sayso.manifest import ModelStore
+from sayso.vad import VAD_MODEL
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -118,7 +119,6 @@ class Doctor:
         """A live level meter over `meter_s` of mic audio: a bar per quarter second."""
         blocks: queue.Queue[bytes] = queue.Queue()
         mic = PyAudioMic(self.settings.audio.input_device)
-        want = int(self.meter_s * RATE_HZ)
         chunks, got = [], 0
         try:
             mic.open(lambda data, t_ns: blocks.put(data))
@@ -184,27 +184,17 @@ class Doctor:
 
     def models(self) -> Check:
         s = self.settings
-        wanted = [(s.llm.model, "llm"), (s.voice.model, "voice"), ("silero-vad-v6", "vad")]
+        stt = "pocketsphinx-en-us" if s.stt.engine == "pocketsphinx" else s.stt.vosk_model
         ok, bad, notes = [], [], []
-        for name, role in wanted:
+        for name, role in ((s.llm.model, "llm"), (s.voice.model, "voice"), (VAD_MODEL, "vad"), (stt, "stt")):
             try:
                 self.store.check(self.store.manifest.get(name, role), full=True)
                 ok.append(name)
             except SaysoError as e:
-                bad.append(str(e))
-        if s.stt.engine == "pocketsphinx":
-            stt = [("pocketsphinx-en-us", "stt")]
-        else:
-            stt = [(s.stt.vosk_model, "stt")]
-        for name, role in stt:
-            try:
-                self.store.check(self.store.manifest.get(name, role), full=True)
-                ok.append(name)
-            except SaysoError as e:
-                if s.stt.engine == "vosk":
-                    bad.append(str(e))
-                else:
+                if role == "stt" and s.stt.engine == "auto":  # auto falls back to pocketsphinx
                     notes.append(f"{name} absent, pocketsphinx is used instead")
+                else:
+                    bad.append(str(e))
         where = f"in {self.store.root}"
         if bad:
             return Check("models", FAIL, " / ".join(bad),
@@ -215,21 +205,16 @@ class Doctor:
                      "`sayso models fetch` where the Vosk model's source is reachable gives better recognition")
 
     def gpio(self) -> Check:
-        from sayso.gpio import Controls, gpio_hint, make_pin_factory
+        from sayso.gpio import GpioUnavailable, build_controls, gpio_hint
 
         g = self.settings.gpio
         if g.pin_factory == "none" and self.pin_factory is None:
             return Check("gpio", OK, 'off in the config (gpio.pin_factory = "none"): no stop button, no LED')
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                factory = self.pin_factory if self.pin_factory is not None else make_pin_factory(g.pin_factory)
-                controls = Controls(g, lambda: None, None, factory)
-            except Exception as e:
-                return Check("gpio", FAIL, f"no usable GPIO ({type(e).__name__}: {e}); the appliance runs "
-                             "without the stop button and status LED", gpio_hint())
+        try:
+            controls = build_controls(g, lambda: None, None, self.pin_factory)
+        except GpioUnavailable as e:
+            return Check("gpio", FAIL, f"no usable GPIO ({e}); the appliance runs without the stop button and "
+                         "status LED", gpio_hint())
         try:
             return Check("gpio", OK, controls.describe())
         finally:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sayso.config import GpioSettings
+from sayso.errors import SaysoError
 
 log = logging.getLogger(__name__)
 
@@ -155,18 +156,34 @@ def open_controls(settings: GpioSettings, on_press: Callable[[], object], on_hol
     if settings.button_pin < 0 and settings.led_pin < 0:
         log.info("no GPIO pins configured (gpio.button_pin and gpio.led_pin are -1)")
         return None
+    try:
+        controls = build_controls(settings, on_press, on_hold, pin_factory)
+    except GpioUnavailable as e:  # no GPIO is a supported setup: say so and run without it
+        tried = f"; tried: {e.tried}" if e.tried else ""
+        log.warning("no GPIO here (%s%s); running without the stop button and status LED. %s", e, tried, gpio_hint())
+        return None
+    log.info("GPIO: %s", controls.describe())
+    return controls
+
+
+class GpioUnavailable(SaysoError, OSError):
+    """No usable GPIO: the message is gpiozero's error; `tried` lists the pin factories it fell back from."""
+
+    def __init__(self, message: str, tried: str = ""):
+        super().__init__(message)
+        self.tried = tried
+
+
+def build_controls(settings: GpioSettings, on_press: Callable[[], object], on_hold: Callable[[], object] | None,
+                   pin_factory=None) -> Controls:
+    """The button and LED on `pin_factory` (None: the one `settings.pin_factory` names); GpioUnavailable if not."""
     with warnings.catch_warnings(record=True) as fallbacks:
         warnings.simplefilter("always")
         try:
             factory = pin_factory if pin_factory is not None else make_pin_factory(settings.pin_factory)
-            controls = Controls(settings, on_press, on_hold, factory)
-        except Exception as e:  # no GPIO is a supported setup: say so and run without it
-            tried = "; ".join(str(w.message) for w in fallbacks)
-            log.warning("no GPIO here (%s: %s%s); running without the stop button and status LED. %s",
-                        type(e).__name__, e, f"; tried: {tried}" if tried else "", gpio_hint())
-            return None
-    log.info("GPIO: %s", controls.describe())
-    return controls
+            return Controls(settings, on_press, on_hold, factory)
+        except Exception as e:
+            raise GpioUnavailable(f"{type(e).__name__}: {e}", "; ".join(str(w.message) for w in fallbacks)) from e
 
 
 def gpio_hint(model: str | None = None) -> str:

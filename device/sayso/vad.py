@@ -15,6 +15,9 @@ from sayso.errors import ConfigError, ModelMissing
 
 log = logging.getLogger(__name__)
 
+VAD_MODEL = "silero-vad-v6"
+"""The manifest name of the Silero VAD model the appliance runs."""
+
 CONTEXT_SAMPLES = 64
 STATE_SHAPE = (2, 1, 128)
 
@@ -26,7 +29,7 @@ class SileroVAD:
         """Load the model.
 
         Args:
-            model_path: silero_vad.onnx, e.g. `ModelStore().path("silero-vad-v6", role="vad")`.
+            model_path: silero_vad.onnx, e.g. `ModelStore().path(VAD_MODEL, role="vad")`.
             threads: onnxruntime intra-op threads; one is plenty for a 32 ms frame and leaves
                 the other cores to the STT and the LLM.
         """
