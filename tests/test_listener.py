@@ -12,9 +12,10 @@ from sayso.audio import to_mic_rate
 from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame, PyAudioMic
 from sayso.channel import Channel
 from sayso.config import BargeInSettings, VADSettings
+from sayso.echo import EchoReference
 from sayso.engine import Engine
 from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.listener import EchoReference, EndOfSpeech, Listener
+from sayso.listener import EndOfSpeech, Listener
 from sayso.messages import SpeechStarted, State
 from sayso.stt import PocketsphinxRecognizer
 from sayso.tts import PiperTTS
@@ -33,12 +34,17 @@ class ConductorProbe:
         self.state = state
         self.posted: list = []
         self.interrupts: list[tuple[str, str, int | None]] = []
+        self.pauses: list[int | None] = []
 
     def post(self, msg) -> None:
         self.posted.append(msg)
 
     def interrupt(self, kind, reason, onset_ns=None) -> bool:
         self.interrupts.append((str(kind), str(reason), onset_ns))
+        return True
+
+    def pause(self, onset_ns=None) -> bool:
+        self.pauses.append(onset_ns)
         return True
 
 
@@ -59,7 +65,7 @@ def run_listener(mic: np.ndarray, echo: EchoReference | None, state: State = Sta
     probe = ConductorProbe(state)
     frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
     listener = Listener(SileroVAD(_vad_path()), Endpointer(VADSettings()), frames, audio,
-                        probe, barge or BargeInSettings(), echo=echo)
+                        probe, barge or BargeInSettings(mode="immediate"), echo=echo)
     n = len(mic) // FRAME_SAMPLES
     for k in range(n):
         index = k * FRAME_SAMPLES
@@ -80,9 +86,9 @@ def appliance_playing(appliance: PiperTTS, seconds: float, gain_db: float, delay
     r = appliance.render(ANSWER)
     played = r.audio[: int(seconds * r.rate_hz)]
     ref = EchoReference(keep_s=seconds + 5)
-    block = r.rate_hz // 50
-    for i in range(0, len(played), block):
-        ref.played(played[i:i + block], r.rate_hz, T0_NS + int(i * 1e9 / r.rate_hz))
+    at_16k = EchoReference.prepare(played, r.rate_hz)
+    for i in range(0, len(at_16k), 320):
+        ref.played(at_16k[i:i + 320], T0_NS + int(i * 1e9 / RATE_HZ))
     leak = to_mic_rate(played, r.rate_hz).astype(np.float32) * 10 ** (gain_db / 20)
     mic = np.concatenate([np.zeros(int(delay_ms * RATE_HZ / 1000), np.float32), leak])
     noise = np.random.default_rng(7).standard_normal(len(mic)) * 32768 * 10 ** (-60 / 20)

@@ -48,9 +48,10 @@ def test_the_documented_example_parses():
 
 def test_room_is_optional_and_wav_and_noise_are_actions(tmp_path):
     (tmp_path / "cough.wav").write_bytes(b"")
-    sc = parse('[[step]]\nwav = "cough.wav"\n[[step]]\nnoise_s = 0.4\n', base=tmp_path)
+    sc = parse('[[step]]\nwav = "cough.wav"\n[[step]]\nnoise_s = 0.4\n[[step]]\ncough = 2\n', base=tmp_path)
     assert sc.room == scenario.RoomSpec() and sc.name == "s"
     assert sc.steps[0].wav == tmp_path / "cough.wav" and sc.steps[1].noise_s == 0.4
+    assert sc.steps[2].action == "cough" and sc.steps[2].cough == 2
 
 
 @pytest.mark.parametrize("text, message", [
@@ -66,6 +67,7 @@ def test_room_is_optional_and_wav_and_noise_are_actions(tmp_path):
     ('[[step]]\nafter_s = "1"', "after_s = '1' must be a number"),
     ('[[step]]\npress = false', "step 1 does nothing"),
     ('[[step]]\nwiat = "idle"', "step 1: unknown key 'wiat'"),
+    ('[[step]]\ncough = 0.5', "cough = 0.5 must be a whole number of coughs from 1 to 10"),
 ])
 def test_a_bad_scenario_names_the_step_and_the_key(text, message):
     with pytest.raises(ScenarioError, match=None) as e:

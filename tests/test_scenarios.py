@@ -28,6 +28,10 @@ EXPECTED = {
                              (U, "complete", None), (A, "interrupted", "button")],
     "cough_then_answer": [(U, "complete", None), (A, "complete", None)],
     "button_while_thinking": [(U, "complete", None), (A, "interrupted", "button")],
+    "own_voice_at_minus_6_db": [(U, "complete", None), (A, "complete", None)],
+    "coughs_during_an_answer": [(U, "complete", None), (A, "complete", None)],
+    "barge_in_at_minus_6_db": [(U, "complete", None), (A, "interrupted", "user_speaking"),
+                               (U, "complete", None), (A, "complete", None)],
 }
 
 
@@ -63,6 +67,13 @@ def test_scenario(kit, tmp_path, name):
     assert [(r["role"], r["status"], r["interrupt_reason"]) for r in turns] == EXPECTED[name]
     assert_heard_is_a_word_prefix(turns)
     assert summary["self_interruptions"] == 0 and summary["false_barge_ins"] == 0
+    assert summary["self_pauses"] == 0, "it paused for its own voice"
+    if name == "coughs_during_an_answer":
+        # the coughs did pause it (or this proves nothing), and it resumed every time
+        paused = [e for e in result.report["events"] if e["type"] == "speech_paused"]
+        assert paused and summary["false_interruptions"] == len(paused)
+        assert turns[1]["metrics"]["false_interruptions"] == len(paused)
+        assert turns[1]["heard_text"] == turns[1]["text"]
     cut = [r for r in turns if r["status"] == "interrupted"]
     audible = [r for r in cut if "first_audio" in {e["type"] for e in result.report["events"]
                                                     if e.get("turn") == r["id"]}]
@@ -87,10 +98,13 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
     assert times == sorted(times) and all("type" in e for e in report["events"])
     types = [e["type"] for e in report["events"]]
     # the timeline holds the room's ground truth beside the pipeline's own events, in order
-    assert types.index("say") < types.index("speech_interrupted") < types.index("speaker_abort")
+    # pause mode: quiet at once (the abort), then the words commit the interrupt
+    assert types.index("say") < types.index("speech_paused") < types.index("speaker_abort") \
+        < types.index("speech_interrupted")
     assert types.index("button_press") < types.index("button_release")
     assert set(report["summary"]) == {"barge_in_latency_ms", "button_latency_ms", "eos_to_first_audio_ms",
-                                      "llm_stop_ms", "self_interruptions", "false_barge_ins"}
+                                      "llm_stop_ms", "self_interruptions", "false_barge_ins",
+                                      "false_interruptions", "self_pauses"}
     onset = next(e["onset_ms"] for e in report["events"] if e["type"] == "say" and e["what"].startswith("Stop"))
     abort = next(e for e in report["events"] if e["type"] == "speaker_abort" and e["t_ms"] >= onset)
     assert report["summary"]["barge_in_latency_ms"] == [pytest.approx(abort["last_played_ms"] - onset, abs=0.2)]

@@ -27,6 +27,8 @@ class Scope:
         self.turn = turn
         self.speech = threading.Event()
         self.generation = threading.Event()
+        self.paused = threading.Event()
+        """Barge-in's pause: the speaker holds still, generation goes on (see Conductor.pause)."""
         self._lock = threading.Lock()
         self.first: Cancellation | None = None
 
@@ -67,6 +69,10 @@ class Scopes:
         """True for a cancelled turn, and for a turn this process no longer knows."""
         s = self.get(turn)
         return s is None or s.speech.is_set()
+
+    def paused(self, turn: int) -> bool:
+        s = self.get(turn)
+        return s is not None and s.paused.is_set()
 
     def generation_cancelled(self, turn: int) -> bool:
         s = self.get(turn)

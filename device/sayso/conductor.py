@@ -5,6 +5,11 @@ cancels the turn's scope at once, so the speaker is silent within one block and
 the thinker stops within one token, and then posts a control message that
 overtakes queued data; the conductor flushes the cancelled turn's items, waits
 for the thinker and speaker to acknowledge, and writes the one final status.
+
+`pause()` is barge-in's softer first step: the speaker goes quiet just as fast
+but generation goes on, and the conductor then commits the interrupt when the
+recogniser yields words, or resumes the answer from where it stopped when none
+come (a cough, a door) and logs a `false_interruption` with the turn.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sayso.cancel import Cancellation, Scope, Scopes
 from sayso.channel import Channel, of_turn
-from sayso.config import ConversationSettings
+from sayso.config import BargeInSettings, ConversationSettings
 from sayso.errors import SaysoError
 from sayso.events import EventBus
 from sayso.messages import (
@@ -32,8 +37,11 @@ from sayso.messages import (
     InterruptRequested,
     Kind,
     PartialTranscript,
+    Paused,
+    PauseRequested,
     PlaybackEnded,
     Reason,
+    SpeechDropped,
     SpeechStarted,
     StageFailed,
     State,
@@ -44,6 +52,30 @@ from sayso.stage import Stage
 from sayso.turnlog import TurnLog
 
 log = logging.getLogger(__name__)
+
+
+RESUME_QUIET_S = 0.5
+"""After a sound too short to be speech, how long the room must stay quiet before the answer resumes.
+People pause after "Stop." for about this long before going on; a cough rarely comes alone."""
+
+FILLERS = frozenset({"ah", "oh", "uh", "um", "er", "eh", "hm", "hmm", "mm", "mhm", "huh"})
+"""Sounds a recogniser writes for a cough or a hesitation: not words that commit a paused interrupt."""
+
+
+def words_in(text: str) -> int:
+    return sum(w.lower().strip(".,!?") not in FILLERS for w in text.split())
+
+
+@dataclass
+class _Pause:
+    """A paused answer waiting for words."""
+
+    requested_ns: int
+    onset_ns: int | None
+    deadline_ns: int
+    silence_ns: int | None = None
+    resume_at_ns: int | None = None
+    """Set when the sound turned out too short to be speech: resume then, unless more sound comes."""
 
 
 @dataclass
@@ -65,6 +97,11 @@ class _Turn:
     llm_stop_ns: int | None = None
     silence_ns: int | None = None
     ack_deadline_ns: int | None = None
+    pause: _Pause | None = None
+    committed: _Pause | None = None
+    """The pause that became this turn's interrupt."""
+    false_interruptions: list[float] = field(default_factory=list)
+    """How long each pause that resumed kept the answer quiet, in ms."""
 
 
 def _ms(a: int | None, b: int | None) -> float | None:
@@ -86,12 +123,13 @@ class Conductor(Stage):
     def __init__(self, turnlog: TurnLog, requests: Channel, clauses: Channel, segments: Channel, scopes: Scopes,
                  bus: EventBus, system_prompt: str, conversation: ConversationSettings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, ack_timeout_s: float = 3.0,
-                 button_debounce_s: float = 0.3):
+                 button_debounce_s: float = 0.3, barge_in: BargeInSettings | None = None):
         super().__init__()
         self.turnlog, self.requests, self.clauses, self.segments = turnlog, requests, clauses, segments
         self.scopes, self.bus, self.clock = scopes, bus, clock
         self.system_prompt = system_prompt
         self.settings = conversation or ConversationSettings()
+        self.barge_in = barge_in or BargeInSettings()
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
         self.button_debounce_ns = int(button_debounce_s * 1e9)
         self.inbox: Channel = Channel("conductor", capacity=1024)
@@ -126,6 +164,22 @@ class Conductor(Stage):
             if not turn.scope.cancel(c):
                 return False
         self.inbox.put_control(InterruptRequested(turn.id, kind, reason, c.t_ns, onset_ns))
+        return True
+
+    def pause(self, onset_ns: int | None = None) -> bool:
+        """Silence the answer in flight now and let generation go on; True if there was one to pause.
+
+        The conductor then commits `interrupt(full, user_speaking)` once the
+        recogniser has `min_words` words, or resumes the answer when the speech
+        is dropped as too short, ends without words, or none come within
+        `commit_window_s`. A cancel (the button) is never undone by a resume.
+        """
+        with self._lock:
+            turn = self._active
+            if turn is None or turn.scope.speech.is_set():
+                return False
+            turn.scope.paused.set()
+        self.inbox.put_control(PauseRequested(turn.id, self.clock(), onset_ns))
         return True
 
     def button(self) -> bool:
@@ -172,6 +226,10 @@ class Conductor(Stage):
         if msg is not None:
             self._handle(msg)
         turn = self._active
+        if turn and turn.pause and turn.pause.resume_at_ns and self.clock() > turn.pause.resume_at_ns:
+            self._resume(turn, "the sound was too short to be speech")
+        elif turn and turn.pause and self.clock() > turn.pause.deadline_ns:
+            self._resume(turn, f"no words within {self.barge_in.commit_window_s:g} s")
         if turn and turn.ack_deadline_ns and self.clock() > turn.ack_deadline_ns:
             missing = [n for n, done in (("thinker", turn.gen_ended), ("speaker", turn.play_ended)) if not done]
             log.error("turn %s: %s did not acknowledge the interrupt within %.1fs; closing the turn without them",
@@ -189,6 +247,11 @@ class Conductor(Stage):
             return
         if isinstance(msg, PartialTranscript):
             self._emit("partial", text=msg.text)
+            self._maybe_commit(msg.text)
+            return
+        if isinstance(msg, SpeechDropped):
+            if self._active and self._active.pause:
+                self._active.pause.resume_at_ns = msg.t_ns + int(RESUME_QUIET_S * 1e9)
             return
         turn = self._active
         if turn is None or getattr(msg, "turn", None) != turn.id:
@@ -196,6 +259,12 @@ class Conductor(Stage):
             return
         if isinstance(msg, InterruptRequested):
             self._on_interrupt(turn, msg)
+        elif isinstance(msg, PauseRequested):
+            self._on_pause(turn, msg)
+        elif isinstance(msg, Paused):
+            if turn.pause is not None and turn.pause.silence_ns is None:
+                turn.pause.silence_ns = msg.silence_ns
+            turn.heard = msg.words
         elif isinstance(msg, FirstToken):
             turn.first_token_ns = msg.t_ns
             self._emit("first_token", turn=turn.id)
@@ -222,6 +291,12 @@ class Conductor(Stage):
 
     def _on_utterance(self, u: Utterance) -> None:
         text = u.text.strip()
+        paused = self._active.pause if self._active else None
+        if paused is not None and words_in(text) < self.barge_in.min_words:
+            # a cough the recogniser heard as "oh", or an "uh-huh": the answer goes on, no new turn
+            self._resume(self._active, f"too few words: {text!r}" if text else "the speech had no words", text)
+            return
+        self._maybe_commit(text)
         if not text:
             log.debug("a final transcript with no words is not a turn")
             if self._state is State.LISTENING:
@@ -263,6 +338,36 @@ class Conductor(Stage):
         self._emit("speech_interrupted", turn=turn.id, reason=first.reason.value, kind=first.kind.value)
         self._maybe_finish(turn)
 
+    def _on_pause(self, turn: _Turn, msg: PauseRequested) -> None:
+        if turn.scope.speech.is_set():
+            return  # cancelled meanwhile (the button): nothing to hold
+        turn.scope.paused.set()  # again: a resume may have raced this request
+        deadline = msg.t_ns + int(self.barge_in.commit_window_s * 1e9)
+        if turn.pause is None:
+            turn.pause = _Pause(msg.t_ns, msg.onset_ns, deadline)
+            self._emit("speech_paused", turn=turn.id)
+        else:
+            turn.pause.deadline_ns, turn.pause.resume_at_ns = deadline, None  # more sound: the window starts again
+
+    def _maybe_commit(self, text: str) -> None:
+        turn = self._active
+        if turn is None or turn.pause is None or words_in(text) < self.barge_in.min_words:
+            return
+        turn.committed, turn.pause = turn.pause, None
+        log.info("turn %s: words over the paused answer (%r): interrupting it", turn.id, text)
+        self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
+
+    def _resume(self, turn: _Turn, why: str, words: str = "") -> None:
+        pause, turn.pause = turn.pause, None
+        if pause is None or turn.scope.speech.is_set():
+            return  # cancelled while paused: the button (or a real interrupt) is never undone
+        with self._lock:
+            turn.scope.paused.clear()
+        paused_ms = round((self.clock() - pause.requested_ns) / 1e6, 1)
+        turn.false_interruptions.append(paused_ms)
+        log.info("turn %s: resumed after %.0f ms paused (%s)", turn.id, paused_ms, why)
+        self._emit("false_interruption", turn=turn.id, paused_ms=paused_ms, why=why, words=words)
+
     def _on_stage_failed(self, turn: _Turn, msg: StageFailed) -> None:
         log.error("stage %s failed during turn %s: %s", msg.stage, turn.id, msg.error)
         self.interrupt(Kind.FULL, Reason.ERROR)
@@ -281,9 +386,17 @@ class Conductor(Stage):
         complete = turn.playback_completed and turn.gen_outcome == "done"
         metrics = {"eos_to_first_token_ms": _ms(turn.eos_ns, turn.first_token_ns),
                    "eos_to_first_audio_ms": _ms(turn.eos_ns, turn.first_audio_ns)}
+        if turn.false_interruptions:
+            metrics["false_interruptions"] = len(turn.false_interruptions)
+            metrics["false_interruption_paused_ms"] = turn.false_interruptions
         if not complete and first is not None:
+            quiet_from, p = first.t_ns, turn.committed
+            if p is not None and first.reason is Reason.USER_SPEAKING:
+                # the person heard silence from the pause on: that is the interrupt's silence
+                metrics["pause_to_commit_ms"] = _ms(p.requested_ns, first.t_ns)
+                quiet_from, turn.silence_ns = p.requested_ns, p.silence_ns or turn.silence_ns
             if turn.first_audio_ns is not None:
-                metrics["interrupt_to_silence_ms"] = max(0.0, _ms(first.t_ns, turn.silence_ns) or 0.0)
+                metrics["interrupt_to_silence_ms"] = max(0.0, _ms(quiet_from, turn.silence_ns) or 0.0)
             if first.kind is Kind.FULL and turn.llm_stop_ns is not None and turn.llm_stop_ns >= first.t_ns:
                 metrics["interrupt_to_llm_stop_ms"] = _ms(first.t_ns, turn.llm_stop_ns)
             if first.onset_ns is not None and turn.silence_ns is not None and turn.first_audio_ns is not None:

@@ -51,6 +51,17 @@ class VADSettings:
 
 @dataclass(frozen=True)
 class BargeInSettings:
+    mode: str = _opt("pause", "What speech over an answer does: pause (go quiet at once, interrupt when words "
+                     "follow, resume when none do), immediate (interrupt at once), off (only the button stops it).",
+                     choices=("pause", "immediate", "off"))
+    commit_window_s: float = _opt(1.5, "In pause mode, how long a pause waits for words before the answer resumes.",
+                                  lo=0.3, hi=10)
+    min_words: int = _opt(1, "In pause mode, words needed to commit the interrupt; 2 lets a lone \"okay\" "
+                          "or \"uh-huh\" pass.", lo=1, hi=10)
+    echo_canceller: str = _opt("speex", "Acoustic echo canceller before the VAD: speex (libspeexdsp) or off.",
+                               choices=("speex", "off"))
+    echo_tail_ms: int = _opt(200, "How long an echo the canceller models after the measured delay "
+                             "(the room's reverberation).", lo=32, hi=1000)
     min_speech_ms: int = _opt(64, "Speech over an answer must last this long to interrupt it (two 32 ms frames).",
                               lo=32, hi=2000)
     echo_margin_db: float = _opt(10.0, "While speaking, the mic must exceed the expected echo by this much.",

@@ -11,8 +11,9 @@ from sayso.capture import Capture
 from sayso.channel import Channel
 from sayso.conductor import Conductor
 from sayso.config import Settings
+from sayso.echo import EchoCanceller, EchoReference
 from sayso.events import EventBus, Observer
-from sayso.listener import EchoReference, Listener, Transcriber
+from sayso.listener import Listener, Transcriber
 from sayso.messages import Kind, Reason, State
 from sayso.speaker import AudioSink, Speaker
 from sayso.stage import Stage, stop_all
@@ -46,7 +47,8 @@ class Engine:
         self.clauses: Channel = Channel("clauses", capacity=64)
         self.segments: Channel = Channel("segments", capacity=2)
         self.conductor = Conductor(turnlog, self.requests, self.clauses, self.segments, self.scopes, self.bus,
-                                   settings.llm.system_prompt, settings.conversation, clock, ack_timeout_s)
+                                   settings.llm.system_prompt, settings.conversation, clock, ack_timeout_s,
+                                   barge_in=settings.barge_in)
         failed = self.conductor.stage_failed
         self.thinker = Thinker(llm, self.requests, self.clauses, self.conductor.post, self.scopes, clock,
                                self.conductor.interrupt, settings.llm.max_seconds, on_error=failed)
@@ -62,13 +64,15 @@ class Engine:
             self.frames: Channel = Channel("frames", capacity=256)
             self.utterance_audio: Channel = Channel("utterance-audio", capacity=4096)
             self.capture = Capture(mic, self.frames, clock, settings.audio.stall_s)
+            b = settings.barge_in
+            self.canceller = None if b.echo_canceller == "off" else EchoCanceller(self.echo, b.echo_tail_ms)
             self.listener = Listener(vad, Endpointer(settings.vad), self.frames, self.utterance_audio,
-                                     self.conductor, settings.barge_in, settings.vad.preroll_ms, self.echo)
+                                     self.conductor, b, settings.vad.preroll_ms, self.echo, self.canceller)
             self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post)
             self.stages += [self.transcriber, self.listener, self.capture]
             self.channels += [self.frames, self.utterance_audio]
         else:
-            self.listener = None
+            self.listener = self.canceller = None
         self.recovered: list[int] = []
 
     def busy(self) -> str | None:
@@ -107,6 +111,8 @@ class Engine:
             self.bus.drain(1.0)
             stop_all([self.bus], 1.0)
             self.bus.close()
+            if self.canceller is not None:
+                self.canceller.close()
 
     def __enter__(self) -> Engine:
         return self.start()

@@ -65,6 +65,13 @@ class Utterance:
     eos_sample: int = 0
 
 
+@dataclass(frozen=True)
+class SpeechDropped:
+    """The listener let a run of speech go as too short for an utterance (a cough, a clap): no transcript follows."""
+
+    t_ns: int
+
+
 # ---- the answer's path: thinker -> voice -> speaker
 
 
@@ -175,6 +182,16 @@ class PlaybackEnded:
 
 
 @dataclass(frozen=True)
+class Paused:
+    """The speaker went quiet for a pause, rewound to what had been heard, and waits."""
+
+    turn: int
+    words: tuple[str, ...]
+    """Every word whose last sample was played before the pause."""
+    silence_ns: int
+
+
+@dataclass(frozen=True)
 class StageFailed:
     stage: str
     turn: int | None
@@ -193,10 +210,20 @@ class InterruptRequested:
 
 
 @dataclass(frozen=True)
+class PauseRequested:
+    """Control: `pause()` has silenced `turn` until words commit the interrupt or their absence resumes it."""
+
+    turn: int
+    t_ns: int
+    onset_ns: int | None = None
+
+
+@dataclass(frozen=True)
 class Event:
     """What observers (LED, metrics, logs) receive."""
 
     type: str
-    """turn_started | first_token | first_audio | speech_interrupted | turn_finished | state | user_turn"""
+    """turn_started | first_token | first_audio | speech_paused | false_interruption | speech_interrupted |
+    turn_finished | state | user_turn | partial"""
     t_ns: int
     data: dict = field(default_factory=dict)

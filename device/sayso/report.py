@@ -78,6 +78,21 @@ def _unprompted(events: list[Event], room: RoomLog) -> tuple[int, int]:
     return selfs, noise
 
 
+def _pauses(events: list[Event], room: RoomLog) -> tuple[int, int]:
+    """(false_interruptions, self_pauses): answers paused then resumed, and pauses with nothing
+    injected into the room at all (the appliance paused for its own voice)."""
+    resumed = sum(e.type == "false_interruption" for e in events)
+    selfs = 0
+    for e in events:
+        if e.type != "speech_paused":
+            continue
+        t = _sample(e.t_ns)
+        tail = SPEECH_TAIL_S * RATE_HZ
+        if not any(i.start_sample <= t <= i.end_sample + tail for i in room.injections):
+            selfs += 1
+    return resumed, selfs
+
+
 def _timeline(events: list[Event], room: RoomLog) -> list[dict]:
     rows = [{"t_ms": round(e.t_ns / 1e6, 1), "type": e.type, **e.data} for e in events]
     for i in room.injections:
@@ -106,6 +121,7 @@ def build_report(name: str, turns: list[dict], events: list[Event], room: RoomLo
         if "interrupt_to_llm_stop_ms" in m:
             summary["llm_stop_ms"].append(round(m["interrupt_to_llm_stop_ms"], 1))
     summary["self_interruptions"], summary["false_barge_ins"] = _unprompted(events, room)
+    summary["false_interruptions"], summary["self_pauses"] = _pauses(events, room)
     report = {"scenario": name, "turns": turns, "events": _timeline(events, room), "summary": summary}
     return report, per_turn
 
@@ -140,9 +156,15 @@ def transcript(report: dict, per_turn: dict[int, dict]) -> str:
             lines.append("      " + "; ".join(how))
         else:
             lines.append("      heard  : all of it")
+        if m.get("false_interruptions"):
+            paused = ", ".join(f"{v:.0f}" for v in m["false_interruption_paused_ms"])
+            lines.append(f"      paused for a sound with no words {m['false_interruptions']}x ({paused} ms), "
+                         "then resumed where it stopped")
         if "eos_to_first_audio_ms" in m:
             lines.append(f"      end of question -> first token {m.get('eos_to_first_token_ms', 0):.0f} ms, "
                          f"-> first audio {m['eos_to_first_audio_ms']:.0f} ms")
     s = report["summary"]
-    lines.append(f"\nself-interruptions: {s['self_interruptions']}, false barge-ins: {s['false_barge_ins']}")
+    lines.append(f"\nself-interruptions: {s['self_interruptions']}, false barge-ins: {s['false_barge_ins']}, "
+                 f"pauses resumed (false interruptions): {s['false_interruptions']}, "
+                 f"pauses for its own voice: {s['self_pauses']}")
     return "\n".join(lines)

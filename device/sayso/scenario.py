@@ -3,8 +3,8 @@
 This is a contract (scenarios are written elsewhere too): top-level `name`, an
 optional `[room]` (echo_gain_db, echo_delay_ms, noise_dbfs) and `[[step]]`s,
 each with an optional `wait` (idle | listening | thinking | speaking), an
-optional `after_s`, and at most one action: `say`, `wav`, `noise_s` or `press`
-(with `hold_s`). Every problem is reported with the file, the step and the key.
+optional `after_s`, and at most one action: `say`, `wav`, `noise_s`, `cough`
+(how many) or `press` (with `hold_s`). Every problem is reported with the file, the step and the key.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sayso.messages import State
 #: The scenarios that ship in the package (`sayso demo`, `sayso bench`).
 PACKAGED = Path(__file__).parent / "scenarios"
 
-_ACTIONS = ("say", "wav", "noise_s", "press")
+_ACTIONS = ("say", "wav", "noise_s", "cough", "press")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class Step:
     say: str | None = None
     wav: Path | None = None
     noise_s: float | None = None
+    cough: int | None = None
+    """How many synthetic coughs, one after another."""
     press: bool = False
     hold_s: float = 0.1
 
@@ -95,7 +97,7 @@ def _room(where: str, raw: Any) -> RoomSpec:
 
 def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
     w = f"{where} step {number}"
-    t = _keys(w, raw, ("wait", "after_s", "say", "wav", "noise_s", "press", "hold_s"))
+    t = _keys(w, raw, ("wait", "after_s", "say", "wav", "noise_s", "cough", "press", "hold_s"))
     values: dict[str, Any] = {"number": number}
     if "wait" in t:
         try:
@@ -119,6 +121,10 @@ def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
         values["wav"] = path
     if "noise_s" in t:
         values["noise_s"] = _number(w, "noise_s", t["noise_s"], 0.01, 30)
+    if "cough" in t:
+        if isinstance(t["cough"], bool) or not isinstance(t["cough"], int) or not 1 <= t["cough"] <= 10:
+            raise ScenarioError(f"{w}: cough = {t['cough']!r} must be a whole number of coughs from 1 to 10")
+        values["cough"] = t["cough"]
     if "press" in t:
         if not isinstance(t["press"], bool):
             raise ScenarioError(f"{w}: press must be true or false, not {t['press']!r}")

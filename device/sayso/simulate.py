@@ -25,7 +25,7 @@ from sayso.manifest import ModelStore
 from sayso.messages import Event, State
 from sayso.report import build_report
 from sayso.scenario import Scenario, Step
-from sayso.sim import RATE_HZ, Room, noise_burst
+from sayso.sim import RATE_HZ, Room, cough, noise_burst
 from sayso.tts import PiperTTS
 from sayso.turnlog import TurnLog
 
@@ -100,7 +100,7 @@ class Simulation:
                              mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer)
         # everything the room will hear, made now: synthesis must not shift a step's timing
         self._sounds = {step.number: self._sound(step) for step in scenario.steps
-                        if step.action in ("say", "wav", "noise_s")}
+                        if step.action in ("say", "wav", "noise_s", "cough")}
 
     def run(self) -> Result:
         from gpiozero.pins.mock import MockFactory
@@ -174,6 +174,8 @@ class Simulation:
             return self.kit.person.say(step.say), "say", step.say
         if step.wav is not None:
             return read_wav_at_mic_rate(step.wav), "wav", str(step.wav)
+        if step.cough is not None:
+            return cough(step.cough, seed=step.number), "noise", f"{step.cough} cough(s)"
         return noise_burst(step.noise_s, seed=step.number), "noise", f"{step.noise_s:g}s"
 
     def _act(self, step: Step, pin) -> None:

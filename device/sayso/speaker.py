@@ -1,7 +1,7 @@
 """The speaker stage: the one source of truth for what the person heard.
 
-It writes audio in blocks of at most 20 ms and reads the cancel flag between
-blocks, so an interrupt is silent within one block. It counts the samples that
+It writes audio in blocks of at most 20 ms and reads the cancel and pause flags
+between blocks, so an interrupt or a pause is silent within one block. It counts the samples that
 actually left (written minus what the device still holds) and a word counts as
 heard only once its last sample has played.
 """
@@ -16,7 +16,8 @@ import numpy as np
 
 from sayso.cancel import Scopes
 from sayso.channel import Channel
-from sayso.messages import Cancel, EndOfAnswer, FirstAudio, Heard, PlaybackEnded, Segment, WordSpan
+from sayso.echo import EchoReference
+from sayso.messages import Cancel, EndOfAnswer, FirstAudio, Heard, Paused, PlaybackEnded, Segment, WordSpan
 from sayso.stage import ErrorHandler, Stage
 
 log = logging.getLogger(__name__)
@@ -38,27 +39,41 @@ class AudioSink(Protocol):
 
 
 class Speaker(Stage):
+    """Plays each turn's segments in blocks; silent within one block of a cancel or a pause.
+
+    A turn's audio is kept until the turn ends, on one position counter, so a
+    pause can rewind to the first sample the person has not heard (what the
+    device still held is dropped) and a resume plays on from exactly there.
+    """
+
     name = "speaker"
 
     def __init__(self, sink: AudioSink, segments: Channel, report: Callable[[object], None], scopes: Scopes,
                  clock: Callable[[], int], block_ms: float = 20.0, on_error: ErrorHandler | None = None,
-                 echo=None):
+                 echo: EchoReference | None = None):
         super().__init__(on_error)
         self.echo = echo
-        """Where what is played is published for the listener's echo guard (an EchoReference)."""
+        """Where what is played is published for the listener's canceller and guard."""
         self.sink, self.segments, self.report, self.scopes, self.clock = sink, segments, report, scopes, clock
         self.block = max(1, int(sink.rate_hz * min(block_ms, 20.0) / 1000))
         self._written = 0
-        """Samples written to the sink since start: the speaker's own position."""
+        """The position written up to, in samples on the turn's own counter (rewound by a pause)."""
+        self._audio: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        """This turn's segments: (start position, audio at the device rate, the same at 16 kHz for the echo)."""
         self._placed: list[tuple[int, WordSpan]] = []
-        """This turn's words with their absolute end position."""
+        """This turn's words with their end position."""
+        self._first_audio = False
         self._ended: set[int] = set()
 
     def _cancelled(self, turn: int) -> bool:
         return self.scopes.speech_cancelled(turn) or self.stopping.is_set()
 
     def step(self) -> None:
-        item = self.segments.get(timeout=0.1)
+        turn = self.current_turn
+        if turn is not None and self.scopes.paused(turn) and self.sink.pending_samples() > 0:
+            self._hold(turn)  # paused between segments: the device's last blocks must not play on
+            return
+        item = self.segments.get(timeout=0.1 if turn is None else self.block / self.sink.rate_hz)
         if item is None:
             return
         if isinstance(item, Cancel):
@@ -73,31 +88,75 @@ class Speaker(Stage):
     def _play(self, seg: Segment) -> None:
         self.current_turn = seg.turn
         audio, words = _at_rate(seg, self.sink.rate_hz)
-        start = self._written
-        if not self._placed:
-            pending_ns = int(self.sink.pending_samples() * 1e9 / self.sink.rate_hz)
-            self.report(FirstAudio(seg.turn, self.clock() + pending_ns))
+        start = self._audio[-1][0] + len(self._audio[-1][1]) if self._audio else self._written
+        reference = None if self.echo is None else self.echo.prepare(seg.audio, seg.rate_hz)
+        self._audio.append((start, audio, reference))
         self._placed.extend((start + w.end, w) for w in words)
-        for i in range(0, len(audio), self.block):
-            if self._cancelled(seg.turn):
-                self._end(seg.turn, completed=False)
-                return
-            block = audio[i:i + self.block]
-            if self.echo is not None:
-                pending_ns = int(self.sink.pending_samples() * 1e9 / self.sink.rate_hz)
-                self.echo.played(block, self.sink.rate_hz, self.clock() + pending_ns)
+        if self._play_until(seg.turn, start + len(audio)):
+            self.report(Heard(seg.turn, self._heard()))
+
+    def _play_until(self, turn: int, end: int) -> bool:
+        """Write the turn's audio up to position `end`, holding through pauses; False once it is cancelled."""
+        while self._written < end:
+            if self._cancelled(turn):
+                self._end(turn, completed=False)
+                return False
+            if self.scopes.paused(turn):
+                if not self._hold(turn):
+                    return False
+                continue
+            block, reference = self._slice(self._written, min(self.block, end - self._written))
+            pending_ns = int(self.sink.pending_samples() * 1e9 / self.sink.rate_hz)
+            if not self._first_audio:
+                self._first_audio = True
+                self.report(FirstAudio(turn, self.clock() + pending_ns))
+            if reference is not None:
+                self.echo.played(reference, self.clock() + pending_ns)
             self.sink.write(block)
             self._written += len(block)
             self.beat()
-        self.report(Heard(seg.turn, self._heard()))
+        return True
+
+    def _slice(self, pos: int, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Up to `n` samples of the turn's audio from `pos` (within one segment), and the same span at 16 kHz."""
+        start, audio, reference = next(a for a in reversed(self._audio) if a[0] <= pos)
+        i = pos - start
+        block = audio[i:i + n]
+        if reference is None:
+            return block, None
+        k = len(reference) / len(audio)
+        return block, reference[int(i * k):int((i + len(block)) * k)]
+
+    def _hold(self, turn: int) -> bool:
+        """Paused: quiet now, back to the first unheard sample, and wait; False if the turn is cancelled meanwhile."""
+        unheard = min(self.sink.pending_samples(), self._written - (self._audio[0][0] if self._audio else 0))
+        if unheard > 0:
+            self.sink.abort()
+            self._written -= unheard
+            if self.echo is not None:
+                self.echo.cut(self.clock())
+        self.report(Paused(turn, self._heard(), self.clock()))
+        block_s = self.block / self.sink.rate_hz
+        while self.scopes.paused(turn) and not self._cancelled(turn):
+            self.stopping.wait(block_s)
+            self.beat()
+        if self._cancelled(turn):
+            self._end(turn, completed=False)
+            return False
+        return True
 
     def _drain(self, turn: int) -> None:
-        """Wait, one block at a time, for the last audio to be heard; a cancel still cuts it."""
+        """Wait, one block at a time, for the last audio to be heard; a cancel still cuts it, a pause holds it."""
         block_s = self.block / self.sink.rate_hz
-        while self.sink.pending_samples() > 0:
+        end = self._audio[-1][0] + len(self._audio[-1][1]) if self._audio else self._written
+        while self._written < end or self.sink.pending_samples() > 0:
             if self._cancelled(turn):
                 self._end(turn, completed=False)
                 return
+            if self.scopes.paused(turn):
+                if not (self._hold(turn) and self._play_until(turn, end)):
+                    return
+                continue
             self.stopping.wait(block_s)
             self.beat()
         self._end(turn, completed=True)
@@ -112,10 +171,12 @@ class Speaker(Stage):
         if not completed:
             heard = self._heard()  # before the abort: what left the speaker by now
             self.sink.abort()
+            if self.echo is not None:
+                self.echo.cut(self.clock())
         else:
             heard = tuple(w.text for _, w in self._placed)
         silence_ns = self.clock()
-        self._placed = []
+        self._audio, self._placed, self._first_audio = [], [], False
         self._ended = {t for t in self._ended if t > turn - 16} | {turn}
         self.current_turn = None
         self.report(PlaybackEnded(turn, heard, completed, silence_ns))

@@ -1,0 +1,337 @@
+"""The appliance's own voice in its mic: the reference it played, the delay, the canceller, the guard.
+
+The speaker publishes every block it plays, at the mic's 16 kHz, at the time it
+becomes audible (`EchoReference`). The listener takes each mic frame through
+`EchoCanceller` before the VAD: it finds the delay between reference and mic by
+cross-correlation (`DelayEstimator`), lines the reference up by it and lets
+libspeexdsp subtract the echo. What the canceller leaves is judged by
+`EchoGuard`, which only believes speech clearly louder than the echo expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+import numpy as np
+
+from sayso.aec import SpeexAEC
+from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame
+from sayso.config import BargeInSettings
+
+log = logging.getLogger(__name__)
+
+LEVEL_CHUNK = RATE_HZ // 50
+"""The reference's level is taken over 20 ms chunks."""
+
+
+def rms(samples: np.ndarray) -> float:
+    """Root mean square of int16 samples, in full-scale units (0..1)."""
+    x = np.asarray(samples, dtype=np.float32) / 32768.0
+    return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+
+
+def sample_at(t_ns: int) -> int:
+    """The 16 kHz sample of the audio clock at `t_ns`."""
+    return t_ns * RATE_HZ // 1_000_000_000
+
+
+class MicClock:
+    """Where mic frames sit on the audio clock, without the capture thread's scheduling jitter.
+
+    A frame's stamp is read when the capture thread gets to it, late by however
+    long that took (milliseconds, varying); its sample index is exact. So the
+    least-late offset between the two over the last few seconds maps one to the
+    other, and consecutive frames stay exactly 512 samples apart, which the
+    canceller needs: a reference that jitters against the mic cannot be cancelled.
+    """
+
+    def __init__(self, keep_frames: int = 160):
+        self._offsets: deque[int] = deque(maxlen=keep_frames)
+
+    def start_of(self, frame: Frame) -> int:
+        """The audio-clock sample of the frame's first sample."""
+        self._offsets.append(sample_at(frame.t_ns) - frame.index)
+        return frame.index + min(self._offsets)
+
+
+class EchoReference:
+    """What the speaker played, at 16 kHz, laid on the audio clock: written by the speaker, read by the listener.
+
+    Consecutive blocks are laid end to end even when their stamps wobble by a
+    few ms (a device's reported latency does), so the canceller sees one
+    continuous signal; a stamp further off (a new answer, a resumed one) starts
+    a new run there. Positions never played read as silence.
+    """
+
+    JITTER = RATE_HZ // 100
+    """Blocks stamped within 10 ms of where the last one ended continue it."""
+
+    def __init__(self, keep_s: float = 4.0):
+        self._buf = np.zeros(int(keep_s * RATE_HZ), np.int16)
+        self._end: int | None = None
+        """Clock sample just after the last one written."""
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def prepare(audio: np.ndarray, rate_hz: int) -> np.ndarray:
+        """A whole segment at 16 kHz (soxr, once per segment: a stream resampler would add its own delay)."""
+        audio = np.asarray(audio, np.int16)
+        if rate_hz == RATE_HZ:
+            return audio
+        import soxr
+
+        out = soxr.resample(audio.astype(np.float32), rate_hz, RATE_HZ)
+        return np.clip(out, -32768, 32767).astype(np.int16)
+
+    def played(self, block: np.ndarray, audible_ns: int) -> None:
+        """`block` (16 kHz int16) becomes audible at `audible_ns` on the audio clock."""
+        start = sample_at(audible_ns)
+        with self._lock:
+            if self._end is not None and abs(start - self._end) <= self.JITTER:
+                start = self._end
+            elif self._end is not None and start > self._end:
+                self._write(self._end, np.zeros(min(start - self._end, len(self._buf)), np.int16))
+            self._write(start, np.asarray(block, np.int16))
+            self._end = start + len(block)
+
+    def cut(self, at_ns: int) -> None:
+        """The speaker went quiet at `at_ns`: what it had queued beyond that was never played."""
+        at = sample_at(at_ns)
+        with self._lock:
+            if self._end is not None and at < self._end:
+                self._write(at, np.zeros(min(self._end - at, len(self._buf)), np.int16))
+                self._end = at
+
+    def _write(self, start: int, data: np.ndarray) -> None:
+        n = len(self._buf)
+        if len(data) > n:  # only the last n samples can be kept
+            start, data = start + len(data) - n, data[-n:]
+        self._buf[np.arange(start, start + len(data)) % n] = data
+
+    def samples(self, start: int, count: int) -> np.ndarray:
+        """The reference from clock sample `start`; zeros where nothing was (or is yet) played."""
+        out = np.zeros(count, np.int16)
+        with self._lock:
+            if self._end is None:
+                return out
+            lo, hi = max(start, self._end - len(self._buf)), min(start + count, self._end)
+            if lo < hi:
+                out[lo - start:hi - start] = self._buf[np.arange(lo, hi) % len(self._buf)]
+        return out
+
+    def level(self, start: int, end: int) -> float:
+        """Loudest 20 ms level of the reference in clock samples [start, end)."""
+        ref = self.samples(start, end - start)
+        k = len(ref) // LEVEL_CHUNK
+        if not k or not ref.any():
+            return 0.0
+        x = ref[:k * LEVEL_CHUNK].astype(np.float32).reshape(k, LEVEL_CHUNK) / 32768.0
+        return float(np.sqrt((x * x).mean(axis=1)).max())
+
+
+class DelayEstimator:
+    """The delay from the reference to its echo in the mic, by GCC-PHAT over the last second.
+
+    PHAT whitening makes the peak sharp on speech, so one clear peak names the
+    lag; an estimate is only taken when the peak stands well out of the rest and
+    two in a row agree, so the person talking over the answer cannot move it.
+    It correlates at 8 kHz (0.13 ms steps, well inside the canceller's 2 ms
+    margin), which keeps one estimate under a millisecond here.
+
+    Args:
+        max_ms: the longest delay looked for (device buffers plus the room).
+        lead_ms: lag allowed the other way (the reference stamped late).
+    """
+
+    WINDOW = RATE_HZ
+    SEARCHING_FRAMES = 16
+    """An estimate every half second of mic audio until the delay is found..."""
+    LOCKED_FRAMES = 64
+    """...then every two seconds, to follow a device whose latency changes."""
+    MIN_PEAK_RATIO = 3.0
+    """How far the peak must stand over the highest lag outside its own 4 ms."""
+
+    def __init__(self, max_ms: float = 400.0, lead_ms: float = 80.0):
+        self.max_lag = int(max_ms * RATE_HZ / 1000) // 2 * 2
+        self.lead = int(lead_ms * RATE_HZ / 1000) // 2 * 2
+        self._mic: deque[np.ndarray] = deque(maxlen=self.WINDOW // FRAME_SAMPLES)
+        self._mic_start = 0
+        self._frames = 0
+        self._last: int | None = None
+        self.delay: int | None = None
+        """Samples from the reference's stamp to its echo in the mic; None until found."""
+
+    def observe(self, samples: np.ndarray, start: int, reference: EchoReference) -> bool:
+        """One mic frame starting at clock sample `start`; True when the delay estimate changed."""
+        if self._mic and abs(start - (self._mic_start + len(self._mic) * FRAME_SAMPLES)) > 32:
+            self._mic.clear()  # a gap in the mic stream: start the window again
+        if not self._mic:
+            self._mic_start = start
+        elif len(self._mic) == self._mic.maxlen:
+            self._mic_start += FRAME_SAMPLES
+        self._mic.append(samples)
+        self._frames += 1
+        every = self.SEARCHING_FRAMES if self.delay is None else self.LOCKED_FRAMES
+        if len(self._mic) < self._mic.maxlen or self._frames % every:
+            return False
+        lag = self._estimate(reference)
+        if lag is None:
+            return False
+        agreed = self._last is not None and abs(lag - self._last) <= 16
+        self._last = lag
+        if not agreed or (self.delay is not None and abs(lag - self.delay) <= 16):
+            return False
+        self.delay = lag
+        return True
+
+    def _estimate(self, reference: EchoReference) -> int | None:
+        mic = np.concatenate(self._mic)
+        ref = reference.samples(self._mic_start - self.max_lag, len(mic) + self.max_lag + self.lead)
+        if (np.abs(ref) > 100).mean() < 0.3 or rms(mic) < 1e-4:
+            return None  # too little played (or heard) to correlate
+        mic8, ref8 = _halve(mic), _halve(ref)
+        n = 1 << int(np.ceil(np.log2(len(mic8) + len(ref8))))
+        cross = np.fft.rfft(mic8, n) * np.conj(np.fft.rfft(ref8, n))
+        cross /= np.abs(cross) + 1e-9
+        corr = np.fft.irfft(cross, n)
+        # mic[t] ~ ref[t + max_lag - lag]: the peak sits at circular index (lag - max_lag), at 8 kHz
+        lags = np.arange(-self.lead, self.max_lag + 1, 2)
+        values = np.abs(corr[((lags - self.max_lag) // 2) % n])
+        best = int(np.argmax(values))
+        rest = np.concatenate([values[:max(0, best - 32)], values[best + 33:]])
+        if not len(rest) or values[best] < self.MIN_PEAK_RATIO * rest.max():
+            return None
+        return int(lags[best])
+
+
+def _halve(x: np.ndarray) -> np.ndarray:
+    """16 kHz int16 to 8 kHz float by averaging pairs: enough of a low-pass for a correlation peak."""
+    x = x[:len(x) // 2 * 2].astype(np.float32)
+    return x[0::2] + x[1::2]
+
+
+class EchoCanceller:
+    """The mic frame with the appliance's own voice taken out, before anything listens to it.
+
+    A newly measured delay is applied only once nothing has played for a tail
+    (between answers), with the filter started afresh: moving the reference
+    under a converged filter mid-answer leaves it subtracting the wrong echo,
+    which measured louder than no cancelling at all. `resets` counts those
+    fresh starts, so the guard can forget what it learnt of the old filter.
+    Idle costs nothing: with no reference in the last tail, frames pass through.
+
+    Args:
+        reference: what the speaker played.
+        tail_ms: how long an echo the filter models after the delay.
+    """
+
+    def __init__(self, reference: EchoReference, tail_ms: float = 200.0, estimator: DelayEstimator | None = None):
+        self.reference = reference
+        self.estimator = estimator or DelayEstimator()
+        self.aec = SpeexAEC(RATE_HZ, FRAME_SAMPLES, tail_ms)
+        self.tail = int(tail_ms * RATE_HZ / 1000)
+        self.margin = RATE_HZ // 500
+        """The reference is taken 2 ms early, so the echo's onset is inside the filter, not before it."""
+        self.delay = 0
+        """The delay in use, in samples."""
+        self.resets = 0
+        self._silent_frames = 0
+
+    def process(self, samples: np.ndarray, start: int) -> np.ndarray:
+        """One mic frame whose first sample is clock sample `start` (from a MicClock), the echo taken out."""
+        if self.estimator.observe(samples, start, self.reference):
+            log.info("echo delay measured: %.1f ms from the speaker's stamp to the mic",
+                     self.estimator.delay * 1000 / RATE_HZ)
+        ref = self.reference.samples(start - self.delay + self.margin, FRAME_SAMPLES)
+        if ref.any():
+            self._silent_frames = 0
+        else:
+            self._silent_frames += 1
+            if self._silent_frames * FRAME_SAMPLES > self.tail + 2 * FRAME_SAMPLES:
+                found = self.estimator.delay
+                if found is not None and abs(found - self.delay) > self.margin:
+                    self.delay, self.resets = found, self.resets + 1
+                    self.aec.reset()
+                return samples
+        out = self.aec.process(samples, ref)
+        # a filter that adds energy is misadjusted (a changed room): the mic as it is is better
+        return samples if rms(out) > rms(samples) else out
+
+    def close(self) -> None:
+        self.aec.close()
+
+
+class EchoGuard:
+    """Decides whether mic energy (after the canceller) is more than the appliance's own voice.
+
+    The speaker-to-mic coupling is learnt while the appliance talks: a high
+    percentile of mic/reference ratios over the last seconds of frames that are
+    echo, so the echo's loudest frames set the bar and the person's speech does
+    not. Behind a canceller, what tells them apart is how much the canceller
+    took: once it has converged (takes more than 6 dB from typical echo frames),
+    a frame it takes almost nothing from holds a voice it does not know, the
+    person's. Before that, every frame is learnt from, so the bar starts high.
+    Until it is learnt, a loud coupling (-6 dB) is assumed.
+    """
+
+    MEASURED_WINDOW = RATE_HZ * 64 // 1000
+    """Once the delay is measured, echo is expected from the reference up to 64 ms before it (the room's tail)."""
+    CONVERGED = 0.5
+    """The canceller has converged when its median output/input over recent echo frames is below this (6 dB)."""
+    UNTOUCHED = 0.7
+    """A frame a converged canceller left above this (took under 3 dB from) is not its echo."""
+    ABOVE_FLOOR = 2.0
+    """While the appliance talks, a frame must be 6 dB over the room's noise floor: Silero's memory of
+    the echo keeps its probability up for a frame or two into a quiet gap, and a gap is not a person."""
+
+    def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
+        self.margin = 10 ** (settings.echo_margin_db / 20)
+        self.window = int(window_ms * RATE_HZ / 1000)
+        self.initial = initial_coupling
+        self._ratios: deque[float] = deque(maxlen=94)  # about 3 s of frames
+        self._removed: deque[float] = deque(maxlen=32)  # the canceller's output/input over the last echo frames
+        self._levels: deque[float] = deque(maxlen=160)  # every frame's level, about 5 s: the noise floor
+        self.above_echo = True
+        """Whether the last frame was louder than the expected echo at all (no margin)."""
+
+    @property
+    def coupling(self) -> float:
+        if len(self._ratios) < 8:
+            return self.initial
+        return float(np.percentile(self._ratios, 90))
+
+    def allows(self, samples: np.ndarray, start: int, ref: EchoReference, delay: int | None = None,
+               raw: np.ndarray | None = None) -> bool:
+        """Observe one frame at clock sample `start` (every frame, so the coupling keeps learning).
+
+        False if it may be echo. The reference is looked at over the delays a room
+        and a device may add, or only around `delay` once the canceller has measured
+        it, so the guard stops expecting echo soon after the speaker stops (a pause).
+        `raw` is the frame before the canceller, None without one.
+        """
+        at, window = (start, self.window) if delay is None else (start - delay, self.MEASURED_WINDOW)
+        ref_level = ref.level(at - window, at + FRAME_SAMPLES + LEVEL_CHUNK)
+        mic = rms(samples)
+        self._levels.append(mic)
+        self.above_echo = True
+        if ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4:
+            return True  # nothing playing: nothing to mistake
+        echo = self.coupling * ref_level
+        self.above_echo = mic > echo
+        floor = float(np.percentile(self._levels, 10)) if len(self._levels) >= 16 else 0.0
+        allowed = mic > echo * self.margin and mic > floor * self.ABOVE_FLOOR
+        # learn only from frames that are echo: the person's own words would otherwise lift
+        # the coupling within 300 ms and the guard would shut them out
+        if raw is None:
+            is_echo = not allowed
+        else:
+            left = mic / max(rms(raw), 1e-6)
+            converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
+            is_echo = not (converged and left > self.UNTOUCHED)
+            if is_echo:
+                self._removed.append(left)
+        if is_echo and ref_level >= 1e-4:
+            self._ratios.append(mic / ref_level)
+        return allowed
