@@ -1,4 +1,4 @@
-"""The Speex echo canceller through its ctypes binding: echo out, the person's voice through."""
+"""The echo canceller (Speex through its ctypes binding) and what feeds it: echo out, the person's voice through."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import pytest
 
 from sayso.aec import SpeexAEC
 from sayso.audio import to_mic_rate
+from sayso.capture import RATE_HZ, Frame
+from sayso.echo import DelayEstimator, EchoCanceller, EchoReference, MicClock
 from sayso.tts import PiperTTS
 
 FRAME = 512
@@ -59,3 +61,70 @@ def test_frames_of_the_wrong_size_are_refused():
             aec.process(np.zeros(256, np.int16), np.zeros(512, np.int16))
     finally:
         aec.close()
+
+
+# ---- the parts around the canceller: the reference on the clock, the delay, the mic's stamps
+
+
+def test_the_reference_is_laid_end_to_end_through_jitter_and_cut_where_the_speaker_stopped():
+    ref = EchoReference(keep_s=2.0)
+    rng = np.random.default_rng(1)
+    signal = (rng.standard_normal(16000) * 3000).astype(np.int16)
+    t0 = 10 * RATE_HZ
+    for i in range(0, 8000, 320):  # 20 ms blocks whose stamps wobble by up to 3 ms
+        jitter_ns = int(rng.uniform(-3e6, 3e6))
+        ref.played(signal[i:i + 320], int((t0 + i) * 1e9 / RATE_HZ) + jitter_ns)
+    got = ref.samples(t0 - 100, 8200)
+    first = int(np.argmax(got != 0)) - 100  # where the first stamp put it (within its jitter)
+    assert abs(first) <= 48
+    assert np.array_equal(got[100 + first:100 + first + 8000], signal[:8000]), "the run has gaps or overlaps"
+    # a block far from where the last one ended starts a new run; the gap reads as silence
+    ref.played(signal[8000:8320], int((t0 + 12000) * 1e9 / RATE_HZ))
+    assert not ref.samples(t0 + 8100 + first, 3800).any()
+    # the speaker aborted: what it had queued beyond that never played
+    ref.cut(int((t0 + 12100) * 1e9 / RATE_HZ))
+    assert ref.samples(t0 + 12000, 100).any() and not ref.samples(t0 + 12100, 400).any()
+    # older than the ring holds, or not played yet: silence
+    assert not ref.samples(t0 - 40000, 100).any() and not ref.samples(t0 + 20000, 100).any()
+
+
+@pytest.mark.parametrize("delay_ms", [30, 120, 250])
+def test_the_delay_is_measured_even_with_the_person_talking(voices, delay_ms):
+    answer, person = voices
+    ref = EchoReference(keep_s=10.0)
+    t0 = 5 * RATE_HZ
+    for i in range(0, len(answer), 320):
+        ref.played(answer[i:i + 320].astype(np.int16), int((t0 + i) * 1e9 / RATE_HZ))
+    d = delay_ms * RATE_HZ // 1000
+    mic = np.concatenate([np.zeros(d), answer])[:len(answer)] * 10 ** (-6 / 20)
+    talk = len(mic) // 3
+    mic[talk:talk + len(person)] += person[:len(mic) - talk]
+    mic = np.clip(mic, -32768, 32767).astype(np.int16)
+    estimator = DelayEstimator()
+    for k in range(len(mic) // FRAME):
+        estimator.observe(mic[k * FRAME:(k + 1) * FRAME], t0 + k * FRAME, ref)
+    assert estimator.delay is not None and abs(estimator.delay - d) <= 16, estimator.delay
+
+
+def test_the_mic_clock_takes_out_the_capture_threads_lateness():
+    clock = MicClock()
+    rng = np.random.default_rng(2)
+    offset = 123_456
+    starts = []
+    for k in range(200):
+        index = k * FRAME
+        late_ns = int(rng.uniform(0, 8e6)) if k % 5 else 0  # most frames are read late, some on time
+        t_ns = int((index + offset) * 1e9 / RATE_HZ) + late_ns
+        starts.append(clock.start_of(Frame(np.zeros(FRAME, np.int16), index, t_ns)))
+    assert starts[10:] == [k * FRAME + offset for k in range(10, 200)]
+
+
+def test_the_canceller_passes_the_mic_through_when_nothing_plays():
+    canceller = EchoCanceller(EchoReference())
+    try:
+        mic = (np.random.default_rng(3).standard_normal(FRAME) * 1000).astype(np.int16)
+        for k in range(20):
+            out = canceller.process(mic, k * FRAME)
+        assert np.array_equal(out, mic)
+    finally:
+        canceller.close()

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from sayso.config import ConversationSettings, LLMSettings, Settings
+from sayso.config import BargeInSettings, ConversationSettings, LLMSettings, Settings
 from sayso.engine import Engine
 from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.messages import Event, SpeechStarted, State, Utterance
+from sayso.messages import Event, PartialTranscript, SpeechDropped, SpeechStarted, State, Utterance
 from sayso.turnlog import TurnLog, cut_in_note
 
 LONG = ("Paris is the capital of France. It sits on the river Seine and has many old bridges. "
@@ -373,3 +373,112 @@ def test_a_new_conversation_starts_after_the_idle_timeout(tmp_path):
         assert r.llm.calls[1][1:] == [{"role": "user", "content": "two"}]
     finally:
         r.engine.stop()
+
+
+# ---- barge-in's pause: quiet at once, words commit, no words resume where it stopped
+
+
+def pause_rig(rig, window_s: float = 0.5, min_words: int = 1, **kw) -> Rig:
+    settings = Settings(barge_in=BargeInSettings(mode="pause", commit_window_s=window_s, min_words=min_words))
+    return rig([LONG], settings=settings, **kw)
+
+
+def paused_at_speaking(r: Rig) -> int:
+    r.say("tell me about paris")
+    turn = r.rec.wait("first_audio").data["turn"]
+    threading.Event().wait(0.4)  # a few words play
+    assert r.c.pause(onset_ns=time.monotonic_ns())
+    r.rec.wait("speech_paused", turn=turn)
+    return turn
+
+
+def test_a_pause_with_no_words_resumes_where_it_stopped_and_is_logged(rig):
+    r = pause_rig(rig)
+    turn = paused_at_speaking(r)
+    resumed = r.rec.wait("false_interruption", turn=turn).data
+    done = r.finished(turn)
+    row = r.row(turn)
+    assert row["status"] == "complete" and row["heard_text"] == row["text"] == LONG
+    # nothing lost, nothing played twice: the words that reached the ear are the answer, once each
+    assert r.tts.words_in(r.sink.audible()) == LONG.split()
+    assert r.sink.aborts >= 1, "the pause did not silence the speaker"
+    assert resumed["why"] == "no words within 0.5 s" and resumed["paused_ms"] >= 500
+    assert row["metrics"]["false_interruptions"] == 1 and row["metrics"] == done["metrics"]
+    seq = r.rec.sequence(turn)
+    assert seq.index("speech_paused") < seq.index("false_interruption") < seq.index("turn_finished")
+    assert "speech_interrupted" not in seq
+
+
+def test_words_while_paused_commit_the_interrupt_with_what_was_heard_before_the_pause(rig):
+    r = pause_rig(rig, window_s=5.0)
+    turn = paused_at_speaking(r)
+    threading.Event().wait(0.3)  # paused: nothing more may play while generation goes on
+    before = r.tts.words_in(r.sink.audible())
+    r.c.post(PartialTranscript("stop"))
+    done = r.finished(turn)
+    row = r.row(turn)
+    assert (row["status"], row["interrupt_reason"], row["interrupt_kind"]) == ("interrupted", "user_speaking",
+                                                                                "full")
+    assert r.tts.words_in(r.sink.audible()) == before, "audio played after the pause"
+    assert_word_prefix(row["heard_text"], LONG)
+    assert before[:len(row["heard_text"].split())] == row["heard_text"].split()
+    assert {"pause_to_commit_ms", "interrupt_to_silence_ms"} <= set(row["metrics"])
+    assert row["metrics"]["pause_to_commit_ms"] >= 300 and "false_interruption" not in r.rec.sequence(turn)
+    assert done["reason"] == "user_speaking"
+
+
+def test_an_empty_final_resumes_at_once_and_fillers_are_not_words(rig):
+    r = pause_rig(rig, window_s=10.0)
+    turn = paused_at_speaking(r)
+    r.c.post(PartialTranscript("oh"))  # a recogniser's word for a cough
+    r.c.post(Utterance("uh", time.monotonic_ns()))
+    resumed = r.rec.wait("false_interruption", turn=turn, timeout=5.0).data
+    assert resumed["why"] == "too few words: 'uh'"
+    assert r.finished(turn)["status"] == "complete"
+    assert [x["role"] for x in r.engine.turnlog.rows()] == ["user", "assistant"], "a cough became a turn"
+
+
+def test_min_words_lets_a_lone_okay_pass_and_a_sentence_through(rig):
+    r = pause_rig(rig, window_s=10.0, min_words=2)
+    turn = paused_at_speaking(r)
+    r.c.post(PartialTranscript("okay"))
+    r.c.post(Utterance("okay", time.monotonic_ns()))
+    assert r.rec.wait("false_interruption", turn=turn, timeout=5.0).data["words"] == "okay"
+    r.c.wait_state(State.SPEAKING, WAIT)
+    assert r.c.pause(onset_ns=time.monotonic_ns())
+    r.c.post(PartialTranscript("okay stop"))
+    assert r.finished(turn)["reason"] == "user_speaking"
+
+
+def test_a_sound_too_short_for_speech_resumes_after_a_quiet_moment(rig):
+    r = pause_rig(rig, window_s=10.0)
+    turn = paused_at_speaking(r)
+    r.c.post(SpeechDropped(time.monotonic_ns()))
+    assert r.rec.wait("false_interruption", turn=turn, timeout=5.0).data["why"] == \
+        "the sound was too short to be speech"
+    assert r.finished(turn)["status"] == "complete"
+
+
+def test_the_button_during_a_pause_is_never_undone(rig):
+    r = pause_rig(rig, window_s=0.3)
+    turn = paused_at_speaking(r)
+    before = r.tts.words_in(r.sink.audible())
+    assert r.c.button()
+    done = r.finished(turn)
+    threading.Event().wait(0.5)  # past the window: a resume would have played on by now
+    assert (done["status"], done["reason"]) == ("interrupted", "button")
+    assert r.tts.words_in(r.sink.audible()) == before
+    assert "false_interruption" not in r.rec.sequence(turn)
+
+
+def test_a_pause_while_thinking_holds_the_first_word_until_it_resumes(rig):
+    r = pause_rig(rig, window_s=0.4, llm_kwargs={"first_token_delay_s": 0.3})
+    r.say("tell me about paris")
+    turn = r.rec.wait("turn_started").data["turn"]
+    assert r.c.wait_state(State.THINKING, WAIT)
+    assert r.c.pause()
+    r.rec.wait("false_interruption", turn=turn)
+    assert r.finished(turn)["status"] == "complete"
+    seq = r.rec.sequence(turn)
+    assert seq.index("speech_paused") < seq.index("false_interruption") < seq.index("first_audio")
+    assert r.tts.words_in(r.sink.audible()) == LONG.split()

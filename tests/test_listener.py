@@ -12,11 +12,11 @@ from sayso.audio import to_mic_rate
 from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame, PyAudioMic
 from sayso.channel import Channel
 from sayso.config import BargeInSettings, VADSettings
-from sayso.echo import EchoReference
+from sayso.echo import EchoCanceller, EchoReference
 from sayso.engine import Engine
 from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 from sayso.listener import EndOfSpeech, Listener
-from sayso.messages import SpeechStarted, State
+from sayso.messages import SpeechDropped, SpeechStarted, State
 from sayso.stt import PocketsphinxRecognizer
 from sayso.tts import PiperTTS
 from sayso.turnlog import TurnLog
@@ -192,3 +192,90 @@ def test_end_of_speech_reaches_the_transcriber_after_the_utterance(voices):
     # pre-roll included: the utterance audio starts before the speech does
     assert items[0].index <= RATE_HZ // 2 + onset_of(person) - 0.2 * RATE_HZ
     assert len(got) >= len(person)
+
+
+# ---- a loud speaker close to the mic (echo at -6 dB): the canceller, the pause, the cough
+
+
+def two_answers(appliance: PiperTTS, gain_db: float, person_db: float | None = None, person_at_s: float = 1.5,
+                delay_ms: float = 30.0, seconds: float = 7.0):
+    """Two answers with 2 s between them (as in a conversation), leaking at `gain_db`; the person may
+    talk over the second one. Returns the mic, the reference and the person's true onset (clock ns)."""
+    r = appliance.render(ANSWER)
+    at_16k = EchoReference.prepare(r.audio, r.rate_hz)[:int(seconds * RATE_HZ)]
+    starts = [0, len(at_16k) + 2 * RATE_HZ]
+    total = starts[1] + len(at_16k) + RATE_HZ
+    ref, played = EchoReference(keep_s=30), np.zeros(total, np.float32)
+    for s in starts:
+        for i in range(0, len(at_16k), 320):
+            ref.played(at_16k[i:i + 320], T0_NS + int((s + i) * 1e9 / RATE_HZ))
+        played[s:s + len(at_16k)] = at_16k
+    d = int(delay_ms * RATE_HZ / 1000)
+    mic = np.concatenate([np.zeros(d, np.float32), played])[:total] * 10 ** (gain_db / 20)
+    mic += np.random.default_rng(7).standard_normal(total).astype(np.float32) * 32768 * 10 ** (-60 / 20)
+    onset_ns = None
+    if person_db is not None:
+        person = to_mic_rate(appliance.paced(1.15).audio("Stop, that is enough."), r.rate_hz)
+        at = starts[1] + int(person_at_s * RATE_HZ)
+        mic[at:at + len(person)] += person * 10 ** (person_db / 20)
+        onset_ns = T0_NS + int((at + onset_of(person)) * 1e9 / RATE_HZ)
+    return np.clip(mic, -32768, 32767).astype(np.int16), ref, onset_ns
+
+
+def listen(mic: np.ndarray, ref: EchoReference, barge: BargeInSettings, cancel: bool = True):
+    """A real listener (VAD, canceller, guard) over `mic`; returns the probe and when each pause was decided."""
+    probe = ConductorProbe(State.SPEAKING)
+    frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
+    canceller = EchoCanceller(ref) if cancel else None
+    listener = Listener(SileroVAD(_vad_path()), Endpointer(VADSettings()), frames, audio, probe, barge,
+                        echo=ref, canceller=canceller)
+    decided: list[int] = []
+    for k in range(len(mic) // FRAME_SAMPLES):
+        index = k * FRAME_SAMPLES
+        frames.put(Frame(mic[index:index + FRAME_SAMPLES].copy(), index, T0_NS + int(index * 1e9 / RATE_HZ)))
+        before = len(probe.pauses) + len(probe.interrupts)
+        listener.step()
+        if len(probe.pauses) + len(probe.interrupts) > before:
+            decided.append(T0_NS + int((index + FRAME_SAMPLES) * 1e9 / RATE_HZ))
+    if canceller is not None:
+        assert canceller.delay == 30 * RATE_HZ // 1000, "the delay was not measured and applied"
+        canceller.close()
+    return probe, decided, audio
+
+
+@pytest.mark.parametrize("mode", ["pause", "immediate"])
+def test_its_own_voice_at_minus_6_db_neither_pauses_nor_interrupts(voices, mode):
+    mic, ref, _ = two_answers(voices[0], gain_db=-6)
+    probe, _, _ = listen(mic, ref, BargeInSettings(mode=mode))
+    assert probe.pauses == [] and probe.interrupts == []
+
+
+def test_a_quieter_person_is_heard_over_minus_6_db_because_the_echo_is_cancelled(voices):
+    # the person 6 dB under the appliance's own level at the mic, the echo 6 dB under it too
+    mic, ref, onset_ns = two_answers(voices[0], gain_db=-6, person_db=-6)
+    probe, decided, _ = listen(mic, ref, BargeInSettings(mode="pause"))
+    assert probe.interrupts == [] and len(probe.pauses) >= 1
+    assert 0 < (decided[0] - onset_ns) / 1e6 <= 350
+    # without the canceller the guard must hold the bar at the raw echo, and the person is not heard in time
+    _, late, _ = listen(mic, ref, BargeInSettings(mode="pause"), cancel=False)
+    assert not late or (late[0] - onset_ns) / 1e6 > 350
+
+
+def test_a_cough_over_the_answer_pauses_it_and_is_let_go_without_an_utterance(voices):
+    from sayso.sim import cough
+
+    mic, ref, _ = two_answers(voices[0], gain_db=-6)
+    at = int(11.5 * RATE_HZ)  # 2.5 s into the second answer
+    burst = cough(2, -20.0, seed=1)
+    mic[at:at + len(burst)] = np.clip(mic[at:at + len(burst)].astype(np.int32) + burst, -32768, 32767)
+    probe, _, audio = listen(mic, ref, BargeInSettings(mode="pause"))
+    assert len(probe.pauses) >= 1 and probe.interrupts == []
+    dropped = [m for m in probe.posted if isinstance(m, SpeechDropped)]
+    assert len(dropped) == len(probe.pauses), "every pause must be followed by its let-go"
+    assert not [m for m in probe.posted if isinstance(m, SpeechStarted)] and len(audio) == 0
+
+
+def test_barge_in_off_lets_the_answer_play_over_the_person(voices):
+    mic, ref, _ = two_answers(voices[0], gain_db=-20, person_db=0)
+    probe, _, audio = listen(mic, ref, BargeInSettings(mode="off"))
+    assert probe.pauses == [] and probe.interrupts == [] and len(audio) == 0
