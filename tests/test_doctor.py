@@ -35,7 +35,8 @@ def test_every_check_passes_on_working_devices(alsa_devices, tmp_path, store):
     home = alsa_devices(tone(dbfs=-12.0))
     TurnLog(tmp_path / "log" / "turns.db").close()
     checks, lines = run(settings_for(tmp_path), store, pin_factory=MockFactory())
-    assert [c.status for c in checks.values() if c.name != "cpu and memory"] == [OK] * 7, lines
+    assert [c.status for c in checks.values() if c.name != "cpu and memory"] == [OK] * 8, lines
+    assert checks["echo canceller"].detail == "libspeexdsp, 200 ms tail; barge-in mode pause"
     assert "mic 'saysomic'" in checks["audio devices"].detail and "speaker 'saysospeaker'" in checks[
         "audio devices"].detail
     assert "peak -12 dBFS" in checks["mic level"].detail

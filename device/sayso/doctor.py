@@ -67,7 +67,7 @@ class Doctor:
         else:
             self._record(self.mic_level())
             self._record(self.speaker())
-        for check in (self.models, self.gpio, self.turn_log, self.disk, self.cpu_and_memory):
+        for check in (self.models, self.echo_canceller, self.gpio, self.turn_log, self.disk, self.cpu_and_memory):
             self._record(check())
         return self.checks
 
@@ -203,6 +203,20 @@ class Doctor:
         detail = f"{', '.join(ok)} verified (sha256) {where}"
         return Check("models", WARN if notes else OK, "; ".join([detail, *notes]),
                      "`sayso models fetch` where the Vosk model's source is reachable gives better recognition")
+
+    def echo_canceller(self) -> Check:
+        from sayso.aec import EchoCancellerUnavailable, SpeexAEC
+
+        b = self.settings.barge_in
+        if b.echo_canceller == "off":
+            return Check("echo canceller", WARN, 'off in the config (barge_in.echo_canceller = "off")',
+                         "with the speaker near the mic, barge-in needs the person louder than the echo; "
+                         'set it to "speex"')
+        try:
+            SpeexAEC(tail_ms=b.echo_tail_ms).close()
+        except EchoCancellerUnavailable as e:
+            return Check("echo canceller", FAIL, str(e), "sudo apt install libspeexdsp1")
+        return Check("echo canceller", OK, f"libspeexdsp, {b.echo_tail_ms} ms tail; barge-in mode {b.mode}")
 
     def gpio(self) -> Check:
         from sayso.gpio import GpioUnavailable, build_controls, gpio_hint
