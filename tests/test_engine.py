@@ -414,7 +414,8 @@ def test_words_while_paused_commit_the_interrupt_with_what_was_heard_before_the_
     turn = paused_at_speaking(r)
     threading.Event().wait(0.3)  # paused: nothing more may play while generation goes on
     before = r.tts.words_in(r.sink.audible())
-    r.c.post(PartialTranscript("stop"))
+    r.c.post(PartialTranscript("stop"))  # a lone partial word may be a cough misread: the final decides
+    r.c.post(PartialTranscript("stop please"))
     done = r.finished(turn)
     row = r.row(turn)
     assert (row["status"], row["interrupt_reason"], row["interrupt_kind"]) == ("interrupted", "user_speaking",
@@ -431,6 +432,7 @@ def test_an_empty_final_resumes_at_once_and_fillers_are_not_words(rig):
     r = pause_rig(rig, window_s=10.0)
     turn = paused_at_speaking(r)
     r.c.post(PartialTranscript("oh"))  # a recogniser's word for a cough
+    r.c.post(PartialTranscript("bought"))  # a lone partial word does not commit either
     r.c.post(Utterance("uh", time.monotonic_ns()))
     resumed = r.rec.wait("false_interruption", turn=turn, timeout=5.0).data
     assert resumed["why"] == "too few words: 'uh'"

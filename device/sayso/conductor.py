@@ -247,7 +247,9 @@ class Conductor(Stage):
             return
         if isinstance(msg, PartialTranscript):
             self._emit("partial", text=msg.text)
-            self._maybe_commit(msg.text)
+            # a partial's lone word flips as the recogniser goes (a cough read as "bought");
+            # one word commits only from the final, which drops the words the recogniser doubts
+            self._maybe_commit(msg.text, extra=1 if self.barge_in.min_words == 1 else 0)
             return
         if isinstance(msg, SpeechDropped):
             if self._active and self._active.pause:
@@ -349,9 +351,9 @@ class Conductor(Stage):
         else:
             turn.pause.deadline_ns, turn.pause.resume_at_ns = deadline, None  # more sound: the window starts again
 
-    def _maybe_commit(self, text: str) -> None:
+    def _maybe_commit(self, text: str, extra: int = 0) -> None:
         turn = self._active
-        if turn is None or turn.pause is None or words_in(text) < self.barge_in.min_words:
+        if turn is None or turn.pause is None or words_in(text) < self.barge_in.min_words + extra:
             return
         turn.committed, turn.pause = turn.pause, None
         log.info("turn %s: words over the paused answer (%r): interrupting it", turn.id, text)

@@ -68,13 +68,19 @@ class PocketsphinxRecognizer:
             return Transcript(text, final=False)
         return None
 
+    MIN_WORD_PROB = 0.1
+    """Words the decoder itself doubts are dropped from the final. Measured on Piper voices: real words
+    0.45-1.0; what it writes for a cough or a mumble ("edit" for "hmm", "dr" for a clipped "stop") 0.01-0.03."""
+
     def end(self) -> Transcript:
         if not self._started:
             return Transcript("", final=True)
         self._decoder.end_utt()
         self._started, self._last = False, ""
-        hyp = self._decoder.hyp()
-        words = tuple(w for w in (hyp.hypstr.split() if hyp else []))
+        if self._decoder.hyp() is None:
+            return Transcript("", final=True)
+        words = tuple(seg.word.split("(")[0] for seg in self._decoder.seg()
+                      if not seg.word.startswith(("<", "[", "+")) and seg.prob >= self.MIN_WORD_PROB)
         return Transcript(" ".join(words), final=True, words=words)
 
 
