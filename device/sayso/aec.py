@@ -5,9 +5,9 @@ residual-echo suppressor), so this needs no wheel and no compiler: a handful of
 C functions, bound here. The canceller learns the path from what the speaker
 played (the reference, at the mic's 16 kHz) to the mic, and subtracts it.
 
-Not yet in the pipeline (issue 8 wires it in before the VAD, with the delay
-between reference and mic estimated). Measured on this 2-core x86: 0.15-0.24 ms
-per 32 ms frame; 16 dB less echo once converged at -6 dB coupling.
+echo.py runs it before the VAD, with the reference laid on the audio clock and
+the delay measured. Measured on this 2-core x86: 0.09-0.24 ms per 32 ms frame;
+16 dB less echo once converged at -6 dB coupling.
 """
 
 from __future__ import annotations
