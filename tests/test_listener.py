@@ -81,18 +81,25 @@ def _vad_path():
     return ModelStore().path("silero-vad-v6", role="vad")
 
 
+def leaking(answers: list[tuple[int, np.ndarray]], total: int, gain_db: float, delay_ms: float):
+    """Answers (16 kHz int16, each from its start sample) published to an EchoReference as they play, and
+    the mic hearing them `delay_ms` later at `gain_db` over a -60 dBFS noise floor (float samples)."""
+    ref, played = EchoReference(keep_s=total / RATE_HZ + 5), np.zeros(total, np.float32)
+    for start, audio in answers:
+        for i in range(0, len(audio), 320):
+            ref.played(audio[i:i + 320], T0_NS + int((start + i) * 1e9 / RATE_HZ))
+        played[start:start + len(audio)] = audio
+    d = int(delay_ms * RATE_HZ / 1000)
+    mic = np.concatenate([np.zeros(d, np.float32), played])[:total] * 10 ** (gain_db / 20)
+    mic += np.random.default_rng(7).standard_normal(total).astype(np.float32) * 32768 * 10 ** (-60 / 20)
+    return mic, ref
+
+
 def appliance_playing(appliance: PiperTTS, seconds: float, gain_db: float, delay_ms: float = 30.0):
     """The answer as played (published to an EchoReference) and as it leaks into the mic."""
     r = appliance.render(ANSWER)
-    played = r.audio[: int(seconds * r.rate_hz)]
-    ref = EchoReference(keep_s=seconds + 5)
-    at_16k = EchoReference.prepare(played, r.rate_hz)
-    for i in range(0, len(at_16k), 320):
-        ref.played(at_16k[i:i + 320], T0_NS + int(i * 1e9 / RATE_HZ))
-    leak = to_mic_rate(played, r.rate_hz).astype(np.float32) * 10 ** (gain_db / 20)
-    mic = np.concatenate([np.zeros(int(delay_ms * RATE_HZ / 1000), np.float32), leak])
-    noise = np.random.default_rng(7).standard_normal(len(mic)) * 32768 * 10 ** (-60 / 20)
-    return mic + noise, ref
+    at_16k = to_mic_rate(r.audio[: int(seconds * r.rate_hz)], r.rate_hz)
+    return leaking([(0, at_16k)], len(at_16k) + int(delay_ms * RATE_HZ / 1000), gain_db, delay_ms)
 
 
 def test_its_own_voice_at_minus_20_db_does_not_interrupt(voices):
@@ -202,17 +209,9 @@ def two_answers(appliance: PiperTTS, gain_db: float, person_db: float | None = N
     """Two answers with 2 s between them (as in a conversation), leaking at `gain_db`; the person may
     talk over the second one. Returns the mic, the reference and the person's true onset (clock ns)."""
     r = appliance.render(ANSWER)
-    at_16k = EchoReference.prepare(r.audio, r.rate_hz)[:int(seconds * RATE_HZ)]
+    at_16k = to_mic_rate(r.audio, r.rate_hz)[:int(seconds * RATE_HZ)]
     starts = [0, len(at_16k) + 2 * RATE_HZ]
-    total = starts[1] + len(at_16k) + RATE_HZ
-    ref, played = EchoReference(keep_s=30), np.zeros(total, np.float32)
-    for s in starts:
-        for i in range(0, len(at_16k), 320):
-            ref.played(at_16k[i:i + 320], T0_NS + int((s + i) * 1e9 / RATE_HZ))
-        played[s:s + len(at_16k)] = at_16k
-    d = int(delay_ms * RATE_HZ / 1000)
-    mic = np.concatenate([np.zeros(d, np.float32), played])[:total] * 10 ** (gain_db / 20)
-    mic += np.random.default_rng(7).standard_normal(total).astype(np.float32) * 32768 * 10 ** (-60 / 20)
+    mic, ref = leaking([(s, at_16k) for s in starts], starts[1] + len(at_16k) + RATE_HZ, gain_db, delay_ms)
     onset_ns = None
     if person_db is not None:
         person = to_mic_rate(appliance.paced(1.15).audio("Stop, that is enough."), r.rate_hz)

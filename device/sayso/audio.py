@@ -12,10 +12,18 @@ from sayso.capture import RATE_HZ
 from sayso.errors import SaysoError
 
 
+def resample(audio: np.ndarray, rate_hz: int, to_hz: int) -> np.ndarray:
+    """int16 at `rate_hz` -> int16 at `to_hz` (soxr, whole signal: no stream delay); as it is when the rates match."""
+    audio = np.asarray(audio, dtype=np.int16)
+    if rate_hz == to_hz:
+        return audio
+    out = soxr.resample(audio.astype(np.float32) / 32768.0, rate_hz, to_hz)
+    return (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
+
+
 def to_mic_rate(audio: np.ndarray, rate_hz: int) -> np.ndarray:
     """int16 at any rate -> int16 at 16 kHz (soxr)."""
-    out = soxr.resample(np.asarray(audio).astype(np.float32) / 32768.0, rate_hz, RATE_HZ)
-    return (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
+    return resample(audio, rate_hz, RATE_HZ)
 
 
 def write_wav(path: Path, audio: np.ndarray, rate_hz: int) -> None:

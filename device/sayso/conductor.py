@@ -249,7 +249,7 @@ class Conductor(Stage):
             self._emit("partial", text=msg.text)
             # a partial's lone word flips as the recogniser goes (a cough read as "bought");
             # one word commits only from the final, which drops the words the recogniser doubts
-            self._maybe_commit(msg.text, extra=1 if self.barge_in.min_words == 1 else 0)
+            self._maybe_commit(msg.text, need=max(2, self.barge_in.min_words))
             return
         if isinstance(msg, SpeechDropped):
             if self._active and self._active.pause:
@@ -351,9 +351,9 @@ class Conductor(Stage):
         else:
             turn.pause.deadline_ns, turn.pause.resume_at_ns = deadline, None  # more sound: the window starts again
 
-    def _maybe_commit(self, text: str, extra: int = 0) -> None:
+    def _maybe_commit(self, text: str, need: int | None = None) -> None:
         turn = self._active
-        if turn is None or turn.pause is None or words_in(text) < self.barge_in.min_words + extra:
+        if turn is None or turn.pause is None or words_in(text) < (need or self.barge_in.min_words):
             return
         turn.committed, turn.pause = turn.pause, None
         log.info("turn %s: words over the paused answer (%r): interrupting it", turn.id, text)

@@ -74,17 +74,6 @@ class EchoReference:
         """Clock sample just after the last one written."""
         self._lock = threading.Lock()
 
-    @staticmethod
-    def prepare(audio: np.ndarray, rate_hz: int) -> np.ndarray:
-        """A whole segment at 16 kHz (soxr, once per segment: a stream resampler would add its own delay)."""
-        audio = np.asarray(audio, np.int16)
-        if rate_hz == RATE_HZ:
-            return audio
-        import soxr
-
-        out = soxr.resample(audio.astype(np.float32), rate_hz, RATE_HZ)
-        return np.clip(out, -32768, 32767).astype(np.int16)
-
     def played(self, block: np.ndarray, audible_ns: int) -> None:
         """`block` (16 kHz int16) becomes audible at `audible_ns` on the audio clock."""
         start = sample_at(audible_ns)

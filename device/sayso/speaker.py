@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sayso.audio import resample, to_mic_rate
 from sayso.cancel import Scopes
 from sayso.channel import Channel
 from sayso.echo import EchoReference
@@ -89,7 +90,8 @@ class Speaker(Stage):
         self.current_turn = seg.turn
         audio, words = _at_rate(seg, self.sink.rate_hz)
         start = self._audio[-1][0] + len(self._audio[-1][1]) if self._audio else self._written
-        reference = None if self.echo is None else self.echo.prepare(seg.audio, seg.rate_hz)
+        # the echo reference at the mic's rate, once per segment: a stream resampler would add its own delay
+        reference = None if self.echo is None else to_mic_rate(seg.audio, seg.rate_hz)
         self._audio.append((start, audio, reference))
         self._placed.extend((start + w.end, w) for w in words)
         if self._play_until(seg.turn, start + len(audio)):
@@ -184,13 +186,9 @@ class Speaker(Stage):
 
 def _at_rate(seg: Segment, rate_hz: int) -> tuple[np.ndarray, tuple[WordSpan, ...]]:
     """The segment's audio at the device rate, word spans scaled to match (soxr)."""
-    audio = np.asarray(seg.audio, dtype=np.int16)
+    out = resample(seg.audio, seg.rate_hz, rate_hz)
     if seg.rate_hz == rate_hz:
-        return audio, seg.words
-    import soxr
-
-    out = soxr.resample(audio.astype(np.float32) / 32768.0, seg.rate_hz, rate_hz)
-    out = (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
+        return out, seg.words
     k = rate_hz / seg.rate_hz
     words = tuple(WordSpan(w.text, int(w.start * k), min(len(out), int(round(w.end * k))), w.estimated)
                   for w in seg.words)
