@@ -195,7 +195,10 @@ def test_pocketsphinx_starts_afresh_after_end(english):
 
 
 def test_vosk_streams_korean_speech_and_starts_afresh_after_end(korean_rec, korean):
-    first = stream(korean_rec, korean("안녕하세요"))
+    # A long pause inside the first makes Vosk end a segment of its own mid-utterance, so the
+    # text it keeps across segments is exercised and must not leak into the second.
+    gap = np.zeros(RATE_HZ * 3 // 2, np.int16)
+    first = stream(korean_rec, np.concatenate([korean("안녕하세요"), gap, korean("감사합니다")]))
     second = stream(korean_rec, korean("불을 켜 주세요"))
     print(f"vosk (ko): {first.final.text!r} then {second.final.text!r}; "
           f"RTF {first.rtf:.3f} / {second.rtf:.3f}; end of speech -> final {ms([first.end_s, second.end_s])}")
@@ -206,8 +209,14 @@ def test_vosk_streams_korean_speech_and_starts_afresh_after_end(korean_rec, kore
         assert texts and all(not p.final for _, p in h.partials)
         assert h.partials[0][0] < h.frames - len(_TAIL) // FRAME_SAMPLES
         assert h.rtf < 1.0
-    assert set(first.final.words).isdisjoint(second.final.words)
-    assert not any(p.text.startswith(first.final.text) for _, p in second.partials)
+    # Afresh means none of the first utterance's text is carried into the second. The words
+    # themselves are not compared: espeak's Korean is far from the model's speakers, the words
+    # it guesses differ between CPUs (CI read '요' in both), and Kaldi keeps its speaker
+    # adaptation across Reset(), so even a new recogniser reads the second differently.
+    # Carried text would lead the second's partials and final with the first's first word.
+    lead = first.final.words[0]
+    assert second.final.words[0] != lead
+    assert not any(p.text.split()[:1] == [lead] for _, p in second.partials)
 
 
 def test_auto_falls_back_to_pocketsphinx_without_a_vosk_model(tmp_path):
