@@ -414,8 +414,10 @@ def test_words_while_paused_commit_the_interrupt_with_what_was_heard_before_the_
     turn = paused_at_speaking(r)
     threading.Event().wait(0.3)  # paused: nothing more may play while generation goes on
     before = r.tts.words_in(r.sink.audible())
-    r.c.post(PartialTranscript("stop"))  # a lone partial word may be a cough misread: the final decides
-    r.c.post(PartialTranscript("stop please"))
+    r.c.post(PartialTranscript("stop please"))  # partials flip over a cough: only the final commits
+    threading.Event().wait(0.2)
+    assert r.c.active_turn == turn and "speech_interrupted" not in r.rec.sequence(turn)
+    r.c.post(Utterance("stop please", time.monotonic_ns(), confidence=(0.9, 0.6)))
     done = r.finished(turn)
     row = r.row(turn)
     assert (row["status"], row["interrupt_reason"], row["interrupt_kind"]) == ("interrupted", "user_speaking",
@@ -432,7 +434,7 @@ def test_an_empty_final_resumes_at_once_and_fillers_are_not_words(rig):
     r = pause_rig(rig, window_s=10.0)
     turn = paused_at_speaking(r)
     r.c.post(PartialTranscript("oh"))  # a recogniser's word for a cough
-    r.c.post(PartialTranscript("bought"))  # a lone partial word does not commit either
+    r.c.post(PartialTranscript("bought our"))  # partials never commit
     r.c.post(Utterance("uh", time.monotonic_ns()))
     resumed = r.rec.wait("false_interruption", turn=turn, timeout=5.0).data
     assert resumed["why"] == "too few words: 'uh'"
@@ -448,8 +450,33 @@ def test_min_words_lets_a_lone_okay_pass_and_a_sentence_through(rig):
     assert r.rec.wait("false_interruption", turn=turn, timeout=5.0).data["words"] == "okay"
     r.c.wait_state(State.SPEAKING, WAIT)
     assert r.c.pause(onset_ns=time.monotonic_ns())
-    r.c.post(PartialTranscript("okay stop"))
+    r.c.post(Utterance("okay stop", time.monotonic_ns()))
     assert r.finished(turn)["reason"] == "user_speaking"
+
+
+def test_a_cough_the_recogniser_wrote_as_words_it_doubts_resumes_and_is_no_turn(rig):
+    r = pause_rig(rig, window_s=10.0)
+    turn = paused_at_speaking(r)
+    # pocketsphinx's finals for the simulator's double coughs: "i bought" at 0.10 / 0.17, a lone "the" at 0.48
+    r.c.post(Utterance("i bought", time.monotonic_ns(), confidence=(0.10, 0.17)))
+    assert r.rec.wait("false_interruption", turn=turn, timeout=5.0).data["words"] == "i bought"
+    r.c.wait_state(State.SPEAKING, WAIT)
+    assert r.c.pause(onset_ns=time.monotonic_ns())
+    r.c.post(Utterance("the", time.monotonic_ns(), confidence=(0.48,)))
+    r.rec.wait("false_interruption", turn=turn, words="the", timeout=5.0)
+    assert r.finished(turn)["status"] == "complete"
+    assert [x["role"] for x in r.engine.turnlog.rows()] == ["user", "assistant"], "a cough became a turn"
+
+
+def test_a_pause_waits_past_its_window_for_the_final_of_speech_in_progress(rig):
+    r = pause_rig(rig, window_s=0.3)
+    turn = paused_at_speaking(r)
+    r.c.post(SpeechStarted(time.monotonic_ns(), 0))
+    threading.Event().wait(0.8)  # the window has passed, the person is still talking
+    assert "false_interruption" not in r.rec.sequence(turn)
+    r.c.post(Utterance("stop, tell me about rome", time.monotonic_ns(), confidence=(0.2, 1.0, 1.0, 1.0, 1.0, 0.9)))
+    assert r.finished(turn)["reason"] == "user_speaking"
+    assert "false_interruption" not in r.rec.sequence(turn)
 
 
 def test_a_sound_too_short_for_speech_resumes_after_a_quiet_moment(rig):

@@ -15,8 +15,9 @@ from sayso.config import BargeInSettings, VADSettings
 from sayso.echo import EchoCanceller, EchoReference
 from sayso.engine import Engine
 from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.listener import EndOfSpeech, Listener
-from sayso.messages import SpeechDropped, SpeechStarted, State
+from sayso.listener import EndOfSpeech, Listener, Transcriber
+from sayso.messages import SpeechDropped, SpeechStarted, State, Utterance
+from sayso.pause import SUSTAINED_MS
 from sayso.stt import PocketsphinxRecognizer
 from sayso.tts import PiperTTS
 from sayso.turnlog import TurnLog
@@ -199,6 +200,27 @@ def test_end_of_speech_reaches_the_transcriber_after_the_utterance(voices):
     # pre-roll included: the utterance audio starts before the speech does
     assert items[0].index <= RATE_HZ // 2 + onset_of(person) - 0.2 * RATE_HZ
     assert len(got) >= len(person)
+
+
+def test_the_transcriber_measures_each_utterances_sustained_speech_afresh(voices):
+    from sayso.sim import cough
+
+    posted: list = []
+    audio = Channel("audio", 1 << 20)
+    vad = SileroVAD(_vad_path())
+    transcriber = Transcriber(PocketsphinxRecognizer(), audio, posted.append, vad.another_stream())
+    person = to_mic_rate(voices[1].audio("Stop please."), voices[1].rate_hz)
+    pad = np.zeros(RATE_HZ // 4, np.int16)
+    for clip in (person, cough(2, -10.0, seed=1)):  # speech first: the cough must not inherit its run
+        clip = np.concatenate([pad, clip, pad])
+        for i in range(0, len(clip) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+            audio.put(Frame(clip[i:i + FRAME_SAMPLES], i, T0_NS))
+        audio.put(EndOfSpeech(T0_NS, len(clip)))
+    while len(audio):
+        transcriber.step()
+    spoken, coughed = [m for m in posted if isinstance(m, Utterance)]
+    print(f"sustained speech: 'Stop please.' {spoken.sustained_ms} ms, a double cough {coughed.sustained_ms} ms")
+    assert spoken.sustained_ms >= 2 * SUSTAINED_MS and coughed.sustained_ms < SUSTAINED_MS
 
 
 # ---- a loud speaker close to the mic (echo at -6 dB): the canceller, the pause, the cough

@@ -20,6 +20,8 @@ from sayso.capture import FRAME_SAMPLES
 from sayso.config import VADSettings
 from sayso.errors import ModelCorrupt, ModelMissing
 from sayso.manifest import Manifest, Model, ModelFile, ModelStore
+from sayso.messages import Utterance
+from sayso.pause import committing_words
 from sayso.stt import RATE_HZ, PocketsphinxRecognizer, Transcript, VoskRecognizer, open_recognizer
 from sayso.tts import PiperTTS
 
@@ -166,6 +168,11 @@ def test_pocketsphinx_hears_spoken_commands_while_they_are_spoken(english):
 
     for text, h in heard.items():
         assert h.final.final and h.final.words == tuple(h.final.text.split())
+        assert len(h.final.confidence) == len(h.final.words)
+        print(f"  {text!r:32} posteriors {h.final.confidence}")
+        if h.final.text == text.lower().strip(".?"):
+            # a command heard right is one the recogniser stands by: said over an answer, it commits
+            assert committing_words(Utterance(h.final.text, 0, confidence=h.final.confidence)) >= 1, text
         assert all(not p.final for _, p in h.partials)
         if len(text.split()) > 1:
             # Streaming: words show up while the speech is still coming in, not only at end().
@@ -205,6 +212,7 @@ def test_vosk_streams_korean_speech_and_starts_afresh_after_end(korean_rec, kore
 
     for h in (first, second):
         assert h.final.final and h.final.words and h.final.words == tuple(h.final.text.split())
+        assert len(h.final.confidence) == len(h.final.words) and all(0 <= c <= 1 for c in h.final.confidence)
         texts = [p.text for _, p in h.partials if p.text]
         assert texts and all(not p.final for _, p in h.partials)
         assert h.partials[0][0] < h.frames - len(_TAIL) // FRAME_SAMPLES

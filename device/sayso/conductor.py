@@ -8,8 +8,9 @@ for the thinker and speaker to acknowledge, and writes the one final status.
 
 `pause()` is barge-in's softer first step: the speaker goes quiet just as fast
 but generation goes on, and the conductor then commits the interrupt when the
-recogniser yields words, or resumes the answer from where it stopped when none
-come (a cough, a door) and logs a `false_interruption` with the turn.
+recogniser's final has words it stands by, or resumes the answer from where it
+stopped when none come (a cough, a door) and logs a `false_interruption` with
+the turn. `pause.py` holds that policy.
 """
 
 from __future__ import annotations
@@ -48,34 +49,11 @@ from sayso.messages import (
     TextCheckpoint,
     Utterance,
 )
+from sayso.pause import RESUME_QUIET_S, Pause, commits
 from sayso.stage import Stage
 from sayso.turnlog import TurnLog
 
 log = logging.getLogger(__name__)
-
-
-RESUME_QUIET_S = 0.5
-"""After a sound too short to be speech, how long the room must stay quiet before the answer resumes.
-People pause after "Stop." for about this long before going on; a cough rarely comes alone."""
-
-FILLERS = frozenset({"ah", "oh", "uh", "um", "er", "eh", "hm", "hmm", "mm", "mhm", "huh"})
-"""Sounds a recogniser writes for a cough or a hesitation: not words that commit a paused interrupt."""
-
-
-def words_in(text: str) -> int:
-    return sum(w.lower().strip(".,!?") not in FILLERS for w in text.split())
-
-
-@dataclass
-class _Pause:
-    """A paused answer waiting for words."""
-
-    requested_ns: int
-    onset_ns: int | None
-    deadline_ns: int
-    silence_ns: int | None = None
-    resume_at_ns: int | None = None
-    """Set when the sound turned out too short to be speech: resume then, unless more sound comes."""
 
 
 @dataclass
@@ -97,8 +75,8 @@ class _Turn:
     llm_stop_ns: int | None = None
     silence_ns: int | None = None
     ack_deadline_ns: int | None = None
-    pause: _Pause | None = None
-    committed: _Pause | None = None
+    pause: Pause | None = None
+    committed: Pause | None = None
     """The pause that became this turn's interrupt."""
     false_interruptions: list[float] = field(default_factory=list)
     """How long each pause that resumed kept the answer quiet, in ms."""
@@ -141,6 +119,8 @@ class Conductor(Stage):
         self._conversation: str | None = None
         self._last_activity = 0.0
         self._last_press_ns: int | None = None
+        self._hearing = False
+        """Between a SpeechStarted and its final: a pause waits for that final."""
 
     # ---- called from any thread
 
@@ -169,10 +149,11 @@ class Conductor(Stage):
     def pause(self, onset_ns: int | None = None) -> bool:
         """Silence the answer in flight now and let generation go on; True if there was one to pause.
 
-        The conductor then commits `interrupt(full, user_speaking)` once the
-        recogniser has `min_words` words, or resumes the answer when the speech
-        is dropped as too short, ends without words, or none come within
-        `commit_window_s`. A cancel (the button) is never undone by a resume.
+        The conductor then commits `interrupt(full, user_speaking)` once a
+        final has `min_words` words the recogniser stands by, or resumes the
+        answer when the speech is dropped as too short, ends without such words,
+        or none is heard within `commit_window_s`. A cancel (the button) is
+        never undone by a resume.
         """
         with self._lock:
             turn = self._active
@@ -226,10 +207,10 @@ class Conductor(Stage):
         if msg is not None:
             self._handle(msg)
         turn = self._active
-        if turn and turn.pause and turn.pause.resume_at_ns and self.clock() > turn.pause.resume_at_ns:
-            self._resume(turn, "the sound was too short to be speech")
-        elif turn and turn.pause and self.clock() > turn.pause.deadline_ns:
-            self._resume(turn, f"no words within {self.barge_in.commit_window_s:g} s")
+        why = turn and turn.pause and turn.pause.resume_reason(self.clock(), self._hearing,
+                                                               self.barge_in.commit_window_s)
+        if why:
+            self._resume(turn, why)
         if turn and turn.ack_deadline_ns and self.clock() > turn.ack_deadline_ns:
             missing = [n for n, done in (("thinker", turn.gen_ended), ("speaker", turn.play_ended)) if not done]
             log.error("turn %s: %s did not acknowledge the interrupt within %.1fs; closing the turn without them",
@@ -242,14 +223,12 @@ class Conductor(Stage):
             self._on_utterance(msg)
             return
         if isinstance(msg, SpeechStarted):
+            self._hearing = True
             if self._state is State.IDLE:
                 self._set_state(State.LISTENING)
             return
         if isinstance(msg, PartialTranscript):
-            self._emit("partial", text=msg.text)
-            # a partial's lone word flips as the recogniser goes (a cough read as "bought");
-            # one word commits only from the final, which drops the words the recogniser doubts
-            self._maybe_commit(msg.text, need=max(2, self.barge_in.min_words))
+            self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
             return
         if isinstance(msg, SpeechDropped):
             if self._active and self._active.pause:
@@ -292,13 +271,20 @@ class Conductor(Stage):
             self._on_stage_failed(turn, msg)
 
     def _on_utterance(self, u: Utterance) -> None:
+        self._hearing = False
         text = u.text.strip()
-        paused = self._active.pause if self._active else None
-        if paused is not None and words_in(text) < self.barge_in.min_words:
-            # a cough the recogniser heard as "oh", or an "uh-huh": the answer goes on, no new turn
-            self._resume(self._active, f"too few words: {text!r}" if text else "the speech had no words", text)
-            return
-        self._maybe_commit(text)
+        turn = self._active
+        if turn is not None and turn.pause is not None:
+            if not commits(u, self.barge_in):
+                # a cough the recogniser heard as "oh" or "i bought", or an "uh-huh": the answer
+                # goes on, and it is no turn
+                log.debug("turn %s: final over the pause %r, posteriors %s", turn.id, text, u.confidence)
+                self._resume(turn, f"too few words: {text!r}" if text else "the speech had no words", text)
+                return
+            turn.committed, turn.pause = turn.pause, None
+            log.info("turn %s: words over the paused answer (%r, posteriors %s): interrupting it", turn.id, text,
+                     u.confidence)
+            self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
         if not text:
             log.debug("a final transcript with no words is not a turn")
             if self._state is State.LISTENING:
@@ -346,18 +332,10 @@ class Conductor(Stage):
         turn.scope.paused.set()  # again: a resume may have raced this request
         deadline = msg.t_ns + int(self.barge_in.commit_window_s * 1e9)
         if turn.pause is None:
-            turn.pause = _Pause(msg.t_ns, msg.onset_ns, deadline)
+            turn.pause = Pause(msg.t_ns, msg.onset_ns, deadline)
             self._emit("speech_paused", turn=turn.id)
         else:
-            turn.pause.deadline_ns, turn.pause.resume_at_ns = deadline, None  # more sound: the window starts again
-
-    def _maybe_commit(self, text: str, need: int | None = None) -> None:
-        turn = self._active
-        if turn is None or turn.pause is None or words_in(text) < (need or self.barge_in.min_words):
-            return
-        turn.committed, turn.pause = turn.pause, None
-        log.info("turn %s: words over the paused answer (%r): interrupting it", turn.id, text)
-        self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
+            turn.pause.more_sound(deadline)
 
     def _resume(self, turn: _Turn, why: str, words: str = "") -> None:
         pause, turn.pause = turn.pause, None

@@ -68,7 +68,8 @@ class Engine:
             self.canceller = None if b.echo_canceller == "off" else EchoCanceller(self.echo, b.echo_tail_ms)
             self.listener = Listener(vad, Endpointer(settings.vad), self.frames, self.utterance_audio,
                                      self.conductor, b, settings.vad.preroll_ms, self.echo, self.canceller)
-            self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post)
+            self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post,
+                                          vad.another_stream())
             self.stages += [self.transcriber, self.listener, self.capture]
             self.channels += [self.frames, self.utterance_audio]
         else:

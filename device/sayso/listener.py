@@ -138,24 +138,40 @@ class Listener(Stage):
 
 
 class Transcriber(Stage):
-    """Feeds utterance audio to the recogniser as it arrives; posts partials and the final."""
+    """Feeds utterance audio to the recogniser as it arrives; posts partials and the final.
+
+    With a VAD of its own it also measures each utterance's longest run of sure
+    speech (p >= 0.9), heard afresh: the listener's VAD carries the appliance's
+    voice in its memory and calls a cough's tail speech, a fresh one gives a
+    cough's burst at most 96 ms and a word's vowel more (pause.py uses it).
+    """
 
     name = "transcriber"
+    SURE = 0.9
 
-    def __init__(self, recognizer: Recognizer, audio: Channel, post: Callable[[object], None]):
+    def __init__(self, recognizer: Recognizer, audio: Channel, post: Callable[[object], None],
+                 vad: SileroVAD | None = None):
         super().__init__()
-        self.recognizer, self.audio, self.post = recognizer, audio, post
+        self.recognizer, self.audio, self.post, self.vad = recognizer, audio, post, vad
+        self._run = self._longest = 0
 
     def step(self) -> None:
         item = self.audio.get(timeout=0.1)
         if isinstance(item, Frame):
+            if self.vad is not None:
+                self._run = self._run + 1 if self.vad.probability(item.samples) >= self.SURE else 0
+                self._longest = max(self._longest, self._run)
             partial = self.recognizer.accept(item.samples.tobytes())
             if partial is not None and partial.text:
                 self.post(PartialTranscript(partial.text))
         elif isinstance(item, EndOfSpeech):
             final = self.recognizer.end()
+            sustained = None if self.vad is None else self._longest * FRAME_SAMPLES * 1000 // RATE_HZ
+            if self.vad is not None:
+                self.vad.reset()
+                self._run = self._longest = 0
             # an empty final is posted too: the conductor goes back from listening to idle
-            self.post(Utterance(final.text, item.eos_ns, item.eos_sample))
+            self.post(Utterance(final.text, item.eos_ns, item.eos_sample, final.confidence or None, sustained))
 
 
 def _ns_at(frame: Frame, sample: int) -> int:

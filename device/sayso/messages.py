@@ -63,6 +63,10 @@ class Utterance:
     eos_ns: int
     """When the listener decided the utterance had ended."""
     eos_sample: int = 0
+    confidence: tuple[float, ...] | None = None
+    """The recogniser's posterior for each word of `text`, 0..1; None when it gives none."""
+    sustained_ms: int | None = None
+    """The utterance's longest run of sure speech to a VAD that heard only it; None when not measured."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ class Transcript:
     text: str
     final: bool
     words: tuple[str, ...] = ()
+    confidence: tuple[float, ...] = ()
+    """A final's posterior for each of `words`, 0..1 (barge-in commits only on sure words)."""
 
 
 class Recognizer(Protocol):
@@ -79,9 +81,10 @@ class PocketsphinxRecognizer:
         self._started, self._last = False, ""
         if self._decoder.hyp() is None:
             return Transcript("", final=True)
-        words = tuple(seg.word.split("(")[0] for seg in self._decoder.seg()
-                      if not seg.word.startswith(("<", "[", "+")) and seg.prob >= self.MIN_WORD_PROB)
-        return Transcript(" ".join(words), final=True, words=words)
+        kept = [(seg.word.split("(")[0], seg.prob) for seg in self._decoder.seg()
+                if not seg.word.startswith(("<", "[", "+")) and seg.prob >= self.MIN_WORD_PROB]
+        words = tuple(w for w, _ in kept)
+        return Transcript(" ".join(words), final=True, words=words, confidence=tuple(round(p, 3) for _, p in kept))
 
 
 class VoskRecognizer:
@@ -104,13 +107,15 @@ class VoskRecognizer:
         self._rec.SetWords(True)
         self._last = ""
         self._done: list[str] = []
+        self._sure: list[tuple[str, float]] = []
 
     def accept(self, pcm: bytes) -> Transcript | None:
         if self._rec.AcceptWaveform(pcm):
             # Vosk found an internal endpoint; keep its text, the utterance goes on.
-            part = json.loads(self._rec.Result()).get("text", "")
-            if part:
-                self._done.append(part)
+            part = json.loads(self._rec.Result())
+            if part.get("text"):
+                self._done.append(part["text"])
+                self._sure += [(w["word"], w["conf"]) for w in part.get("result", ())]
             text = " ".join(self._done)
         else:
             text = " ".join([*self._done, json.loads(self._rec.PartialResult()).get("partial", "")]).strip()
@@ -120,11 +125,14 @@ class VoskRecognizer:
         return None
 
     def end(self) -> Transcript:
-        tail = json.loads(self._rec.FinalResult()).get("text", "")
-        words = tuple(" ".join([*self._done, tail]).split())
+        tail = json.loads(self._rec.FinalResult())
+        words = tuple(" ".join([*self._done, tail.get("text", "")]).split())
+        sure = self._sure + [(w["word"], w["conf"]) for w in tail.get("result", ())]
         self._rec.Reset()
-        self._done, self._last = [], ""
-        return Transcript(" ".join(words), final=True, words=words)
+        self._done, self._sure, self._last = [], [], ""
+        # one posterior per word, or none at all if Vosk's word list does not match its text
+        confidence = tuple(round(c, 3) for _, c in sure) if tuple(w for w, _ in sure) == words else ()
+        return Transcript(" ".join(words), final=True, words=words, confidence=confidence)
 
 
 def open_recognizer(store: ModelStore, engine: str, vosk_model: str) -> Recognizer:

@@ -46,6 +46,13 @@ class SileroVAD:
         self._sr = np.array(RATE_HZ, dtype=np.int64)
         self.reset()
 
+    def another_stream(self) -> SileroVAD:
+        """A VAD for a second stream that shares this one's loaded model (onnxruntime's run is thread-safe)."""
+        other = object.__new__(SileroVAD)
+        other._session, other._sr = self._session, self._sr
+        other.reset()
+        return other
+
     def reset(self) -> None:
         """Forget the stream so far (recurrent state and context): call between unrelated streams."""
         self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
