@@ -278,12 +278,13 @@ class Conductor(Stage):
             if not commits(u, self.barge_in):
                 # a cough the recogniser heard as "oh" or "i bought", or an "uh-huh": the answer
                 # goes on, and it is no turn
-                log.debug("turn %s: final over the pause %r, posteriors %s", turn.id, text, u.confidence)
+                log.info("turn %s: final over the pause %r (posteriors %s, sustained speech %s ms) does not commit",
+                         turn.id, text, u.confidence, u.sustained_ms)
                 self._resume(turn, f"too few words: {text!r}" if text else "the speech had no words", text)
                 return
             turn.committed, turn.pause = turn.pause, None
-            log.info("turn %s: words over the paused answer (%r, posteriors %s): interrupting it", turn.id, text,
-                     u.confidence)
+            log.info("turn %s: words over the paused answer (%r, posteriors %s, sustained speech %s ms): "
+                     "interrupting it", turn.id, text, u.confidence, u.sustained_ms)
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
         if not text:
             log.debug("a final transcript with no words is not a turn")

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class StartOfSpeech:
+    """To the transcriber: an utterance begins; its pre-roll follows, then the frames from `onset_sample`."""
+
+    onset_sample: int
+
+
+@dataclass(frozen=True)
 class EndOfSpeech:
     """To the transcriber: the utterance is over, give the final."""
 
@@ -99,6 +106,7 @@ class Listener(Stage):
             if isinstance(event, SpeechStart):
                 self.conductor.post(SpeechStarted(_ns_at(frame, event.onset_sample), event.onset_sample))
                 self._in_utterance = True
+                self.audio.put(StartOfSpeech(event.onset_sample))
                 for f in self._preroll:  # pre-roll: the first word arrives whole
                     if f is not frame and f.index + FRAME_SAMPLES > event.onset_sample - self.preroll_samples:
                         self.audio.put(f)
@@ -141,9 +149,11 @@ class Transcriber(Stage):
     """Feeds utterance audio to the recogniser as it arrives; posts partials and the final.
 
     With a VAD of its own it also measures each utterance's longest run of sure
-    speech (p >= 0.9), heard afresh: the listener's VAD carries the appliance's
-    voice in its memory and calls a cough's tail speech, a fresh one gives a
-    cough's burst at most 96 ms and a word's vowel more (pause.py uses it).
+    speech (p >= 0.9) from its onset, heard afresh: the listener's VAD carries
+    the appliance's voice in its memory and calls a cough's tail speech, and
+    the pre-roll over an answer holds what the canceller left of the
+    appliance's voice. A fresh stream from the onset gives a cough 0 ms and a
+    short word 320 ms and more (pause.py uses it).
     """
 
     name = "transcriber"
@@ -153,12 +163,14 @@ class Transcriber(Stage):
                  vad: SileroVAD | None = None):
         super().__init__()
         self.recognizer, self.audio, self.post, self.vad = recognizer, audio, post, vad
-        self._run = self._longest = 0
+        self._run = self._longest = self._onset = 0
 
     def step(self) -> None:
         item = self.audio.get(timeout=0.1)
-        if isinstance(item, Frame):
-            if self.vad is not None:
+        if isinstance(item, StartOfSpeech):
+            self._onset = item.onset_sample
+        elif isinstance(item, Frame):
+            if self.vad is not None and item.index >= self._onset:
                 self._run = self._run + 1 if self.vad.probability(item.samples) >= self.SURE else 0
                 self._longest = max(self._longest, self._run)
             partial = self.recognizer.accept(item.samples.tobytes())
