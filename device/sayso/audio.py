@@ -1,4 +1,4 @@
-"""Small audio helpers shared by the simulator, the demo and the tests: rate conversion and WAV files."""
+"""Small audio helpers shared across the appliance and its tools: level, rate conversion and WAV files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ import soxr
 
 from sayso.capture import RATE_HZ
 from sayso.errors import SaysoError
+
+
+def rms(samples: np.ndarray) -> float:
+    """Root mean square of int16 samples, in full-scale units (0..1)."""
+    x = np.asarray(samples, dtype=np.float32) / 32768.0
+    return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
 
 
 def resample(audio: np.ndarray, rate_hz: int, to_hz: int) -> np.ndarray:

@@ -49,7 +49,7 @@ from sayso.messages import (
     TextCheckpoint,
     Utterance,
 )
-from sayso.pause import RESUME_QUIET_S, Pause, commits
+from sayso.pause import Pause, commits
 from sayso.stage import Stage
 from sayso.turnlog import TurnLog
 
@@ -232,7 +232,7 @@ class Conductor(Stage):
             return
         if isinstance(msg, SpeechDropped):
             if self._active and self._active.pause:
-                self._active.pause.resume_at_ns = msg.t_ns + int(RESUME_QUIET_S * 1e9)
+                self._active.pause.sound_dropped(msg.t_ns)
             return
         turn = self._active
         if turn is None or getattr(msg, "turn", None) != turn.id:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sayso.audio import rms
 from sayso.capture import PyAudioMic, find_device
 from sayso.config import Settings
 from sayso.errors import SaysoError
@@ -42,7 +43,8 @@ class Check:
 
 
 def dbfs(x: float) -> float:
-    return 20 * math.log10(max(x, 1e-9) / 32768)
+    """A full-scale level (0..1) in dBFS."""
+    return 20 * math.log10(max(x, 1e-9 / 32768))
 
 
 class Doctor:
@@ -136,7 +138,7 @@ class Doctor:
                 pending = np.concatenate([pending, samples])
                 while len(pending) >= quarter:
                     q, pending = pending[:quarter], pending[quarter:]
-                    level = dbfs(float(np.sqrt(np.mean(q.astype(np.float64) ** 2))))
+                    level = dbfs(rms(q))
                     bar = "#" * max(0, int((level + 70) / 2))
                     self.print(f"      mic {level:6.1f} dBFS |{bar:35}|")
         except (OSError, SaysoError) as e:
@@ -147,9 +149,10 @@ class Doctor:
         if not got:
             return Check("mic level", FAIL, f"no audio from the mic in {self.meter_s + 2:g} s",
                          "replug the mic; check `arecord -D <device> -d 3 test.wav` records something")
-        audio = np.concatenate(chunks)[:want].astype(np.float64)
-        peak, rms = float(np.max(np.abs(audio))), float(np.sqrt(np.mean(audio ** 2)))
-        heard = f"{len(audio) / rate:.1f} s at {rate} Hz: peak {dbfs(peak):.0f} dBFS, average {dbfs(rms):.0f} dBFS"
+        audio = np.concatenate(chunks)[:want]
+        peak = int(np.max(np.abs(audio.astype(np.int32))))
+        heard = (f"{len(audio) / rate:.1f} s at {rate} Hz: peak {dbfs(peak / 32768):.0f} dBFS, "
+                 f"average {dbfs(rms(audio)):.0f} dBFS")
         if peak == 0:
             return Check("mic level", WARN, f"{heard}: digital silence",
                          "the mic is muted or its gain is at zero: raise the capture level in `alsamixer` "

@@ -17,6 +17,7 @@ from collections import deque
 import numpy as np
 
 from sayso.aec import SpeexAEC
+from sayso.audio import rms
 from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame
 from sayso.config import BargeInSettings
 
@@ -24,12 +25,6 @@ log = logging.getLogger(__name__)
 
 LEVEL_CHUNK = RATE_HZ // 50
 """The reference's level is taken over 20 ms chunks."""
-
-
-def rms(samples: np.ndarray) -> float:
-    """Root mean square of int16 samples, in full-scale units (0..1)."""
-    x = np.asarray(samples, dtype=np.float32) / 32768.0
-    return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
 
 
 def sample_at(t_ns: int) -> int:

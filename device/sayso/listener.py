@@ -168,7 +168,9 @@ class Transcriber(Stage):
     def step(self) -> None:
         item = self.audio.get(timeout=0.1)
         if isinstance(item, StartOfSpeech):
-            self._onset = item.onset_sample
+            self._onset, self._run, self._longest = item.onset_sample, 0, 0
+            if self.vad is not None:
+                self.vad.reset()
         elif isinstance(item, Frame):
             if self.vad is not None and item.index >= self._onset:
                 self._run = self._run + 1 if self.vad.probability(item.samples) >= self.SURE else 0
@@ -179,9 +181,6 @@ class Transcriber(Stage):
         elif isinstance(item, EndOfSpeech):
             final = self.recognizer.end()
             sustained = None if self.vad is None else self._longest * FRAME_SAMPLES * 1000 // RATE_HZ
-            if self.vad is not None:
-                self.vad.reset()
-                self._run = self._longest = 0
             # an empty final is posted too: the conductor goes back from listening to idle
             self.post(Utterance(final.text, item.eos_ns, item.eos_sample, final.confidence or None, sustained))
 

@@ -66,7 +66,8 @@ class Utterance:
     confidence: tuple[float, ...] | None = None
     """The recogniser's posterior for each word of `text`, 0..1; None when it gives none."""
     sustained_ms: int | None = None
-    """The utterance's longest run of sure speech to a VAD that heard only it; None when not measured."""
+    """The utterance's longest run of sure speech from its onset, to a VAD that heard nothing before; None when
+    not measured."""
 
 
 @dataclass(frozen=True)

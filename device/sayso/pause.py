@@ -61,6 +61,10 @@ class Pause:
     resume_at_ns: int | None = None
     """Set when the sound turned out too short to be speech: resume then, unless more sound comes."""
 
+    def sound_dropped(self, t_ns: int) -> None:
+        """The listener let the sound go as too short to be speech: resume once the room has been quiet a moment."""
+        self.resume_at_ns = t_ns + int(RESUME_QUIET_S * 1e9)
+
     def more_sound(self, deadline_ns: int) -> None:
         """Sound again while paused: the window starts afresh and a pending resume is off."""
         self.deadline_ns, self.resume_at_ns = deadline_ns, None

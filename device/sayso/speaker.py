@@ -89,7 +89,7 @@ class Speaker(Stage):
     def _play(self, seg: Segment) -> None:
         self.current_turn = seg.turn
         audio, words = _at_rate(seg, self.sink.rate_hz)
-        start = self._audio[-1][0] + len(self._audio[-1][1]) if self._audio else self._written
+        start = self._queued_end()
         # the echo reference at the mic's rate, once per segment: a stream resampler would add its own delay
         reference = None if self.echo is None else to_mic_rate(seg.audio, seg.rate_hz)
         self._audio.append((start, audio, reference))
@@ -118,6 +118,10 @@ class Speaker(Stage):
             self._written += len(block)
             self.beat()
         return True
+
+    def _queued_end(self) -> int:
+        """The position just after the turn's last segment (where the next one goes)."""
+        return self._audio[-1][0] + len(self._audio[-1][1]) if self._audio else self._written
 
     def _slice(self, pos: int, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Up to `n` samples of the turn's audio from `pos` (within one segment), and the same span at 16 kHz."""
@@ -150,7 +154,7 @@ class Speaker(Stage):
     def _drain(self, turn: int) -> None:
         """Wait, one block at a time, for the last audio to be heard; a cancel still cuts it, a pause holds it."""
         block_s = self.block / self.sink.rate_hz
-        end = self._audio[-1][0] + len(self._audio[-1][1]) if self._audio else self._written
+        end = self._queued_end()
         while self._written < end or self.sink.pending_samples() > 0:
             if self._cancelled(turn):
                 self._end(turn, completed=False)
