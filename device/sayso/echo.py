@@ -58,27 +58,75 @@ class EchoReference:
     few ms (a device's reported latency does), so the canceller sees one
     continuous signal; a stamp further off (a new answer, a resumed one) starts
     a new run there. Positions never played read as silence.
+
+    A run is placed by its first blocks' stamps, not by its first block's alone:
+    that block goes into an idle device whose next period is anything up to a
+    period away, so its stamp was measured 0-8 ms early in the simulated room, a
+    different amount each answer and each sentence after a gap, while the
+    blocks behind it, written into a filling buffer, agreed with each other to
+    a sample. A run that lands a few ms off the last one costs the canceller
+    its converged filter: its echo comes through until the filter re-learns it
+    (seconds), and the person goes unheard behind the guard's raised bar.
     """
 
     JITTER = RATE_HZ // 100
-    """Blocks stamped within 10 ms of where the last one ended continue it."""
+    """Blocks stamped within 10 ms of where the last one ended continue it (20 ms while a run is placed)."""
+    PLACING_BLOCKS = 16
+    """A run is placed by where its first 16 blocks (about 300 ms) say it began..."""
+    AGREE = RATE_HZ // 1000
+    """...when two in a row agree within 1 ms, and differ by more from where it is."""
 
     def __init__(self, keep_s: float = 4.0):
         self._buf = np.zeros(int(keep_s * RATE_HZ), np.int16)
         self._end: int | None = None
         """Clock sample just after the last one written."""
+        self._run_start = 0
+        self._starts: list[int] = []
+        """Where the current run began, by each of its first blocks' stamps."""
         self._lock = threading.Lock()
 
-    def played(self, block: np.ndarray, audible_ns: int) -> None:
-        """`block` (16 kHz int16) becomes audible at `audible_ns` on the audio clock."""
+    def played(self, block: np.ndarray, audible_ns: int, after_gap: bool = False) -> None:
+        """`block` (16 kHz int16) becomes audible at `audible_ns` on the audio clock.
+
+        `after_gap`: the device had played everything before it (it ran dry: the
+        speaker was late), so the block starts a new run however near its stamp
+        is. Laid end to end, everything after a 5 ms underrun would sit 5 ms
+        early for the rest of the answer, and the canceller would let its echo
+        through (this paused answers for their own voice on a loaded machine).
+        """
         start = sample_at(audible_ns)
         with self._lock:
-            if self._end is not None and abs(start - self._end) <= self.JITTER:
+            placing = len(self._starts) < self.PLACING_BLOCKS
+            near = self._end is not None and abs(start - self._end) <= self.JITTER * (2 if placing else 1)
+            if near and not after_gap:
+                if placing:
+                    self._starts.append(start - (self._end - self._run_start))
+                    self._place_run()
                 start = self._end
-            elif self._end is not None and start > self._end:
-                self._write(self._end, np.zeros(min(start - self._end, len(self._buf)), np.int16))
+            else:
+                if self._end is not None and start > self._end:
+                    self._write(self._end, np.zeros(min(start - self._end, len(self._buf)), np.int16))
+                self._run_start, self._starts = start, [start]
             self._write(start, np.asarray(block, np.int16))
             self._end = start + len(block)
+
+    def _place_run(self) -> None:
+        """Move the run (still in its first blocks) to where its last two blocks agree it began.
+
+        Two in a row, not a median of all: the listener reads the reference about
+        60 ms behind the speaker, and by the fifth block of the simulated room's
+        run its first frames are already being cancelled. A single block stamped
+        late (its thread held up between reading the device and the clock) moves
+        nothing, as the next one will not agree with it.
+        """
+        last, before = self._starts[-1], self._starts[-2]
+        if abs(last - before) > self.AGREE or abs(last - self._run_start) <= self.AGREE:
+            return
+        to = (last + before) // 2
+        run = self._buf[np.arange(self._run_start, self._end) % len(self._buf)].copy()
+        self._write(self._run_start, np.zeros(len(run), np.int16))
+        self._write(to, run)
+        self._run_start, self._end = to, to + len(run)
 
     def cut(self, at_ns: int) -> None:
         """The speaker went quiet at `at_ns`: what it had queued beyond that was never played."""
@@ -199,12 +247,19 @@ def _halve(x: np.ndarray) -> np.ndarray:
 class EchoCanceller:
     """The mic frame with the appliance's own voice taken out, before anything listens to it.
 
-    A newly measured delay is applied only once nothing has played for a tail
-    (between answers), with the filter started afresh: moving the reference
-    under a converged filter mid-answer leaves it subtracting the wrong echo,
-    which measured louder than no cancelling at all. `resets` counts those
-    fresh starts, so the guard can forget what it learnt of the old filter.
-    Idle costs nothing: with no reference in the last tail, frames pass through.
+    The reference is taken 16 ms early, so the echo lands inside the filter's
+    tail rather than at its edge, and the filter itself models where in the
+    tail it sits. So a measured delay is applied only when the setting in use
+    cannot cover it (the echo would come before the reference, or past half
+    the tail): a device whose latency wobbles by a few ms, or an estimate that
+    settles from 39 to 31 ms, never costs the converged filter. Moving it
+    restarts the filter, and only once nothing has played for a tail (between
+    answers): moving the reference under a converged filter mid-answer leaves
+    it subtracting the wrong echo, which measured louder than no cancelling at
+    all, and a restarted filter takes 2.5-3.5 s of speech to converge again.
+    `resets` counts those fresh starts, so the guard can forget what it learnt
+    of the old filter. Idle costs nothing: with no reference in the last tail,
+    frames pass through.
 
     Args:
         reference: what the speaker played.
@@ -216,10 +271,11 @@ class EchoCanceller:
         self.estimator = estimator or DelayEstimator()
         self.aec = SpeexAEC(RATE_HZ, FRAME_SAMPLES, tail_ms)
         self.tail = int(tail_ms * RATE_HZ / 1000)
-        self.margin = RATE_HZ // 500
-        """The reference is taken 2 ms early, so the echo's onset is inside the filter, not before it."""
-        self.delay = 0
-        """The delay in use, in samples."""
+        self.margin = RATE_HZ * 16 // 1000
+        """The reference is taken this early (16 ms), so the echo's onset is inside the filter, not before it."""
+        self.delay = self.margin
+        """The delay in use, in samples: at first the margin, so the reference read is the mic frame's own
+        time (never ahead of what the speaker has stamped) and the filter covers echoes from 4 to 100 ms."""
         self.resets = 0
         self._silent_frames = 0
 
@@ -235,13 +291,20 @@ class EchoCanceller:
             self._silent_frames += 1
             if self._silent_frames * FRAME_SAMPLES > self.tail + 2 * FRAME_SAMPLES:
                 found = self.estimator.delay
-                if found is not None and abs(found - self.delay) > self.margin:
+                if found is not None and not self.covers(found):
                     self.delay, self.resets = found, self.resets + 1
                     self.aec.reset()
                 return samples
         out = self.aec.process(samples, ref)
         # a filter that adds energy is misadjusted (a changed room): the mic as it is is better
         return samples if rms(out) > rms(samples) else out
+
+    def covers(self, delay: int) -> bool:
+        """Whether an echo `delay` samples after the reference's stamp falls where the filter models it:
+        at least a quarter of the margin after the reference it is given, and in the first half of the
+        tail (the rest is for the room's own reverberation)."""
+        at = delay - self.delay + self.margin
+        return self.margin // 4 <= at <= self.tail // 2
 
     def close(self) -> None:
         self.aec.close()

@@ -113,7 +113,8 @@ class Speaker(Stage):
                 self._first_audio = True
                 self.report(FirstAudio(turn, self.clock() + pending_ns))
             if reference is not None:
-                self.echo.played(reference, self.clock() + pending_ns)
+                # nothing pending: the device ran dry (a new answer, or this thread was late), a gap in the echo
+                self.echo.played(reference, self.clock() + pending_ns, after_gap=pending_ns == 0)
             self.sink.write(block)
             self._written += len(block)
             self.beat()
