@@ -113,11 +113,11 @@ class EchoReference:
     def _place_run(self) -> None:
         """Move the run (still in its first blocks) to where its last two blocks agree it began.
 
-        Two in a row, not a median of all: the listener reads the reference about
-        60 ms behind the speaker, and by the fifth block of the simulated room's
-        run its first frames are already being cancelled. A single block stamped
-        late (its thread held up between reading the device and the clock) moves
-        nothing, as the next one will not agree with it.
+        Two in a row, not a median of all: the listener reads a block's reference
+        well under 100 ms after the speaker wrote it, so by the fifth block of
+        the simulated room's run its first frames are already being cancelled.
+        A single block stamped late (its thread held up between reading the
+        device and the clock) moves nothing, as the next will not agree with it.
         """
         last, before = self._starts[-1], self._starts[-2]
         if abs(last - before) > self.AGREE or abs(last - self._run_start) <= self.AGREE:
@@ -247,19 +247,19 @@ def _halve(x: np.ndarray) -> np.ndarray:
 class EchoCanceller:
     """The mic frame with the appliance's own voice taken out, before anything listens to it.
 
-    The reference is taken 16 ms early, so the echo lands inside the filter's
-    tail rather than at its edge, and the filter itself models where in the
-    tail it sits. So a measured delay is applied only when the setting in use
-    cannot cover it (the echo would come before the reference, or past half
-    the tail): a device whose latency wobbles by a few ms, or an estimate that
-    settles from 39 to 31 ms, never costs the converged filter. Moving it
-    restarts the filter, and only once nothing has played for a tail (between
-    answers): moving the reference under a converged filter mid-answer leaves
-    it subtracting the wrong echo, which measured louder than no cancelling at
-    all, and a restarted filter takes 2.5-3.5 s of speech to converge again.
-    `resets` counts those fresh starts, so the guard can forget what it learnt
-    of the old filter. Idle costs nothing: with no reference in the last tail,
-    frames pass through.
+    The reference is taken 16 ms ahead of the delay in use, so the echo lands
+    inside the filter's tail rather than at its edge, and the filter itself
+    models where in the tail it sits. So a measured delay is applied only when
+    the setting in use cannot cover it (the echo would come before the
+    reference, or past half the tail): the usual 30-40 ms of a speaker beside
+    the mic never moves it, and the filter learnt over the first answer cancels
+    the second from its first word. Moving it restarts the filter, and only
+    once nothing has played for a tail (between answers): moving the reference
+    under a converged filter mid-answer leaves it subtracting the wrong echo,
+    which measured louder than no cancelling at all, and a restarted filter
+    takes 2.5-3.5 s of speech to converge again. `resets` counts those fresh
+    starts, so the guard can forget what it learnt of the old filter. Idle
+    costs nothing: with no reference in the last tail, frames pass through.
 
     Args:
         reference: what the speaker played.
@@ -272,7 +272,7 @@ class EchoCanceller:
         self.aec = SpeexAEC(RATE_HZ, FRAME_SAMPLES, tail_ms)
         self.tail = int(tail_ms * RATE_HZ / 1000)
         self.margin = RATE_HZ * 16 // 1000
-        """The reference is taken this early (16 ms), so the echo's onset is inside the filter, not before it."""
+        """The reference is taken 16 ms ahead of the delay, so the echo's onset is inside the filter, not before it."""
         self.delay = self.margin
         """The delay in use, in samples: at first the margin, so the reference read is the mic frame's own
         time (never ahead of what the speaker has stamped) and the filter covers echoes from 4 to 100 ms."""
