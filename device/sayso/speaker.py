@@ -108,13 +108,15 @@ class Speaker(Stage):
                     return False
                 continue
             block, reference = self._slice(self._written, min(self.block, end - self._written))
-            pending_ns = int(self.sink.pending_samples() * 1e9 / self.sink.rate_hz)
+            pending = self.sink.pending_samples()
+            pending_ns = int(pending * 1e9 / self.sink.rate_hz)
             if not self._first_audio:
                 self._first_audio = True
                 self.report(FirstAudio(turn, self.clock() + pending_ns))
             if reference is not None:
-                # nothing pending: the device ran dry (a new answer, or this thread was late), a gap in the echo
-                self.echo.played(reference, self.clock() + pending_ns, after_gap=pending_ns == 0)
+                # under a block pending: the device ran dry or is about to (a new answer, or this thread was
+                # late), and what it plays next starts at its next period, not where the last block ended
+                self.echo.played(reference, self.clock() + pending_ns, after_gap=pending < self.block)
             self.sink.write(block)
             self._written += len(block)
             self.beat()
