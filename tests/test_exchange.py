@@ -7,7 +7,7 @@ from sayso.exchange import run_exchange
 
 
 def test_a_spoken_question_is_heard_answered_and_spoken(store, tmp_path):
-    r = run_exchange(Settings(), store, "What is the capital of France?", tmp_path)
+    r = run_exchange(Settings(), store, "What is the capital of France?", tmp_path, repeatable=True)
     assert "capital" in r.heard and "france" in r.heard
     assert "paris" in r.answer.lower()
     with wave.open(str(r.answer_wav)) as w:

@@ -88,9 +88,9 @@ class EchoReference:
     def played(self, block: np.ndarray, audible_ns: int, after_gap: bool = False) -> None:
         """`block` (16 kHz int16) becomes audible at `audible_ns` on the audio clock.
 
-        `after_gap`: the device had played everything before it (it ran dry: the
-        speaker was late), so the block starts a new run however near its stamp
-        is. Laid end to end, everything after a 5 ms underrun would sit 5 ms
+        `after_gap`: the device had played (or all but) everything before it: it
+        ran dry, or is about to, and plays this at its next period. So the block
+        starts a new run however near its stamp is. Laid end to end, everything after a 5 ms underrun would sit 5 ms
         early for the rest of the answer, and the canceller would let its echo
         through (this paused answers for their own voice on a loaded machine).
         """

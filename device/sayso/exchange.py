@@ -36,9 +36,12 @@ class ExchangeResult:
     tokens_per_s: float
 
 
-def run_exchange(settings: Settings, store: ModelStore, question: str, out_dir: Path) -> ExchangeResult:
+def run_exchange(settings: Settings, store: ModelStore, question: str, out_dir: Path,
+                 repeatable: bool = False) -> ExchangeResult:
+    """`repeatable`: the question is spoken without Piper's sampling noise, the same audio every time (tests:
+    one rendering in many lost "France" to pocketsphinx)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tts = PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale)
+    tts = PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale, repeatable)
     q_audio = tts.audio(question)
     q_wav = out_dir / "question.wav"
     write_wav(q_wav, q_audio, tts.rate_hz)
