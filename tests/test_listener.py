@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from sayso.audio import to_mic_rate
+from sayso.audio import rms, to_mic_rate
 from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame, PyAudioMic
 from sayso.channel import Channel
 from sayso.config import BargeInSettings, VADSettings
@@ -278,12 +278,8 @@ def echo_removed_db(mic: np.ndarray, ref: EchoReference, seconds: list[int], fro
     out = np.concatenate([canceller.process(mic[i:i + FRAME_SAMPLES], sample_at(T0_NS) + i)
                           for i in range(0, n, FRAME_SAMPLES)]).astype(np.float64)
     canceller.close()
-
-    def db(x: np.ndarray) -> float:
-        return float(10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2) + 1e-9))
-
     at = [slice(from_sample + k * RATE_HZ, from_sample + (k + 1) * RATE_HZ) for k in seconds]
-    return [db(mic[s]) - db(out[s]) for s in at], canceller
+    return [20 * np.log10(rms(mic[s]) / max(rms(out[s]), 1e-9)) for s in at], canceller
 
 
 @pytest.mark.parametrize("delay_ms", [30, 120, 250])

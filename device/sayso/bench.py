@@ -14,7 +14,7 @@ import platform
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +43,12 @@ _LINES = ("Tell me about the history of France.", "What is the capital of German
 
 
 def _stages(kit: Kit, settings: Settings) -> dict:
-    """VAD ms per frame, STT and TTS real-time factors, LLM tokens per second."""
+    """VAD and echo canceller ms per frame, STT and TTS real-time factors, LLM tokens per second."""
     lines = [kit.person.say(t) for t in _LINES]
     speech = np.concatenate(lines)
     frames = [speech[i:i + FRAME_SAMPLES] for i in range(0, len(speech) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
     kit.vad.reset()
-    vad_ms = []
-    for f in frames:
-        t = time.perf_counter()
-        kit.vad.probability(f)
-        vad_ms.append((time.perf_counter() - t) * 1000)
+    vad_ms = _ms_each(kit.vad.probability, ((f,) for f in frames))
     aec_ms = _aec_ms(speech)
     stt_rtf = []
     for audio in lines:
@@ -87,14 +83,20 @@ def _aec_ms(speech: np.ndarray) -> list[float]:
     mic = np.concatenate([np.zeros(480, np.int16), speech // 2])
     canceller = EchoCanceller(reference)
     try:
-        ms = []
-        for i in range(0, len(speech) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
-            t = time.perf_counter()
-            canceller.process(mic[i:i + FRAME_SAMPLES], i)
-            ms.append((time.perf_counter() - t) * 1000)
-        return ms
+        return _ms_each(canceller.process, ((mic[i:i + FRAME_SAMPLES], i)
+                                            for i in range(0, len(speech) - FRAME_SAMPLES + 1, FRAME_SAMPLES)))
     finally:
         canceller.close()
+
+
+def _ms_each(call: Callable[..., object], args: Iterable[tuple]) -> list[float]:
+    """Wall-clock ms of `call(*a)` for each `a` in `args`, one at a time."""
+    ms = []
+    for a in args:
+        t = time.perf_counter()
+        call(*a)
+        ms.append((time.perf_counter() - t) * 1000)
+    return ms
 
 
 def _cpu_s() -> float:

@@ -81,8 +81,10 @@ class EchoReference:
         self._end: int | None = None
         """Clock sample just after the last one written."""
         self._run_start = 0
-        self._starts: list[int] = []
-        """Where the current run began, by each of its first blocks' stamps."""
+        self._run_blocks = 0
+        """Blocks in the current run so far (counted while it is placed)."""
+        self._said_start = 0
+        """Where the current run began, by the last block's stamp."""
         self._lock = threading.Lock()
 
     def played(self, block: np.ndarray, audible_ns: int, after_gap: bool = False) -> None:
@@ -96,22 +98,22 @@ class EchoReference:
         """
         start = sample_at(audible_ns)
         with self._lock:
-            placing = len(self._starts) < self.PLACING_BLOCKS
+            placing = self._run_blocks < self.PLACING_BLOCKS
             near = self._end is not None and abs(start - self._end) <= self.JITTER * (2 if placing else 1)
             if near and not after_gap:
                 if placing:
-                    self._starts.append(start - (self._end - self._run_start))
-                    self._place_run()
+                    self._run_blocks += 1
+                    self._place_run(start - (self._end - self._run_start))
                 start = self._end
             else:
                 if self._end is not None and start > self._end:
                     self._write(self._end, np.zeros(min(start - self._end, len(self._buf)), np.int16))
-                self._run_start, self._starts = start, [start]
+                self._run_start, self._said_start, self._run_blocks = start, start, 1
             self._write(start, np.asarray(block, np.int16))
             self._end = start + len(block)
 
-    def _place_run(self) -> None:
-        """Move the run (still in its first blocks) to where its last two blocks agree it began.
+    def _place_run(self, said_start: int) -> None:
+        """Move the run (still in its first blocks) to where this block and the last agree it began.
 
         Two in a row, not a median of all: the listener reads a block's reference
         well under 100 ms after the speaker wrote it, so by the fifth block of
@@ -119,10 +121,10 @@ class EchoReference:
         A single block stamped late (its thread held up between reading the
         device and the clock) moves nothing, as the next will not agree with it.
         """
-        last, before = self._starts[-1], self._starts[-2]
-        if abs(last - before) > self.AGREE or abs(last - self._run_start) <= self.AGREE:
+        before, self._said_start = self._said_start, said_start
+        if abs(said_start - before) > self.AGREE or abs(said_start - self._run_start) <= self.AGREE:
             return
-        to = (last + before) // 2
+        to = (said_start + before) // 2
         run = self._buf[np.arange(self._run_start, self._end) % len(self._buf)].copy()
         self._write(self._run_start, np.zeros(len(run), np.int16))
         self._write(to, run)
@@ -169,8 +171,8 @@ class DelayEstimator:
     PHAT whitening makes the peak sharp on speech, so one clear peak names the
     lag; an estimate is only taken when the peak stands well out of the rest and
     two in a row agree, so the person talking over the answer cannot move it.
-    It correlates at 8 kHz (0.13 ms steps, well inside the canceller's 2 ms
-    margin), which keeps one estimate under a millisecond here.
+    It correlates at 8 kHz (0.13 ms steps, well inside the 4 ms the canceller
+    leaves before the echo), which keeps one estimate under a millisecond here.
 
     Args:
         max_ms: the longest delay looked for (device buffers plus the room).
