@@ -88,16 +88,21 @@ def test_the_reference_is_laid_end_to_end_through_jitter_and_cut_where_the_speak
     assert not ref.samples(t0 - 40000, 100).any() and not ref.samples(t0 + 20000, 100).any()
 
 
-def test_a_run_is_placed_by_its_blocks_not_by_its_first_stamp():
+@pytest.mark.parametrize("early", [(125, 120, 110), (9, 9, 9)])
+def test_a_run_is_placed_by_its_blocks_not_by_its_first_stamp(early):
     # The first block of an answer goes into an idle device and is stamped up to a period early (8 ms,
-    # a different amount each answer); the blocks behind it, in a filling buffer, agree with each other.
+    # a different amount each answer), and so are the blocks queued behind it before the device starts;
+    # the stamps of blocks written while it plays agree with each other. 9 samples off is inside the
+    # 1 ms once taken as agreement, and Speex cancelled nothing for seconds behind such a run.
     ref = EchoReference(keep_s=4.0)
     signal = (np.random.default_rng(4).standard_normal(2 * 8000) * 3000).astype(np.int16)
+    ms = 1_000_000
     for run, t0 in enumerate((10 * RATE_HZ, 11 * RATE_HZ)):
         part = signal[run * 8000:(run + 1) * 8000]
         for k, i in enumerate(range(0, 8000, 320)):
-            early = {0: 125, 1: 120, 2: 110}.get(k, 0)  # samples
-            ref.played(part[i:i + 320], int((t0 + i - early) * 1e9 / RATE_HZ))
+            off = {0: early[0], 1: early[1], 2: early[2]}.get(k, 0) - (30 if k == 6 else 0)  # k=6 read late
+            queued = (0, 20 * ms, 40 * ms)[k] if k < 3 else 40 * ms  # idle, then filling, then playing
+            ref.played(part[i:i + 320], int((t0 + i - off) * 1e9 / RATE_HZ), queued_ns=queued)
         got = ref.samples(t0 - 200, 8400)
         assert np.array_equal(got[200:8200], part), f"answer {run + 1} is not where it played"
         assert not got[:200].any() and not got[8200:].any()
@@ -113,7 +118,8 @@ def test_after_the_device_ran_dry_the_audio_starts_where_its_stamp_says():
         ref.played(signal[i:i + 320], int((t0 + i) * 1e9 / RATE_HZ))
     end = t0 + 4160  # where the last block ended
     for k, i in enumerate(range(4160, 8000, 320)):
-        ref.played(signal[i:i + 320], int((t0 + i + 80) * 1e9 / RATE_HZ), after_gap=k == 0)
+        ref.played(signal[i:i + 320], int((t0 + i + 80) * 1e9 / RATE_HZ),
+                   queued_ns=0 if k == 0 else 10_000_000)
     assert np.array_equal(ref.samples(t0, 4160), signal[:4160])
     assert not ref.samples(end, 80).any(), "the gap is silence"
     assert np.array_equal(ref.samples(end + 80, 8000 - 4160), signal[4160:])
@@ -137,17 +143,30 @@ def test_the_delay_is_measured_even_with_the_person_talking(voices, delay_ms):
     assert estimator.delay is not None and abs(estimator.delay - d) <= 16, estimator.delay
 
 
-def test_the_mic_clock_takes_out_the_capture_threads_lateness():
+def mic_frame_offsets(n: int, offset_at, late_ns_at) -> list[int]:
+    """Where a MicClock puts n frames, less their index: frame k truly at `offset_at(k)`, read `late_ns_at(k)` late."""
     clock = MicClock()
+    return [clock.start_of(Frame(np.zeros(FRAME, np.int16), k * FRAME,
+                                 int((k * FRAME + offset_at(k)) * 1e9 / RATE_HZ) + late_ns_at(k))) - k * FRAME
+            for k in range(n)]
+
+
+def test_the_mic_clock_takes_out_the_capture_threads_lateness():
     rng = np.random.default_rng(2)
-    offset = 123_456
-    starts = []
-    for k in range(200):
-        index = k * FRAME
-        late_ns = int(rng.uniform(0, 8e6)) if k % 5 else 0  # most frames are read late, some on time
-        t_ns = int((index + offset) * 1e9 / RATE_HZ) + late_ns
-        starts.append(clock.start_of(Frame(np.zeros(FRAME, np.int16), index, t_ns)))
-    assert starts[10:] == [k * FRAME + offset for k in range(10, 200)]
+    # most frames are read up to 8 ms late, some on time
+    got = mic_frame_offsets(200, lambda k: 123_456, lambda k: int(rng.uniform(0, 8e6)) if k % 5 else 0)
+    assert got[10:] == [123_456] * 190
+
+
+def test_the_mic_clock_holds_still_through_its_stamps_wobble_and_follows_a_real_move():
+    # Frames read 0.1-0.2 ms late, one now and then a sample earlier than the rest: each such frame
+    # (and the earliest leaving the window) once moved every frame after it by a sample against the
+    # reference, which cost the canceller its filter mid-answer. Then the mic reopens 5 ms later.
+    rng = np.random.default_rng(6)
+    got = mic_frame_offsets(800, lambda k: 40_000 + (80 if k >= 400 else 0),
+                            lambda k: 10_000 if k % 97 == 50 else int(rng.uniform(100_000, 200_000)))
+    assert len(set(got[:400])) == 1 and abs(got[0] - 40_000) <= 4
+    assert len(set(got[-100:])) == 1 and abs(got[-1] - 40_080) <= 4
 
 
 def test_the_canceller_passes_the_mic_through_when_nothing_plays():

@@ -86,7 +86,7 @@ def test_scenario(kit, tmp_path, name):
         paused = [e for e in result.report["events"] if e["type"] == "speech_paused"]
         print(f"{len(paused)} pause(s) over the coughs and the noise, all resumed")
         assert summary["false_interruptions"] == len(paused)
-        assert turns[1]["metrics"]["false_interruptions"] == len(paused)
+        assert turns[1]["metrics"].get("false_interruptions", 0) == len(paused)  # absent when none paused
         assert turns[1]["heard_text"] == turns[1]["text"]
     cut = [r for r in turns if r["status"] == "interrupted"]
     audible = [r for r in cut if "first_audio" in {e["type"] for e in result.report["events"]

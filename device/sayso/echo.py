@@ -40,15 +40,30 @@ class MicClock:
     least-late offset between the two over the last few seconds maps one to the
     other, and consecutive frames stay exactly 512 samples apart, which the
     canceller needs: a reference that jitters against the mic cannot be cancelled.
+
+    The offset in use moves only when the least-late one is more than `HOLD`
+    away from it (the first frames of a stream read late, the mic reopened).
+    A frame read a sample or two earlier than any before it, or the earliest
+    leaving the window, moved every later frame by that much against the
+    reference, and Speex needs the two to stay put to the sample: a one-sample
+    step mid-answer took its cancelling from 20 dB to none, and the appliance
+    paused for its own voice (the simulated room, loaded, -6 dB).
     """
+
+    HOLD = RATE_HZ // 1000
+    """1 ms: a smaller difference is the stamps' own rounding and lateness, not the mic moving."""
 
     def __init__(self, keep_frames: int = 160):
         self._offsets: deque[int] = deque(maxlen=keep_frames)
+        self._offset: int | None = None
 
     def start_of(self, frame: Frame) -> int:
         """The audio-clock sample of the frame's first sample."""
         self._offsets.append(sample_at(frame.t_ns) - frame.index)
-        return frame.index + min(self._offsets)
+        least = min(self._offsets)
+        if self._offset is None or abs(least - self._offset) > self.HOLD:
+            self._offset = least
+        return frame.index + self._offset
 
 
 class EchoReference:
@@ -59,22 +74,21 @@ class EchoReference:
     continuous signal; a stamp further off (a new answer, a resumed one) starts
     a new run there. Positions never played read as silence.
 
-    A run is placed by its first blocks' stamps, not by its first block's alone:
-    that block goes into an idle device whose next period is anything up to a
-    period away, so its stamp was measured 0-8 ms early in the simulated room, a
-    different amount each answer and each sentence after a gap, while the
-    blocks behind it, written into a filling buffer, agreed with each other to
-    a sample. A run that lands a few ms off the last one costs the canceller
-    its converged filter: its echo comes through until the filter re-learns it
-    (seconds), and the person goes unheard behind the guard's raised bar.
+    A run is placed to the sample by the stamps of blocks written once the
+    device was playing it, not by its first block's: that one goes into an idle
+    device whose next period is anything up to a period away, so its stamp was
+    0-10 ms early in the simulated room, and so were those of the blocks queued
+    behind it before the device started. Speex needs the reference where it
+    played to the sample, answer after answer: a run left 9 samples off (inside
+    the 1 ms that was once taken as agreement) cancelled nothing for seconds.
     """
 
     JITTER = RATE_HZ // 100
     """Blocks stamped within 10 ms of where the last one ended continue it (20 ms while a run is placed)."""
     PLACING_BLOCKS = 16
-    """A run is placed by where its first 16 blocks (about 300 ms) say it began..."""
-    AGREE = RATE_HZ // 1000
-    """...when two in a row agree within 1 ms, and differ by more from where it is."""
+    """A run is placed by the median of where its first 16 blocks (about 300 ms) say it began..."""
+    MOVE = 0.75
+    """...once two say so, moving when that is more than 3/4 of a sample from where it is (not on rounding)."""
 
     def __init__(self, keep_s: float = 4.0):
         self._buf = np.zeros(int(keep_s * RATE_HZ), np.int16)
@@ -83,48 +97,56 @@ class EchoReference:
         self._run_start = 0
         self._run_blocks = 0
         """Blocks in the current run so far (counted while it is placed)."""
-        self._said_start = 0
-        """Where the current run began, by the last block's stamp."""
+        self._said: list[float] = []
+        """Where the current run began, in (fractional) samples, by each stamp taken with the device playing it."""
         self._lock = threading.Lock()
 
-    def played(self, block: np.ndarray, audible_ns: int, after_gap: bool = False) -> None:
+    def played(self, block: np.ndarray, audible_ns: int, queued_ns: int | None = None) -> None:
         """`block` (16 kHz int16) becomes audible at `audible_ns` on the audio clock.
 
-        `after_gap`: the device had played (or all but) everything before it: it
-        ran dry, or is about to, and plays this at its next period. So the block
-        starts a new run however near its stamp is. Laid end to end, everything after a 5 ms underrun would sit 5 ms
-        early for the rest of the answer, and the canceller would let its echo
-        through (this paused answers for their own voice on a loaded machine).
+        `queued_ns`: how much audio the device held ahead of the block (None: the
+        stamp is exact, as in tests). Under a block's worth, the device ran dry or
+        is about to, and plays this at its next period: the block starts a new run
+        however near its stamp is (laid end to end, everything after a 5 ms
+        underrun sat 5 ms early for the rest of the answer). Less than the run
+        written so far, the device is playing the run, and the stamp places it.
         """
         start = sample_at(audible_ns)
+        block_ns = len(block) * 1_000_000_000 // RATE_HZ
+        after_gap = queued_ns is not None and queued_ns < block_ns
         with self._lock:
             placing = self._run_blocks < self.PLACING_BLOCKS
             near = self._end is not None and abs(start - self._end) <= self.JITTER * (2 if placing else 1)
             if near and not after_gap:
                 if placing:
                     self._run_blocks += 1
-                    self._place_run(start - (self._end - self._run_start))
+                    written = self._end - self._run_start
+                    if queued_ns is None or queued_ns + 1_000_000 <= written * 1_000_000_000 // RATE_HZ:
+                        self._said.append(audible_ns * RATE_HZ / 1e9 - written)
+                        self._place_run()
                 start = self._end
             else:
                 if self._end is not None and start > self._end:
                     self._write(self._end, np.zeros(min(start - self._end, len(self._buf)), np.int16))
-                self._run_start, self._said_start, self._run_blocks = start, start, 1
+                self._run_start, self._run_blocks = start, 1
+                self._said = [audible_ns * RATE_HZ / 1e9] if queued_ns is None else []
             self._write(start, np.asarray(block, np.int16))
             self._end = start + len(block)
 
-    def _place_run(self, said_start: int) -> None:
-        """Move the run (still in its first blocks) to where this block and the last agree it began.
+    def _place_run(self) -> None:
+        """Move the run (still in its first blocks) to where its stamps say it began.
 
-        Two in a row, not a median of all: the listener reads a block's reference
-        well under 100 ms after the speaker wrote it, so by the fifth block of
-        the simulated room's run its first frames are already being cancelled.
-        A single block stamped late (its thread held up between reading the
-        device and the clock) moves nothing, as the next will not agree with it.
+        The median, so one block stamped late (its thread held up between reading
+        the device and the clock) moves nothing; from two stamps on, because the
+        listener reads a block's reference well under 100 ms after the speaker
+        wrote it, and the run's first frames are being cancelled by the fifth.
         """
-        before, self._said_start = self._said_start, said_start
-        if abs(said_start - before) > self.AGREE or abs(said_start - self._run_start) <= self.AGREE:
+        if len(self._said) < 2:
             return
-        to = (said_start + before) // 2
+        said = float(np.median(self._said))
+        if abs(said - self._run_start) <= self.MOVE:
+            return
+        to = int(round(said))
         run = self._buf[np.arange(self._run_start, self._end) % len(self._buf)].copy()
         self._write(self._run_start, np.zeros(len(run), np.int16))
         self._write(to, run)

@@ -114,9 +114,9 @@ class Speaker(Stage):
                 self._first_audio = True
                 self.report(FirstAudio(turn, self.clock() + pending_ns))
             if reference is not None:
-                # under a block pending: the device ran dry or is about to (a new answer, or this thread was
-                # late), and what it plays next starts at its next period, not where the last block ended
-                self.echo.played(reference, self.clock() + pending_ns, after_gap=pending < self.block)
+                # what the device holds ahead of the block tells the reference whether it ran dry (the block
+                # plays at its next period) and whether the stamp is one to place the run by (echo.py)
+                self.echo.played(reference, self.clock() + pending_ns, queued_ns=pending_ns)
             self.sink.write(block)
             self._written += len(block)
             self.beat()
