@@ -8,7 +8,8 @@ import pytest
 from sayso.aec import SpeexAEC
 from sayso.audio import to_mic_rate
 from sayso.capture import RATE_HZ, Frame
-from sayso.echo import DelayEstimator, EchoCanceller, EchoReference, MicClock
+from sayso.config import BargeInSettings
+from sayso.echo import DelayEstimator, EchoCanceller, EchoGuard, EchoReference, MicClock
 from sayso.tts import PiperTTS
 
 FRAME = 512
@@ -178,3 +179,32 @@ def test_the_canceller_passes_the_mic_through_when_nothing_plays():
         assert np.array_equal(out, mic)
     finally:
         canceller.close()
+
+
+def test_the_guard_does_not_take_a_frame_the_canceller_lost_for_a_person():
+    # A converged canceller takes 20 dB from a -6 dB echo. Then, for a frame, it loses the echo (a step in
+    # the reference, a changed room) and passes the mic as it is: that frame is the appliance's own voice
+    # at full strength, which a guard that only knows the canceller's residue once took for a person (and
+    # paused the answer for itself). A person as loud as the echo, which the canceller passes while still
+    # taking the echo, is let through.
+    rng = np.random.default_rng(8)
+    ref = EchoReference(keep_s=10.0)
+    t0 = 2 * RATE_HZ
+    for i in range(0, 6 * RATE_HZ, 320):
+        ref.played((rng.standard_normal(320) * 3000).astype(np.int16), int((t0 + i) * 1e9 / RATE_HZ))
+    guard = EchoGuard(BargeInSettings())
+
+    def frame(level: float) -> np.ndarray:
+        return (rng.standard_normal(FRAME) * level).astype(np.int16)
+
+    def allows(raw: np.ndarray, out: np.ndarray, k: int) -> bool:
+        return guard.allows(out, t0 + k * FRAME, ref, 480, raw)
+
+    echo_level = 3000 * 10 ** (-6 / 20)
+    for k in range(120):  # echo only: the canceller converged
+        assert not allows(frame(echo_level), frame(echo_level / 10), k)
+    lost = frame(echo_level)
+    assert not allows(lost, lost, 120), "the canceller's lost echo was taken for a person"
+    person = frame(echo_level)
+    raw = np.clip(person.astype(np.int32) + frame(echo_level), -32768, 32767).astype(np.int16)
+    assert allows(raw, person, 121), "a person as loud as the echo was shut out"

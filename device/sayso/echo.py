@@ -344,7 +344,11 @@ class EchoGuard:
     took: once it has converged (takes more than 6 dB from typical echo frames),
     a frame it takes almost nothing from holds a voice it does not know, the
     person's. Before that, every frame is learnt from, so the bar starts high.
-    Until it is learnt, a loud coupling (-6 dB) is assumed.
+    Until it is learnt, a loud coupling (-6 dB) is assumed. A frame it took
+    nothing from at all is the canceller having lost the echo (it came out no
+    quieter than it went in, which a person's voice over a filter that still
+    knows the echo never does), so it is judged against the echo before the
+    canceller: taken for a person, such frames paused answers for their own voice.
     """
 
     MEASURED_WINDOW = RATE_HZ * 64 // 1000
@@ -362,6 +366,7 @@ class EchoGuard:
         self.window = int(window_ms * RATE_HZ / 1000)
         self.initial = initial_coupling
         self._ratios: deque[float] = deque(maxlen=94)  # about 3 s of frames
+        self._raw_ratios: deque[float] = deque(maxlen=94)  # the same frames before the canceller
         self._removed: deque[float] = deque(maxlen=32)  # the canceller's output/input over the last echo frames
         self._levels: deque[float] = deque(maxlen=160)  # every frame's level, about 5 s: the noise floor
         self.above_echo = True
@@ -369,9 +374,13 @@ class EchoGuard:
 
     @property
     def coupling(self) -> float:
-        if len(self._ratios) < 8:
-            return self.initial
-        return float(np.percentile(self._ratios, 90))
+        """The echo expected after the canceller, per unit of reference level."""
+        return _p90(self._ratios, self.initial)
+
+    @property
+    def raw_coupling(self) -> float:
+        """The echo expected in the mic before the canceller, per unit of reference level."""
+        return _p90(self._raw_ratios, self.initial)
 
     def allows(self, samples: np.ndarray, start: int, ref: EchoReference, delay: int | None = None,
                raw: np.ndarray | None = None) -> bool:
@@ -389,20 +398,33 @@ class EchoGuard:
         self.above_echo = True
         if ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4:
             return True  # nothing playing: nothing to mistake
+        raw_level = None if raw is None else rms(raw)
         echo = self.coupling * ref_level
+        if raw_level is not None and mic >= raw_level:
+            # the canceller took nothing (it added energy and the raw mic went on): it has lost the echo,
+            # and what it passed is judged as if there were no canceller. A person's voice over a filter
+            # that still knows the echo always comes out quieter than it went in.
+            echo = max(echo, self.raw_coupling * ref_level)
         self.above_echo = mic > echo
         floor = float(np.percentile(self._levels, 10)) if len(self._levels) >= 16 else 0.0
         allowed = mic > echo * self.margin and mic > floor * self.ABOVE_FLOOR
         # learn only from frames that are echo: the person's own words would otherwise lift
         # the coupling within 300 ms and the guard would shut them out
-        if raw is None:
+        if raw_level is None:
             is_echo = not allowed
         else:
-            left = mic / max(rms(raw), 1e-6)
+            left = mic / max(raw_level, 1e-6)
             converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
             is_echo = not (converged and left > self.UNTOUCHED)
             if is_echo:
                 self._removed.append(left)
         if is_echo and ref_level >= 1e-4:
             self._ratios.append(mic / ref_level)
+            if raw_level is not None:
+                self._raw_ratios.append(raw_level / ref_level)
         return allowed
+
+
+def _p90(ratios: deque[float], initial: float) -> float:
+    """A high percentile of echo/reference ratios (the loudest echo sets the bar); `initial` until 8 are known."""
+    return initial if len(ratios) < 8 else float(np.percentile(ratios, 90))
