@@ -101,7 +101,7 @@ def test_a_run_is_placed_by_its_blocks_not_by_its_first_stamp(early):
     for run, t0 in enumerate((10 * RATE_HZ, 11 * RATE_HZ)):
         part = signal[run * 8000:(run + 1) * 8000]
         for k, i in enumerate(range(0, 8000, 320)):
-            off = {0: early[0], 1: early[1], 2: early[2]}.get(k, 0) - (30 if k == 6 else 0)  # k=6 read late
+            off = (early[k] if k < 3 else 0) - (30 if k == 6 else 0)  # samples early; block 6 read late
             queued = (0, 20 * ms, 40 * ms)[k] if k < 3 else 40 * ms  # idle, then filling, then playing
             ref.played(part[i:i + 320], int((t0 + i - off) * 1e9 / RATE_HZ), queued_ns=queued)
         got = ref.samples(t0 - 200, 8400)
