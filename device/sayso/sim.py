@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 TICK_SAMPLES = 160
 """10 ms at 16 kHz: the room's step."""
 TICK_NS = TICK_SAMPLES * 1_000_000_000 // RATE_HZ
+RESAMPLER_SAMPLES = 2
+"""How many output samples of soxr's "QQ" stream carry the input before (measured: an impulse spans two)."""
 
 
 def dbfs_gain(db: float) -> float:
@@ -133,6 +135,9 @@ class SimSpeaker:
         self._inflight_until_ns = 0
         self.last_played_sample = 0
         """Room sample just after the last speaker sample that played."""
+        self.aborts = 0
+        self.taken_after = 0
+        """How many aborts came before the last `take` (so the room knows which of its audio an abort cut)."""
 
     def write(self, block: np.ndarray) -> None:
         block = np.asarray(block, dtype=np.int16)
@@ -155,7 +160,9 @@ class SimSpeaker:
             # what is in the device's hands right now stops now, not at the end of its 10 ms
             self.last_played_sample = min(self.last_played_sample, now)
             self._inflight_until_ns = 0
+            self.aborts += 1
             self._cond.notify_all()
+            self.room.silence_from(self.last_played_sample, self.aborts)
         self.room.log.aborts.append((now, self.last_played_sample))
 
     def take(self, n: int, tick_sample: int) -> np.ndarray:
@@ -163,6 +170,7 @@ class SimSpeaker:
         out = np.zeros(n, np.int16)
         got = 0
         with self._cond:
+            self.taken_after = self.aborts
             while got < n and self._queue:
                 head = self._queue[0]
                 k = min(n - got, len(head))
@@ -222,6 +230,13 @@ class Room:
         self._to_mic = soxr.ResampleStream(speaker_rate_hz, RATE_HZ, 1, dtype="float32", quality="QQ")
         # the echo path: played audio at 16 kHz waits here for its delay
         self._echo_line = np.zeros(int(echo_delay_ms * RATE_HZ / 1000), np.float32)
+        self._line_end = 0
+        """Room sample just after the last played sample the echo line holds."""
+        self._cut: tuple[int, int] = (0, 0)
+        """(room sample, abort count) of the last abort: sound from there on, taken before it, never played."""
+        self._cut_done = 0
+        """The abort count whose cut the echo line has finished with."""
+        self._echo_lock = threading.Lock()
         self._ticks = 0
         self._tick_mono = 0
         self._last_ns = 0
@@ -318,7 +333,7 @@ class Room:
                 speaker_due += per_tick
                 n = int(speaker_due)
                 speaker_due -= n
-                heard_next = self._echo(self.speaker.take(n, tick_sample))
+                heard_next = self._echo(self.speaker.take(n, tick_sample), tick_sample, self.speaker.taken_after)
                 with self._lock:
                     self._ticks = step
                     self._tick_mono = time.monotonic_ns()
@@ -332,17 +347,47 @@ class Room:
             log.exception("the simulated room failed")
             self._stop.set()
 
-    def _echo(self, out: np.ndarray) -> np.ndarray:
+    def _echo(self, out: np.ndarray, tick_sample: int, taken_after: int) -> np.ndarray:
         """The speaker's 10 ms at 16 kHz (float, full scale 32768), into the echo line; the delayed part out."""
         at_mic_rate = self._to_mic.resample_chunk(out.astype(np.float32))
-        self._echo_line = np.concatenate([self._echo_line, at_mic_rate])
-        if self._record:
-            self._speaker_track.append(np.clip(at_mic_rate, -32768, 32767).astype(np.int16))
-        k = min(TICK_SAMPLES, len(self._echo_line))
-        echo = np.zeros(TICK_SAMPLES, np.float32)
-        echo[:k] = self._echo_line[:k]
-        self._echo_line = self._echo_line[k:]
+        with self._echo_lock:
+            at, count = self._cut
+            if count > taken_after and at < tick_sample + len(at_mic_rate):
+                # taken just before an abort that came before the clock showed this tick: it never sounds
+                at_mic_rate[max(0, at - tick_sample):] = 0
+            elif count > self._cut_done and at <= tick_sample:
+                # the first 10 ms after an abort: the resampler still holds the last samples it stopped
+                at_mic_rate[:RESAMPLER_SAMPLES] = 0
+            self._cut_done = max(self._cut_done, taken_after)
+            self._echo_line = np.concatenate([self._echo_line, at_mic_rate])
+            self._line_end = tick_sample + len(at_mic_rate)
+            if self._record:
+                self._speaker_track.append(np.clip(at_mic_rate, -32768, 32767).astype(np.int16))
+            k = min(TICK_SAMPLES, len(self._echo_line))
+            echo = np.zeros(TICK_SAMPLES, np.float32)
+            echo[:k] = self._echo_line[:k]
+            self._echo_line = self._echo_line[k:]
         return echo
+
+    def silence_from(self, sample: int, abort_count: int) -> None:
+        """The speaker was aborted with its last sound at room sample `sample`.
+
+        The room takes each 10 ms of the speaker's audio at the start of the
+        tick, so what the abort stopped mid-tick is already in the echo line:
+        without this the mic heard up to 10 ms of the appliance after the
+        report said it went quiet (the barge-in latency read short by that),
+        and that echo, past the reference's cut, reached the canceller uncancelled.
+        """
+        with self._echo_lock:
+            self._cut = (sample, abort_count)
+            drop = self._line_end - sample
+            if drop > 0:  # (with an echo delay under 10 ms, some of it has already gone to the mic)
+                self._echo_line[max(0, len(self._echo_line) - drop):] = 0
+            for chunk in reversed(self._speaker_track if self._record else []):
+                if drop <= 0:
+                    break
+                chunk[max(0, len(chunk) - drop):] = 0
+                drop -= len(chunk)
 
     def _deliver(self, first_sample: int, played: np.ndarray) -> None:
         mic = np.zeros(TICK_SAMPLES, np.float32)
