@@ -136,8 +136,7 @@ class SimSpeaker:
         self.last_played_sample = 0
         """Room sample just after the last speaker sample that played."""
         self.aborts = 0
-        self.taken_after = 0
-        """How many aborts came before the last `take` (so the room knows which of its audio an abort cut)."""
+        """How many times the speaker was aborted (so the room knows which of its audio an abort cut)."""
 
     def write(self, block: np.ndarray) -> None:
         block = np.asarray(block, dtype=np.int16)
@@ -165,12 +164,12 @@ class SimSpeaker:
             self.room.silence_from(self.last_played_sample, self.aborts)
         self.room.log.aborts.append((now, self.last_played_sample))
 
-    def take(self, n: int, tick_sample: int) -> np.ndarray:
-        """The room's clock plays the next `n` samples (zeros where nothing is queued)."""
+    def take(self, n: int, tick_sample: int) -> tuple[np.ndarray, int]:
+        """The next `n` samples the room plays (zeros where nothing is queued), and how many aborts came first."""
         out = np.zeros(n, np.int16)
         got = 0
         with self._cond:
-            self.taken_after = self.aborts
+            aborts = self.aborts
             while got < n and self._queue:
                 head = self._queue[0]
                 k = min(n - got, len(head))
@@ -186,7 +185,7 @@ class SimSpeaker:
                 self._inflight_until_ns = tick_sample * 1_000_000_000 // RATE_HZ + played_ns
                 self.last_played_sample = tick_sample + got * RATE_HZ // self.rate_hz
             self._cond.notify_all()
-        return out
+        return out, aborts
 
 
 class SimMic:
@@ -333,7 +332,7 @@ class Room:
                 speaker_due += per_tick
                 n = int(speaker_due)
                 speaker_due -= n
-                heard_next = self._echo(self.speaker.take(n, tick_sample), tick_sample, self.speaker.taken_after)
+                heard_next = self._echo(*self.speaker.take(n, tick_sample), tick_sample)
                 with self._lock:
                     self._ticks = step
                     self._tick_mono = time.monotonic_ns()
@@ -347,7 +346,7 @@ class Room:
             log.exception("the simulated room failed")
             self._stop.set()
 
-    def _echo(self, out: np.ndarray, tick_sample: int, taken_after: int) -> np.ndarray:
+    def _echo(self, out: np.ndarray, taken_after: int, tick_sample: int) -> np.ndarray:
         """The speaker's 10 ms at 16 kHz (float, full scale 32768), into the echo line; the delayed part out."""
         at_mic_rate = self._to_mic.resample_chunk(out.astype(np.float32))
         with self._echo_lock:
