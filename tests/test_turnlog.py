@@ -2,7 +2,6 @@ import sqlite3
 
 import pytest
 
-from sayso.errors import DiskFull
 from sayso.turnlog import COLUMNS, SCHEMA_VERSION, TurnLog, cut_in_note
 
 
@@ -41,10 +40,12 @@ def test_exchange_write_order_and_one_final_status(turnlog):
     assert turnlog.get(a)["text"] == "Hi there, friend."
 
 
-def test_unknown_reason_is_refused_by_the_schema(turnlog):
+def test_unknown_reason_is_refused_before_the_schema_and_by_it(turnlog):
     a = turnlog.begin_assistant("c1", turnlog.add_user("c1", "hi"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ValueError, match="bored"):
         turnlog.finish(a, text="", heard_text="", status="interrupted", reason="bored", kind="full")
+    with pytest.raises(sqlite3.IntegrityError):
+        turnlog._db.execute("UPDATE turns SET interrupt_reason = 'bored' WHERE id = ?", (a,))
 
 
 def test_recovery_turns_leftovers_into_crash_with_what_was_heard(tmp_path):
@@ -92,11 +93,75 @@ def test_a_newer_schema_is_refused_with_advice(tmp_path):
         TurnLog(path)
 
 
-def test_a_full_disk_is_a_clear_error_and_keeps_what_was_logged(turnlog):
-    kept = turnlog.add_user("c1", "before the disk filled")
-    pages = turnlog._db.execute("PRAGMA page_count").fetchone()[0]
-    turnlog._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL path
-    with pytest.raises(DiskFull, match="disk is full.*already logged are safe"):
-        turnlog.add_user("c1", "x" * 100_000)
-    assert turnlog.get(kept)["text"] == "before the disk filled"
-    assert [r["id"] for r in turnlog.rows()] == [kept]
+def test_superseded_answers_are_not_history_and_amend_user_joins_words(turnlog):
+    u = turnlog.add_user("c1", "what is the capital")
+    early = turnlog.begin_assistant("c1", u)
+    turnlog.checkpoint(early, text="The capital of")
+    # the person went on before hearing a word: the answer is dropped, the words join the turn
+    assert turnlog.finish(early, text="The capital of", heard_text="", status="interrupted", reason="superseded",
+                          kind="full")
+    assert turnlog.amend_user(u, "what is the capital of France")
+    a = turnlog.begin_assistant("c1", u)
+    turnlog.finish(a, text="Paris.", heard_text="Paris.", status="complete")
+    assert turnlog.history("c1", 10) == [("user", "what is the capital of France"), ("assistant", "Paris.")]
+    assert turnlog.get(early)["interrupt_reason"] == "superseded"  # kept in the log, for the record
+    assert not turnlog.amend_user(a, "not a user turn")
+
+
+V1_SCHEMA = """
+CREATE TABLE turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'streaming', 'complete', 'interrupted')),
+    text TEXT NOT NULL DEFAULT '',
+    heard_text TEXT,
+    interrupt_reason TEXT CHECK (interrupt_reason IN
+        ('user_speaking', 'button', 'timeout', 'shutdown', 'error', 'crash')),
+    interrupt_kind TEXT CHECK (interrupt_kind IN ('full', 'speech')),
+    reply_to INTEGER REFERENCES turns (id),
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    metrics TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
+CREATE INDEX turns_open ON turns (status) WHERE status IN ('pending', 'streaming');
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_log_is_migrated_keeping_every_row_and_id(tmp_path):
+    """Schema 2 allows reason 'superseded'; the v1 file (the seeds' DDL, verbatim) is rebuilt in one go."""
+    path = tmp_path / "turns.db"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    db.execute("PRAGMA journal_mode=WAL")
+    rows = [(1, "c", "user", "complete", "hi", None, None, None, None, 1.0, 1.0, "{}"),
+            (2, "c", "assistant", "interrupted", "Hello there", "Hello", "button", "full", 1, 1.5, 2.0,
+             '{"interrupt_to_silence_ms": 12}'),
+            (5, "c", "user", "complete", "again", None, None, None, None, 3.0, 3.0, "{}"),
+            (7, "c", "assistant", "streaming", "Once", "", None, None, 5, 3.5, None, "{}")]
+    db.executemany(f"INSERT INTO turns VALUES ({', '.join('?' * 12)})", rows)
+    db.execute("INSERT INTO turns (conversation_id, role, status, started_at) VALUES ('c', 'user', 'complete', 4)")
+    db.execute("DELETE FROM turns WHERE id = 8")  # AUTOINCREMENT: 8 is never handed out again
+    db.commit()
+    db.close()
+    t = TurnLog(path)
+    try:
+        assert t._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert [tuple(r.values())[:11] for r in t.rows()] == [
+            (*r[:11],) for r in rows]
+        assert t.get(2)["metrics"] == {"interrupt_to_silence_ms": 12}
+        assert t.recover() == [7]
+        u = t.add_user("c", "go on")
+        assert u == 9
+        a = t.begin_assistant("c", u)
+        assert t.finish(a, text="So", heard_text="", status="interrupted", reason="superseded", kind="full")
+        assert t._db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert t._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        sql = t._db.execute("SELECT sql FROM sqlite_master WHERE name = 'turns'").fetchone()[0]
+        assert "superseded" in sql and "turns_v2" not in sql
+        indexes = {r[0] for r in t._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"turns_by_conversation", "turns_open"} <= indexes
+    finally:
+        t.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sayso import __version__, config
 from sayso.errors import FetchFailed, ModelCorrupt, ModelMissing, SaysoError
+from sayso.writelock import check_free
 
 log = logging.getLogger("sayso")
 
@@ -64,6 +65,8 @@ def _status(store, model) -> str:
         return "missing"
     except ModelCorrupt:
         return "corrupt"
+    except SaysoError:
+        return "unreadable"
 
 
 def cmd_models_list(args, settings) -> int:
@@ -96,6 +99,10 @@ def cmd_models_verify(args, settings) -> int:
             bad += 1
             print(f"CORRUPT  {e}")
             continue
+        except SaysoError as e:
+            bad += 1
+            print(f"UNREADABLE {e}")
+            continue
         for f in m.files:
             print(f"OK       {m.name}: {f.name} sha256 {f.sha256}")
     return 1 if bad else 0
@@ -105,10 +112,33 @@ def _config_source(args) -> str:
     return args.config or (str(config.SYSTEM_CONFIG) if config.SYSTEM_CONFIG.exists() else "built-in defaults")
 
 
+def _loading_models(settings, store, work):
+    """Run `work`; a raw error from a model loader (llama.cpp, onnxruntime) becomes "model X is damaged".
+
+    The quick check before loading reads only a model's first and last bytes, so
+    a model rotten in the middle reaches its loader; the full hash here says which.
+    """
+    try:
+        return work()
+    except (SaysoError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        for m in store.manifest.models:
+            try:
+                store.check(m, full=True)
+            except ModelMissing:
+                continue
+            except SaysoError as damage:
+                raise ModelCorrupt(f"model {m.name} is damaged ({damage}); run `sayso models fetch`") from e
+        raise
+
+
 def cmd_run(args, settings) -> int:
     from sayso.appliance import run
 
-    return run(settings, _store(args, settings))
+    check_free(Path(settings.log.db))  # before devices and models: a second appliance fails at once
+    store = _store(args, settings)
+    return _loading_models(settings, store, lambda: run(settings, store))
 
 
 def cmd_doctor(args, settings) -> int:
@@ -129,9 +159,11 @@ def cmd_doctor(args, settings) -> int:
 def cmd_demo(args, settings) -> int:
     from sayso.demo import run_demo
 
+    check_free(Path(args.out) / "turns.db")
     print("sayso demo: a question, an answer cut off by the person speaking, a follow-up, and the stop "
           "button.\nNo sound card needed: a simulated room plays it in real time and records it.", flush=True)
-    run_demo(settings, _store(args, settings), Path(args.out))
+    store = _store(args, settings)
+    _loading_models(settings, store, lambda: run_demo(settings, store, Path(args.out)))
     return 0
 
 
@@ -144,11 +176,14 @@ def cmd_simulate(args, settings) -> int:
     from sayso.simulate import simulate
 
     sc = scenario.load(args.scenario)
+    if args.db:
+        check_free(Path(args.db))
     print(f"scenario: {sc.name} ({sc.source})", flush=True)
+    store = _store(args, settings)
     with tempfile.TemporaryDirectory(prefix="sayso-sim-") as tmp:
         db = Path(args.db) if args.db else Path(tmp) / "turns.db"
         record = Path(args.record) if args.record else None
-        result = simulate(sc, settings, _store(args, settings), db, record)
+        result = _loading_models(settings, store, lambda: simulate(sc, settings, store, db, record))
     if args.report:
         Path(args.report).write_text(json.dumps(result.report, indent=2))
     print(transcript(result.report, result.per_turn))
@@ -177,17 +212,14 @@ def _clip(text: str | None, width: int) -> str:
 def cmd_turns(args, settings) -> int:
     import json
 
-    from sayso.turnlog import TurnLog
+    from sayso.turnlog import TurnReader
 
-    db = Path(args.db or settings.log.db)
-    if not db.exists():
-        print(f"sayso: no turn log at {db}; pass --db PATH or set [log] db in the config", file=sys.stderr)
-        return 2
-    turnlog = TurnLog(db)
+    # read-only: works while the appliance writes, never changes the file nor makes one
+    turnlog = TurnReader(Path(args.db or settings.log.db))
     if args.turns_action == "show":
         row = turnlog.get(args.id)
         if row is None:
-            print(f"sayso: no turn {args.id} in {db}", file=sys.stderr)
+            print(f"sayso: no turn {args.id} in {turnlog.path}", file=sys.stderr)
             return 2
         if args.json:
             print(json.dumps(row, indent=2))
@@ -204,7 +236,7 @@ def cmd_turns(args, settings) -> int:
         print(f"{r['id']:>5} {r['role']:9} {r['status']:11} {r['interrupt_reason'] or '':13} {_clip(r['text'], 70)}")
         if r["status"] == "interrupted":
             print(f"{'':>40} heard: {_clip(r['heard_text'], 70) or '(nothing)'}")
-    print(f"{len(rows)} turn(s) from {db}")
+    print(f"{len(rows)} turn(s) from {turnlog.path}")
     return 0
 
 
@@ -319,3 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # the last net: one line for a person, the traceback for -v
+        log.debug("the traceback of the unexpected error:", exc_info=True)
+        what = " ".join(str(e).split()) or "(no message)"
+        hint = "the traceback is above" if args.verbose else "run again with `sayso -v ...` to see where it happened"
+        print(f"sayso: unexpected error: {type(e).__name__}: {what} ({hint})", file=sys.stderr)
+        return 1

@@ -1,29 +1,53 @@
 """The turn log: every turn, what was said, what was heard, in SQLite.
 
-WAL with synchronous=FULL: a write that returned survives a power cut. The
-conductor is the only writer. Write order (the seeds' lesson): the user turn the
-moment its transcript is final; the assistant placeholder `pending` before the
-first token is asked for; `streaming` checkpoints at clause boundaries; one
-final status; and at start-up, leftovers of a crash become interrupted/crash.
+WAL with synchronous=FULL: a write that returned survives a power cut. One
+process writes a log, and holds `NAME.lock` for its life (writelock.py); the
+conductor is that process's only writer. Write order (the seeds' lesson): the
+user turn the moment its transcript is final; the assistant placeholder
+`pending` before the first token is asked for; `streaming` checkpoints at
+clause boundaries; one final status; and at start-up, leftovers of a crash
+become interrupted/crash.
+
+A write never raises out to the conductor: when the log cannot be written (a
+full disk, a lock held by another program, an I/O error) the turns wait in
+memory, turn ids are handed out anyway so the appliance keeps answering, and
+they are written in order once the log takes writes again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
-from sayso.errors import DiskFull, SaysoError
+from sayso.errors import SaysoError
+from sayso.writelock import WriterLock, check_free, holder
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMNS = ("id", "conversation_id", "role", "status", "text", "heard_text", "interrupt_reason",
            "interrupt_kind", "reply_to", "started_at", "ended_at", "metrics")
+REASONS = ("user_speaking", "button", "timeout", "shutdown", "error", "crash", "superseded")
+KINDS = ("full", "speech")
+OPEN = ("pending", "streaming")
+
+BUSY_TIMEOUT_S = 2.0
+"""How long a write waits for another program's lock before the turns wait in memory instead."""
+OUTAGE_BUSY_TIMEOUT_S = 0.05
+"""The wait while the log is already known unwritable: the conductor must not stall on each retry."""
+RETRY_S = 1.0
+MAX_PENDING = 2000
+"""Turns kept in memory while the log cannot be written (a few hours of talk); beyond it the oldest go."""
+
+
 def cut_in_note(heard: str) -> str:
     """The marker after an interrupted answer in the LLM's history: a system note, not part of the answer.
 
@@ -36,156 +60,473 @@ def cut_in_note(heard: str) -> str:
     return f'The person cut in there; they heard only: "{heard}".'
 
 
-_SCHEMA = """
-CREATE TABLE turns (
+def _schema(reasons: tuple[str, ...], table: str = "turns") -> list[str]:
+    listed = ", ".join(f"'{r}'" for r in reasons)
+    return [f"""CREATE TABLE {table} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation_id TEXT NOT NULL,
     role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
     status TEXT NOT NULL CHECK (status IN ('pending', 'streaming', 'complete', 'interrupted')),
     text TEXT NOT NULL DEFAULT '',
     heard_text TEXT,
-    interrupt_reason TEXT CHECK (interrupt_reason IN
-        ('user_speaking', 'button', 'timeout', 'shutdown', 'error', 'crash')),
+    interrupt_reason TEXT CHECK (interrupt_reason IN ({listed})),
     interrupt_kind TEXT CHECK (interrupt_kind IN ('full', 'speech')),
     reply_to INTEGER REFERENCES turns (id),
     started_at REAL NOT NULL,
     ended_at REAL,
-    metrics TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
-CREATE INDEX turns_open ON turns (status) WHERE status IN ('pending', 'streaming');
-"""
+    metrics TEXT NOT NULL DEFAULT '{{}}'
+)""", "CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, id)",
+            "CREATE INDEX IF NOT EXISTS turns_open ON turns (status) WHERE status IN ('pending', 'streaming')"]
 
 
-class TurnLog:
-    """The SQLite turn log. Open it once, in the process that writes."""
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")  # a damaged row is shown with U+FFFD, not refused
+
+
+def _damaged(path: Path, e: Exception) -> SaysoError:
+    return SaysoError(f"the turn log {path} is damaged ({e}); stop sayso, move it aside (a new log starts) "
+                      f"and try `sqlite3 {path.name} .recover` on the copy for its turns.")
+
+
+class TurnReader:
+    """A turn log opened read-only: `sayso turns` while the appliance runs. It never changes the file."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock = threading.RLock()
+        if self.path.is_dir():
+            raise SaysoError(f"{self.path} is a directory; give the turn log file (turns.db) inside it.")
+        if not self.path.exists():
+            raise SaysoError(f"no turn log at {self.path}; pass --db PATH or set [log] db in the config.")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # the conductor thread writes; the connection is made here, before it starts
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self._db = self._open_readonly()
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            columns = tuple(r[1] for r in self._db.execute("PRAGMA table_info(turns)"))
         except sqlite3.DatabaseError as e:
-            raise SaysoError(f"cannot open the turn log {self.path}: {e}. Check the path and its permissions "
-                             "([log] db in the config); move a damaged file aside to start a new log.") from None
-
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            raise _unreadable(self.path, e) from None
         if version > SCHEMA_VERSION:
             raise SaysoError(f"{self.path} was written by a newer sayso (schema {version}); upgrade sayso.")
-        if version == 0:
-            with self._tx():  # executescript would commit on its own; one statement at a time instead
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if columns != COLUMNS:
+            raise SaysoError(f"{self.path} is not a sayso turn log (it has no turns table of sayso's); "
+                             "pass --db with the log sayso wrote ([log] db in the config).")
 
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                if self._db.in_transaction:  # SQLITE_FULL has already rolled it back
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.OperationalError as e:
-            if "full" in str(e):
-                raise DiskFull(28, f"the turn log {self.path} cannot grow: the disk is full. Free some space; "
-                                   "turns already logged are safe.") from None
-            raise
+    def _open_readonly(self) -> sqlite3.Connection:
+        """mode=ro; where that would need files a reader may not make (-shm), immutable while no writer runs."""
+        uri = f"file:{quote(str(self.path.resolve()))}"
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+        wal = Path(f"{self.path}-wal").exists() and Path(f"{self.path}-shm").exists()
+        if not wal and holder(self.path) is None:
+            # a WAL log with no -shm: mode=ro would create -wal and -shm beside it (or fail without write
+            # access); with no writer running, its main file holds every turn and reading it as is is safe
+            db.close()
+            db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.text_factory = _decode
+        return db
 
     def close(self) -> None:
         self._db.close()
 
-    # ---- writes (the conductor's)
+    def _select(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.path, e) from None
+
+    def rows(self, last: int | None = None, interrupted_only: bool = False) -> list[dict]:
+        where = "WHERE status = 'interrupted'" if interrupted_only else ""
+        limit = f"LIMIT {int(last)}" if last else ""
+        found = self._select(f"SELECT * FROM turns {where} ORDER BY id DESC {limit}")
+        return [_row(r) for r in reversed(found)]
+
+    def get(self, turn: int) -> dict | None:
+        found = self._select("SELECT * FROM turns WHERE id = ?", (turn,))
+        return _row(found[0]) if found else None
+
+
+def _unreadable(path: Path, e: Exception) -> SaysoError:
+    if "not a database" in str(e) or "malformed" in str(e):
+        return _damaged(path, e)
+    return SaysoError(f"cannot read the turn log {path}: {e}. Check that the user running sayso may read it "
+                      "and its folder.")
+
+
+@dataclass
+class _Image:
+    """A row as this process last wrote it; `saved` is the version the file has."""
+
+    row: dict
+    version: int = 1
+    saved: int = 0
+
+    @property
+    def dirty(self) -> bool:
+        return self.version != self.saved
+
+
+class TurnLog(TurnReader):
+    """The SQLite turn log, opened by the one process that writes it.
+
+    Args:
+        path: the log; created 0600 (its new folders 0700) if it does not exist.
+        busy_timeout_s: how long a write waits for another program's lock before it counts as unwritable.
+        retry_s: how often, while unwritable, the waiting turns are tried again.
+        max_pending: turns kept in memory at most while unwritable.
+
+    `writable` is False from the first failed write until the waiting turns are
+    written. `on_unwritable(reason)` is called once per outage with a one-line
+    reason, `on_writable()` once when it ends; both on the thread that noticed.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, retry_s: float = RETRY_S,
+                 max_pending: int = MAX_PENDING):
+        self.path = Path(path)
+        self.busy_timeout_s, self.retry_s, self.max_pending = busy_timeout_s, retry_s, max_pending
+        self.writable = True
+        self.on_unwritable: Callable[[str], None] | None = None
+        self.on_writable: Callable[[], None] | None = None
+        self.lost = 0
+        """Turns dropped because the log stayed unwritable past `max_pending`."""
+        self._lock = threading.RLock()
+        self._images: dict[int, _Image] = {}
+        self._recover_due = False
+        self._closing = threading.Event()
+        self._retrier: threading.Thread | None = None
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            check_free(self.path)  # says so
+        try:
+            _private_folders(self.path.parent)
+        except OSError as e:
+            raise SaysoError(f"cannot create the folder of the turn log {self.path}: {e.strerror or e}. Check the "
+                             "path and its permissions ([log] db in the config).") from None
+        self._writer = WriterLock.take(self.path)  # before anything is read: recovery runs only under it
+        try:
+            self._db = self._open()
+            self._next_id = self._db.execute(
+                "SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'turns'), 0), "
+                "COALESCE((SELECT max(id) FROM turns), 0)) + 1").fetchone()[0]
+        except BaseException:
+            self._writer.release()
+            raise
+
+    # ---- opening
+
+    def _open(self) -> sqlite3.Connection:
+        fix = "Check the path and its permissions ([log] db in the config)"
+        try:
+            _create_private(self.path)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 timeout=self.busy_timeout_s)
+        except OSError as e:
+            raise SaysoError(f"cannot create the turn log {self.path}: {e.strerror or e}. {fix}.") from None
+        except sqlite3.Error as e:
+            raise SaysoError(f"cannot open the turn log {self.path}: {e}. {fix}.") from None
+        try:
+            db.row_factory = sqlite3.Row
+            db.text_factory = _decode
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            # checked before WAL is switched on: a file that is not ours, or is newer, is left as it was
+            if version > SCHEMA_VERSION:
+                raise SaysoError(f"{self.path} was written by a newer sayso (schema {version}); upgrade sayso.")
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                               "AND name NOT LIKE 'sqlite_%'")]
+            if version == 0 and tables:
+                raise SaysoError(f"{self.path} is another program's SQLite file ({', '.join(tables[:3])}), not a "
+                                 "sayso turn log; set [log] db in the config to a new file.")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            _migrate(db, version)
+            db.execute("PRAGMA foreign_keys=ON")
+            return db
+        except sqlite3.DatabaseError as e:
+            db.close()
+            raise _unreadable(self.path, e) from None
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        """Stop retrying, write what waits if the log takes it, and let go of the log."""
+        self._closing.set()
+        if self._retrier is not None:
+            self._retrier.join(self.busy_timeout_s + 1)
+        with self._lock:
+            why = self._flush()
+            waiting = sum(im.dirty for im in self._images.values())
+            if why is not None and waiting:
+                log.error("%d turn(s) could not be written to %s (%s) and are lost", waiting, self.path, why)
+            self._db.close()
+        self._writer.release()
+
+    # ---- writes (the conductor's): never raise for a log that cannot be written
 
     def add_user(self, conversation_id: str, text: str, started_at: float | None = None) -> int:
         """Write a final user transcript, `complete`, and return its turn id."""
         now = time.time()
-        with self._tx():
-            cur = self._db.execute(
-                "INSERT INTO turns (conversation_id, role, status, text, started_at, ended_at) "
-                "VALUES (?, 'user', 'complete', ?, ?, ?)", (conversation_id, text, started_at or now, now))
-        return cur.lastrowid
+        return self._insert(conversation_id=conversation_id, role="user", status="complete", text=text,
+                            heard_text=None, reply_to=None, started_at=started_at or now, ended_at=now)
 
-    def begin_assistant(self, conversation_id: str, reply_to: int) -> int:
+    def begin_assistant(self, conversation_id: str, reply_to: int | None) -> int:
         """Insert the `pending` placeholder before any token is asked for."""
-        with self._tx():
-            cur = self._db.execute(
-                "INSERT INTO turns (conversation_id, role, status, text, heard_text, reply_to, started_at) "
-                "VALUES (?, 'assistant', 'pending', '', '', ?, ?)", (conversation_id, reply_to, time.time()))
-        return cur.lastrowid
+        return self._insert(conversation_id=conversation_id, role="assistant", status="pending", text="",
+                            heard_text="", reply_to=reply_to, started_at=time.time(), ended_at=None)
 
     def checkpoint(self, turn: int, text: str | None = None, heard_text: str | None = None) -> None:
         """Save the answer so far (and what was heard so far); the turn becomes `streaming`."""
-        with self._tx():
-            self._db.execute(
-                "UPDATE turns SET status = 'streaming', text = COALESCE(?, text), "
-                "heard_text = COALESCE(?, heard_text) WHERE id = ? AND status IN ('pending', 'streaming')",
-                (text, heard_text, turn))
+        def change(row: dict) -> bool:
+            if row["status"] not in OPEN:
+                return False
+            row["status"] = "streaming"
+            row["text"] = row["text"] if text is None else text
+            row["heard_text"] = row["heard_text"] if heard_text is None else heard_text
+            return True
+        self._change(turn, change)
 
     def finish(self, turn: int, *, text: str, heard_text: str, status: str, reason: str | None = None,
                kind: str | None = None, metrics: dict | None = None) -> bool:
         """Give an assistant turn its one final status; False (and a log line) if it already had one."""
-        with self._tx():
-            cur = self._db.execute(
-                "UPDATE turns SET status = ?, text = ?, heard_text = ?, interrupt_reason = ?, interrupt_kind = ?, "
-                "ended_at = ?, metrics = ? WHERE id = ? AND status IN ('pending', 'streaming')",
-                (status, text, heard_text, reason, kind, time.time(), json.dumps(metrics or {}, sort_keys=True),
-                 turn))
-        if cur.rowcount != 1:
+        if status not in ("complete", "interrupted") or reason not in (None, *REASONS) or kind not in (None, *KINDS):
+            raise ValueError(f"turn {turn}: no such final status {status!r}, reason {reason!r}, kind {kind!r}")
+
+        def change(row: dict) -> bool:
+            if row["status"] not in OPEN:
+                return False
+            row.update(status=status, text=text, heard_text=heard_text, interrupt_reason=reason,
+                       interrupt_kind=kind, ended_at=time.time(), metrics=json.dumps(metrics or {}, sort_keys=True))
+            return True
+        if not self._change(turn, change):
             log.error("turn %s already had its final status; %s ignored", turn, status)
+            return False
+        return True
+
+    def amend_user(self, turn: int, text: str) -> bool:
+        """Replace a user turn's text: the person's next words joined the same turn. False if no such turn."""
+        def change(row: dict) -> bool:
+            if row["role"] != "user":
+                return False
+            row["text"] = text
+            return True
+        if not self._change(turn, change):
+            log.error("turn %s is not a user turn of this log; its text was not amended", turn)
             return False
         return True
 
     def recover(self) -> list[int]:
         """At start-up: every turn a crash left `pending`/`streaming` becomes interrupted/crash."""
-        with self._tx():
-            rows = [r[0] for r in self._db.execute(
-                "SELECT id FROM turns WHERE status IN ('pending', 'streaming') ORDER BY id")]
-            self._db.execute(
-                "UPDATE turns SET status = 'interrupted', interrupt_reason = 'crash', interrupt_kind = 'full', "
-                "heard_text = COALESCE(heard_text, ''), ended_at = COALESCE(ended_at, ?) "
-                "WHERE status IN ('pending', 'streaming')", (time.time(),))
+        with self._lock:
+            try:
+                rows = [r[0] for r in self._db.execute(
+                    "SELECT id FROM turns WHERE status IN ('pending', 'streaming') ORDER BY id")]
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    _recover(self._db, keep=list(self._images))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    _rollback(self._db)
+                    raise
+            except sqlite3.Error as e:
+                self._recover_due = True  # done before the first turn that gets written
+                notice = self._outage(_why(self.path, e))
+                rows = []
+            else:
+                notice = None
+        self._announce(notice)
         if rows:
             log.warning("recovered %d turn(s) cut by a crash: %s", len(rows), rows)
         return rows
 
-    # ---- reads
+    def _insert(self, **values) -> int:
+        with self._lock:
+            turn = self._next_id
+            self._next_id += 1
+            self._images[turn] = _Image({"id": turn, "interrupt_reason": None, "interrupt_kind": None,
+                                         "metrics": "{}", **values}, saved=0)
+            notice = self._changed()
+        self._announce(notice)
+        return turn
+
+    def _change(self, turn: int, change: Callable[[dict], bool]) -> bool:
+        with self._lock:
+            image = self._images.get(turn) or self._load(turn)
+            if image is None or not change(image.row):
+                return False
+            image.version += 1
+            notice = self._changed()
+        self._announce(notice)
+        return True
+
+    def _load(self, turn: int) -> _Image | None:
+        try:
+            found = self._db.execute("SELECT * FROM turns WHERE id = ?", (turn,)).fetchone()
+        except sqlite3.Error as e:
+            log.error("turn log: cannot read turn %s: %s", turn, e)
+            return None
+        if found is None:
+            return None
+        image = self._images[turn] = _Image({k: found[k] for k in COLUMNS}, version=1, saved=1)
+        return image
+
+    def _changed(self) -> str | None:
+        """After an image changed (under the lock): write it now, or leave it to the retrier in an outage."""
+        if not self.writable:
+            self._bound()
+            return None
+        why = self._flush()
+        return None if why is None else self._outage(why)
+
+    # ---- the outage
+
+    def _outage(self, why: str) -> str | None:
+        """Under the lock: the log just failed; returns the line to announce when this starts an outage."""
+        if not self.writable:
+            return None
+        self.writable = False
+        self._busy(OUTAGE_BUSY_TIMEOUT_S)
+        log.error("cannot write the turn log: %s; turns are kept in memory and written when it can be", why)
+        self._retrier = threading.Thread(target=self._retry, name="turnlog-retry", daemon=True)
+        self._retrier.start()
+        return why
+
+    def _announce(self, notice: str | None) -> None:
+        if notice is not None and self.on_unwritable is not None:
+            _call(self.on_unwritable, notice)
+
+    def _retry(self) -> None:
+        """The retrier's loop: the waiting turns, oldest first, every `retry_s` until they are written."""
+        while not self._closing.wait(self.retry_s):
+            with self._lock:
+                waiting = sum(im.dirty for im in self._images.values())
+                if self._flush() is not None:
+                    continue
+                self.writable = True
+                self._busy(self.busy_timeout_s)
+            log.warning("the turn log takes writes again: wrote the %d turn change(s) kept in memory", waiting)
+            if self.on_writable is not None:
+                _call(self.on_writable)
+            return
+
+    def _busy(self, seconds: float) -> None:
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+        except sqlite3.Error as e:
+            log.debug("busy_timeout not set: %s", e)
+
+    def _bound(self) -> None:
+        waiting = sorted(t for t, im in self._images.items() if im.dirty and im.row["status"] not in OPEN)
+        drop = waiting[:max(0, len(waiting) - self.max_pending)]
+        for t in drop:
+            del self._images[t]
+        if drop:
+            self.lost += len(drop)
+            log.error("the turn log has been unwritable too long: dropped the %d oldest turn(s) kept in memory "
+                      "(%d in all)", len(drop), self.lost)
+
+    def _flush(self) -> str | None:
+        """Under the lock: write every changed row, oldest first, in one transaction; None or why not."""
+        dirty = sorted((t, im.version) for t, im in self._images.items() if im.dirty)
+        if not dirty and not self._recover_due:
+            return None
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._recover_due:
+                    _recover(self._db, keep=list(self._images))
+                for turn, _ in dirty:
+                    self._save(self._images[turn])
+                self._db.execute("COMMIT")
+            except BaseException:
+                _rollback(self._db)
+                raise
+        except sqlite3.Error as e:
+            return _why(self.path, e)
+        self._recover_due = False
+        for turn, version in dirty:
+            image = self._images[turn]
+            image.saved = version
+        self._forget()
+        return None
+
+    def _save(self, image: _Image) -> None:
+        """One row, in its own savepoint: a row the schema refuses (a bug) is logged and dropped, not retried."""
+        row = image.row
+        self._db.execute("SAVEPOINT row")
+        try:
+            self._db.execute(
+                f"INSERT INTO turns ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, text = excluded.text, "
+                "heard_text = excluded.heard_text, interrupt_reason = excluded.interrupt_reason, "
+                "interrupt_kind = excluded.interrupt_kind, ended_at = excluded.ended_at, metrics = excluded.metrics",
+                tuple(row[c] for c in COLUMNS))
+        except sqlite3.IntegrityError as e:
+            self._db.execute("ROLLBACK TO row")
+            log.error("turn log refused turn %s (%s); it is dropped: %s", row["id"], e, row)
+            image.version = image.saved = -1  # clean, so it is not retried
+        self._db.execute("RELEASE row")
+
+    def _forget(self) -> None:
+        """Keep only rows still open, still waiting, or among the last few (amend_user, history)."""
+        recent = sorted(self._images)[-4:]
+        for t in [t for t, im in self._images.items()
+                  if not im.dirty and im.row["status"] not in OPEN and t not in recent]:
+            del self._images[t]
+
+    # ---- reads: the file plus what waits in memory
+
+    def _select(self, sql: str, args: tuple = ()) -> list[sqlite3.Row] | list[dict]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            log.error("turn log: cannot read %s: %s; using the turns kept in memory", self.path, e)
+            return []
+
+    def _overlay(self, found, keep: Callable[[dict], bool] = lambda r: True) -> list[dict]:
+        """Rows read from the file, newer ones of this process put over them, by id."""
+        rows = {r["id"]: {k: r[k] for k in COLUMNS} for r in found}
+        with self._lock:
+            for t, im in self._images.items():
+                if im.dirty or t in rows:
+                    rows[t] = dict(im.row)
+        return [rows[t] for t in sorted(rows) if keep(rows[t])]
 
     def rows(self, last: int | None = None, interrupted_only: bool = False) -> list[dict]:
         where = "WHERE status = 'interrupted'" if interrupted_only else ""
         limit = f"LIMIT {int(last)}" if last else ""
-        found = self._db.execute(f"SELECT * FROM turns {where} ORDER BY id DESC {limit}").fetchall()
-        return [_row(r) for r in reversed(found)]
+        found = self._select(f"SELECT * FROM turns {where} ORDER BY id DESC {limit}")
+        rows = self._overlay(found, lambda r: not interrupted_only or r["status"] == "interrupted")
+        return [_row(r) for r in (rows[-last:] if last else rows)]
 
     def get(self, turn: int) -> dict | None:
-        r = self._db.execute("SELECT * FROM turns WHERE id = ?", (turn,)).fetchone()
-        return _row(r) if r else None
+        rows = self._overlay(self._select("SELECT * FROM turns WHERE id = ?", (turn,)), lambda r: r["id"] == turn)
+        return _row(rows[0]) if rows else None
 
     def last_conversation(self) -> tuple[str, float] | None:
         """The newest conversation id and when its last turn ended (or started)."""
-        r = self._db.execute("SELECT conversation_id, COALESCE(ended_at, started_at) FROM turns "
-                             "ORDER BY id DESC LIMIT 1").fetchone()
-        return (r[0], r[1]) if r else None
+        rows = self._overlay(self._select("SELECT * FROM turns ORDER BY id DESC LIMIT 1"))
+        if not rows:
+            return None
+        r = rows[-1]
+        return r["conversation_id"], r["ended_at"] or r["started_at"]
 
     def history(self, conversation_id: str, limit: int) -> list[tuple[str, str]]:
-        """(role, content) for the LLM: an interrupted answer is what was heard, then a note that it was cut."""
+        """(role, content) for the LLM: an interrupted answer is what was heard, then a note that it was cut.
+
+        An answer superseded (dropped before a word of it was heard, the person
+        went on talking) is left out: it was never part of the conversation.
+        """
         if limit <= 0:
             return []
-        found = self._db.execute(
+
+        def counts(r: dict) -> bool:
+            return (r["conversation_id"] == conversation_id and r["status"] in ("complete", "interrupted")
+                    and not (r["role"] == "assistant" and r["interrupt_reason"] == "superseded"))
+        found = self._select(
             "SELECT * FROM turns WHERE conversation_id = ? AND status IN ('complete', 'interrupted') "
-            "ORDER BY id DESC LIMIT ?", (conversation_id, limit)).fetchall()
+            "AND NOT (role = 'assistant' AND interrupt_reason IS 'superseded') ORDER BY id DESC LIMIT ?",
+            (conversation_id, limit))
         out = []
-        for r in reversed(found):
+        for r in self._overlay(found, counts)[-limit:]:
             if r["role"] == "user":
                 out.append(("user", r["text"]))
             elif r["status"] == "complete":
@@ -200,7 +541,92 @@ class TurnLog:
         return out
 
 
-def _row(r: sqlite3.Row) -> dict:
+def _row(r) -> dict:
     d = {k: r[k] for k in COLUMNS}
-    d["metrics"] = json.loads(d["metrics"] or "{}")
+    try:
+        d["metrics"] = json.loads(d["metrics"] or "{}")
+    except (TypeError, ValueError):
+        d["metrics"] = {"unreadable": str(d["metrics"])}  # a damaged row is shown, not a traceback
     return d
+
+
+def _private_folders(folder: Path) -> None:
+    """Every folder made for the log is 0700, whatever the umask: the log holds what people said."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(mode=0o700)
+        os.chmod(made, 0o700)
+
+
+def _create_private(path: Path) -> None:
+    """The log is created 0600, whatever the umask (SQLite gives -wal and -shm the log's mode)."""
+    if path.exists():
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    if version == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")  # one statement at a time: executescript would commit on its own
+    try:
+        if version == 0:
+            for statement in _schema(REASONS):
+                db.execute(statement)
+        elif version == 1:
+            # v2 allows reason 'superseded'; SQLite cannot alter a CHECK, so the table is rebuilt with
+            # every row and id (foreign keys are off on this connection until the migration is done)
+            seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'turns'").fetchone()
+            db.execute(_schema(REASONS, "turns_v2")[0])
+            db.execute(f"INSERT INTO turns_v2 ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM turns")
+            db.execute("DROP TABLE turns")
+            db.execute("ALTER TABLE turns_v2 RENAME TO turns")
+            for statement in _schema(REASONS)[1:]:
+                db.execute(statement)
+            if seq is not None:
+                db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'turns'", (seq[0],))
+            if problems := db.execute("PRAGMA foreign_key_check").fetchall():
+                raise sqlite3.IntegrityError(f"reply_to points at missing turns: {[tuple(p) for p in problems]}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+
+
+def _recover(db: sqlite3.Connection, keep: list[int] = ()) -> None:
+    keep_out = f"AND id NOT IN ({', '.join(map(str, keep))})" if keep else ""
+    db.execute("UPDATE turns SET status = 'interrupted', interrupt_reason = 'crash', interrupt_kind = 'full', "
+               "heard_text = COALESCE(heard_text, ''), ended_at = COALESCE(ended_at, ?) "
+               f"WHERE status IN ('pending', 'streaming') {keep_out}", (time.time(),))
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:  # SQLITE_FULL and some I/O errors have rolled it back already
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            log.debug("rollback: %s", e)
+
+
+def _why(path: Path, e: sqlite3.Error) -> str:
+    text = str(e)
+    if "full" in text:
+        return f"the disk is full ({path}); free some space"
+    if "locked" in text or "busy" in text:
+        return f"another program holds a lock on {path}"
+    return f"{path}: {text}"
+
+
+def _call(hook: Callable, *args) -> None:
+    try:
+        hook(*args)
+    except Exception:  # a hook (the voice, STATUS=) must not break the log
+        log.exception("turn log hook %r failed", hook)
