@@ -4,7 +4,8 @@
 #
 #   install   system packages, the `sayso` user (groups audio, gpio), a venv in /opt/sayso,
 #             models in /var/lib/sayso/models, /etc/sayso/config.toml (never overwritten),
-#             the unit installed, enabled and (re)started.
+#             the unit installed, enabled and (re)started; with [llm] backend = "server", a drop-in
+#             that opens the network to that server's address alone (docs/llm-server.md).
 #   uninstall everything but the turn log (/var/lib/sayso/turns.db) and the config.
 set -euo pipefail
 umask 022  # the venv and the docs are read by the sayso user, whatever root's umask is
@@ -14,6 +15,8 @@ PREFIX=/opt/sayso
 STATE=/var/lib/sayso
 CONF=/etc/sayso
 UNIT=/etc/systemd/system/sayso.service
+# the network opening for an LLM server on the LAN ([llm] backend = "server"), written from the config
+NETDROPIN=/etc/systemd/system/sayso.service.d/llm-server.conf
 # the system's Python: the service user must be able to run it (a pyenv under /root it cannot)
 PYTHON=${PYTHON:-/usr/bin/python3}
 
@@ -53,7 +56,7 @@ install_sayso() {
     "$PREFIX/bin/pip" install --disable-pip-version-check -q "$build"
     rm -rf "$build"
     install -d -m 0755 "$PREFIX/share/doc/sayso"
-    install -m 0644 "$SRC/README.md" "$SRC/hardware.md" "$PREFIX/share/doc/sayso/"
+    install -m 0644 "$SRC/README.md" "$SRC/hardware.md" "$SRC/docs/llm-server.md" "$PREFIX/share/doc/sayso/"
     say "installed sayso into $PREFIX"
 
     # models: the checkout's verified files are copied rather than downloaded again
@@ -78,6 +81,19 @@ install_sayso() {
     "$PREFIX/bin/sayso" --config "$CONF/config.toml" config check
 
     install -m 0644 "$SRC/systemd/sayso.service" "$UNIT"
+    # The unit has no network. With an LLM server in the config, a drop-in opens the server's
+    # address (IPAddressAllow=) and nothing else; with the local model, no drop-in: no network.
+    # Run install again after changing [llm] in the config.
+    netdropin=$("$PREFIX/bin/python" -m sayso.llm_unit "$CONF/config.toml")
+    if [ -n "$netdropin" ]; then
+        install -d -m 0755 "${NETDROPIN%/*}"
+        printf '%s\n' "$netdropin" >"$NETDROPIN"
+        chmod 0644 "$NETDROPIN"
+        say "the service may reach the LLM server: $(grep '^IPAddressAllow=' "$NETDROPIN") ($NETDROPIN)"
+    elif [ -e "$NETDROPIN" ]; then
+        rm -f "$NETDROPIN"
+        say "removed $NETDROPIN: the service has no network again"
+    fi
     if booted; then
         systemctl daemon-reload
         systemctl enable sayso.service
@@ -97,7 +113,8 @@ uninstall_sayso() {
         else
             systemctl disable sayso.service
         fi
-        rm -f "$UNIT"
+        rm -f "$UNIT" "$NETDROPIN"
+        rmdir --ignore-fail-on-non-empty "${NETDROPIN%/*}" 2>/dev/null || true
         booted && systemctl daemon-reload
         say "removed sayso.service"
     fi

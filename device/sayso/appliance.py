@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sayso.audio_out import PyAudioSink
+from sayso.backends import open_llm
 from sayso.capture import PyAudioMic, find_device
 from sayso.config import Settings
 from sayso.engine import Engine
 from sayso.errors import DeviceFailed
 from sayso.gpio import Controls, Mode, open_controls
-from sayso.llm import LlamaLLM
 from sayso.manifest import ModelStore
 from sayso.messages import Event, State
 from sayso.notify import Notifier
@@ -53,7 +53,7 @@ class Models:
 
     @classmethod
     def load(cls, settings: Settings, store: ModelStore) -> Models:
-        return cls(llm=LlamaLLM.from_settings(store.path(settings.llm.model, role="llm"), settings.llm),
+        return cls(llm=open_llm(settings, store),
                    tts=PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale),
                    vad=SileroVAD(store.path(VAD_MODEL, role="vad")),
                    recognizer=open_recognizer(store, settings.stt.engine, settings.stt.vosk_model))

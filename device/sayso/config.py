@@ -82,6 +82,34 @@ class LLMSettings:
         "plain spoken sentences. No lists, no markdown, no emoji, no code.",
         "System prompt for spoken answers.",
     )
+    backend: str = _opt("local", "Where answers come from: local (llama.cpp on this board) or server (an "
+                        "OpenAI-compatible server on the LAN; the local model answers when it cannot, if installed). "
+                        "See docs/llm-server.md.", choices=("local", "server"))
+    server_url: str = _opt("", "The server's OpenAI-compatible base URL, ending in /v1: http://192.168.1.20:8080/v1 "
+                           "(llama-server), http://192.168.1.20:11434/v1 (Ollama). Use an IP address or an "
+                           "/etc/hosts name: the service may not reach DNS.")
+    server_model: str = _opt("", "Model name asked of the server; Ollama needs one (qwen2.5:3b), llama-server "
+                             "serves the one it loaded.")
+    server_api_key_file: str = _opt("", "File holding the server's API key, readable by sayso only; the key is "
+                                    "never logged nor printed. Empty = no key.")
+    server_api_key_env: str = _opt("", "Or: the environment variable holding the API key (SAYSO_LLM_API_KEY).")
+    server_connect_timeout_s: float = _opt(2.0, "Seconds to connect to the server before the local model answers.",
+                                           lo=0.1, hi=30)
+    server_first_token_s: float = _opt(6.0, "Seconds from asking to the server's first token before the local model "
+                                       "answers.", lo=0.5, hi=120)
+    server_idle_timeout_s: float = _opt(5.0, "Seconds between the server's tokens before the answer counts as "
+                                        "stalled.", lo=0.5, hi=120)
+
+    def check_server(self) -> None:
+        """The server settings agree with each other (checked once, at start)."""
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.server_url)
+        if self.backend == "server" and (url.scheme not in ("http", "https") or not url.hostname):
+            raise ConfigError(f"llm.server_url = {self.server_url!r}: llm.backend = \"server\" needs the server's "
+                              "base URL, like \"http://192.168.1.20:8080/v1\".")
+        if self.server_api_key_file and self.server_api_key_env:
+            raise ConfigError("llm.server_api_key_file and llm.server_api_key_env are both set: keep one.")
 
 
 @dataclass(frozen=True)
@@ -197,6 +225,7 @@ def parse(data: dict[str, Any]) -> Settings:
     if settings.vad.stop_threshold >= settings.vad.start_threshold:
         raise ConfigError(f"vad.stop_threshold = {settings.vad.stop_threshold:g} must be below "
                           f"vad.start_threshold = {settings.vad.start_threshold:g} (hysteresis).")
+    settings.llm.check_server()
     return settings
 
 

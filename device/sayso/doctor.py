@@ -69,7 +69,9 @@ class Doctor:
         else:
             self._record(self.mic_level())
             self._record(self.speaker())
-        for check in (self.models, self.echo_canceller, self.gpio, self.turn_log, self.disk, self.cpu_and_memory):
+        server = (self.llm_server,) if self.settings.llm.backend == "server" else ()
+        for check in (self.models, *server, self.echo_canceller, self.gpio, self.turn_log, self.disk,
+                      self.cpu_and_memory):
             self._record(check())
         return self.checks
 
@@ -206,6 +208,44 @@ class Doctor:
         detail = f"{', '.join(ok)} verified (sha256) {where}"
         return Check("models", WARN if notes else OK, "; ".join([detail, *notes]),
                      "`sayso models fetch` where the Vosk model's source is reachable gives better recognition")
+
+    def llm_server(self) -> Check:
+        """With [llm] backend = "server": it is reachable, lists the model and answers "Say OK" in time."""
+        from sayso.backends import server_llm
+        from sayso.errors import LLMServerFailed
+
+        s = self.settings.llm
+        if s.backend != "server":
+            return Check("llm server", OK, 'none: answers come from the local model (llm.backend = "local")')
+        fixes = {
+            "refused": "start the server, and make it listen on the LAN address (llama-server --host 0.0.0.0, "
+                       "OLLAMA_HOST=0.0.0.0), on the port in llm.server_url",
+            "unreachable": "check llm.server_url's address and that this board and the server share a LAN",
+            "connect_timeout": "check llm.server_url's address, and that no firewall on the server drops the port",
+            "http_401": "the server wants another API key: check llm.server_api_key_file / llm.server_api_key_env",
+            "http_404": "llm.server_url must be the OpenAI-compatible base URL, ending in /v1",
+            "no_first_token": "the server is busy or its model too big for it: a smaller model, or a larger "
+                              "llm.server_first_token_s",
+        }
+        try:
+            server = server_llm(s)
+        except SaysoError as e:
+            return Check("llm server", FAIL, str(e), "see docs/llm-server.md")
+        try:
+            listed = server.models()
+            if s.server_model and s.server_model not in listed:
+                return Check("llm server", FAIL, f"{s.server_url} serves {', '.join(listed) or 'no model'}, not "
+                             f"{s.server_model!r}", "set llm.server_model to one of those (with Ollama: "
+                             f"`ollama pull {s.server_model}` on the server)")
+            t0 = time.monotonic()
+            answer = "".join(server.stream([{"role": "user", "content": "Say OK"}], max_tokens=8)).strip()
+            took_ms = (time.monotonic() - t0) * 1000
+        except LLMServerFailed as e:
+            return Check("llm server", FAIL, str(e), fixes.get(e.why, "see docs/llm-server.md"))
+        finally:
+            server.close()
+        return Check("llm server", OK, f"{s.server_url} lists {', '.join(listed)}; answered {answer!r} to "
+                     f"\"Say OK\" in {took_ms:.0f} ms")
 
     def echo_canceller(self) -> Check:
         from sayso.aec import EchoCancellerUnavailable, SpeexAEC

@@ -54,3 +54,19 @@ class ScenarioFailed(SaysoError, TimeoutError):
 
 class DeviceFailed(SaysoError, OSError):
     """An audio device was found but does not work (no frames from the mic, a stream that will not open)."""
+
+
+class LLMServerFailed(SaysoError, ConnectionError):
+    """The LAN LLM server did not answer: `why` says how (unreachable, http_401, no_first_token, ...)."""
+
+    def __init__(self, why: str, detail: str):
+        super().__init__(f"LLM server {why}: {detail}")
+        self.why = why
+
+
+class LLMUnavailable(SaysoError, ConnectionError):
+    """No backend can answer this turn; `apology` is the one line to say so the person is not met with silence."""
+
+    def __init__(self, message: str, apology: str, why: str):
+        super().__init__(message)
+        self.apology, self.why = apology, why

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 class LlamaLLM:
     """One llama.cpp model; not thread-safe, so one thread owns it."""
 
+    name = "local"
+
     @classmethod
     def from_settings(cls, model_path: Path, s) -> LlamaLLM:
         return cls(model_path, s.context_tokens, s.threads, s.temperature, s.max_tokens, s.seed)
