@@ -66,8 +66,11 @@ install_sayso() {
     for f in "$SRC"/models/*.gguf "$SRC"/models/*.onnx "$SRC"/models/*.onnx.json "$SRC"/models/*.zip; do
         if [ -f "$f" ] && [ ! -e "$STATE/models/${f##*/}" ]; then cp "$f" "$STATE/models/"; fi
     done
-    "$PREFIX/bin/sayso" --config /dev/null models fetch --dir "$STATE/models"
+    # the fetch writes as the user that owns the folder, never as root: a manifest or a planted
+    # symlink must not be able to make root write anywhere (HOME: pip's cache stays the user's)
     chown -R sayso:sayso "$STATE"
+    runuser -u sayso -- env HOME="$STATE" PIP_NO_CACHE_DIR=1 \
+        "$PREFIX/bin/sayso" --config /dev/null models fetch --dir "$STATE/models"
 
     install -d -m 0755 "$CONF"
     if [ -e "$CONF/config.toml" ]; then

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -96,15 +97,23 @@ def test_every_source_failing_names_each_one_and_keeps_nothing(tmp_path, payload
 
 
 def test_disk_full_removes_the_part_and_marks_nothing_valid(tmp_path, payload):
+    """A real full disk: a 512 KiB tmpfs, and a source that sends more than the manifest's 300 KB."""
     data, src = payload
-    store = make_store(tmp_path, one_file_manifest("model.bin", data, f'{{ url = "{src.as_uri()}" }}'))
-    store.root.mkdir()
-    # /dev/full answers every write with ENOSPC: a real full disk, for this one file.
-    (store.root / "model.bin.part").symlink_to("/dev/full")
-    with pytest.raises(DiskFull, match="Free at least"):
-        Fetcher(store).fetch(store.manifest.get("tiny"))
-    assert not (store.root / "model.bin.part").exists()
-    assert not (store.root / "model.bin").exists()
+    src.write_bytes(os.urandom(1_000_000))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (disk / "manifest.toml").write_text(one_file_manifest("model.bin", data, f'{{ url = "{src.as_uri()}" }}'))
+        store = ModelStore(disk / "models", load_manifest(disk / "manifest.toml"))
+        with pytest.raises(DiskFull, match="Free at least"):
+            Fetcher(store).fetch(store.manifest.get("tiny"))
+        assert not (store.root / "model.bin.part").exists()
+        assert not (store.root / "model.bin").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def build_wheel(folder: Path, name: str, member: str, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import wave
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import soxr
 
 from sayso.capture import RATE_HZ
 from sayso.errors import SaysoError
+
+log = logging.getLogger(__name__)
 
 
 def rms(samples: np.ndarray) -> float:
@@ -49,8 +52,14 @@ def read_wav_at_mic_rate(path: Path) -> np.ndarray:
                 raise SaysoError(f"{path}: {8 * w.getsampwidth()}-bit samples; give a 16-bit PCM WAV "
                                  f"(e.g. `sox in.wav -b 16 out.wav`)")
             channels, rate = w.getnchannels(), w.getframerate()
-            data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+            raw = w.readframes(w.getnframes())
     except (wave.Error, EOFError) as e:
         raise SaysoError(f"{path} is not a PCM WAV file ({e}); give a 16-bit PCM WAV") from None
+    except OSError as e:
+        raise SaysoError(f"cannot read {path}: {e.strerror or e}") from None
+    whole = len(raw) - len(raw) % (2 * channels)
+    if whole != len(raw):  # a file cut off mid-frame (its header promises more than it holds)
+        log.warning("%s ends in a partial frame (%d bytes); it is left out", path, len(raw) - whole)
+    data = np.frombuffer(raw[:whole], dtype=np.int16)
     mono = data.reshape(-1, channels).mean(axis=1) if channels > 1 else data
     return to_mic_rate(mono, rate) if rate != RATE_HZ else mono.astype(np.int16)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,8 @@ def _check_value(key: str, value: Any, tp: type, meta: dict[str, Any]) -> Any:
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{key} = {value!r} ({type(value).__name__}): expected {_type_name(tp)}. "
                           f"{meta['doc']}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value!r}: must be a finite number. {meta['doc']}")
     lo, hi, choices = meta["lo"], meta["hi"], meta["choices"]
     if choices is not None and value not in choices:
         raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(map(repr, choices))}.")
@@ -242,8 +245,17 @@ def load(path: str | Path | None = None) -> Settings:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; create it or drop --config "
                           "to run on built-in defaults.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; give the config file's path (e.g. {path}/config.toml).") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read {path}: permission denied; make it readable by the user that runs sayso "
+                          f"(`sudo chmod 644 {path}`).") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8.") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}.") from None
     try:
         return parse(data)
     except ConfigError as e:

@@ -17,6 +17,10 @@ class ModelCorrupt(SaysoError, ValueError):
     """A model file's size or sha256 does not match the manifest."""
 
 
+class ModelUnreadable(SaysoError, PermissionError):
+    """A model file is there but this user cannot read it."""
+
+
 class UnknownModel(SaysoError, KeyError):
     """A model name that the manifest does not list."""
 

@@ -1,7 +1,10 @@
 """Fetching models: every source tried in order, nothing kept until its sha256 matches.
 
 Downloads go to NAME.part and are renamed only after the digest matches, so a
-partial or corrupt file is never taken as valid, whatever stops the fetch.
+partial or corrupt file is never taken as valid, whatever stops the fetch. A
+manifest is not trusted to name where to write: every name must be a plain file
+name in the models folder, and NAME.part is made afresh (O_EXCL|O_NOFOLLOW), so
+a symlink planted there is never followed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sayso.errors import DiskFull, FetchFailed, ModelCorrupt, ModelMissing
-from sayso.manifest import Model, ModelFile, ModelStore, Source, sha256_of
+from sayso.manifest import Model, ModelFile, ModelStore, Source, safe_name, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ class Fetcher:
             return
         self.store.root.mkdir(parents=True, exist_ok=True)
         for f in model.files:
-            target = self.store.root / f.name
+            target = self._inside(f.name, model)
             if target.exists():
                 try:
                     self.store.check(_only(model, f))
@@ -85,6 +88,14 @@ class Fetcher:
                 except ModelMissing:
                     pass
             self._fetch_file(model, f)
+
+    def _inside(self, name: str, model: Model) -> Path:
+        """The file's path, which must be directly inside the models folder (the manifest may be hostile)."""
+        root = self.store.root.resolve()
+        target = root / safe_name(name, f"model {model.name!r}")
+        if target.parent.resolve() != root:
+            raise FetchFailed(f"model {model.name!r}: {name!r} would be written outside {root}; refused.")
+        return target
 
     def _fetch_file(self, model: Model, f: ModelFile) -> None:
         free = shutil.disk_usage(self.store.root).free
@@ -97,6 +108,7 @@ class Fetcher:
             try:
                 self._from_source(src, part, f)
                 os.replace(part, self.store.root / f.name)
+                _sync_folder(self.store.root)
                 self.store.remember(self.store.root / f.name, f.sha256)
                 self._unpack(f)
                 if errors:
@@ -118,7 +130,7 @@ class Fetcher:
                           + "\n".join(errors))
 
     def _from_source(self, src: Source, part: Path, f: ModelFile) -> None:
-        with part.open("wb") as out:
+        with _create_part(part) as out:
             progress = Progress(f.name, f.size, src.describe())
             try:
                 pieces = src.concat or (src,)
@@ -132,6 +144,7 @@ class Fetcher:
                 progress.close()
         if src.patch:
             _patch(src.patch, part)
+            _sync(part)
         size = part.stat().st_size
         if size != f.size:
             raise ModelCorrupt(f"got {size} bytes, the manifest says {f.size}")
@@ -201,6 +214,30 @@ def _patch(kind: str, path: Path) -> None:
     model = onnx.load(str(path))
     add_alignment_output(model)
     onnx.save(model, str(path))
+
+
+def _create_part(part: Path) -> BinaryIO:
+    """NAME.part made afresh: whatever was there (a stale part, a planted symlink) is unlinked, not followed."""
+    _remove(part)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return os.fdopen(fd, "wb")
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    """The rename itself survives a power cut only once the folder is synced."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _only(model: Model, f: ModelFile) -> Model:

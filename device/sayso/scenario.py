@@ -166,6 +166,13 @@ def load(path: str | Path) -> Scenario:
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.stem for p in PACKAGED.glob("*.toml")))
         raise ScenarioError(f"scenario file {path} does not exist (packaged scenarios: {shipped})") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{path} is a directory; give a scenario .toml file (or a packaged name like demo)"
+                            ) from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ScenarioError(f"cannot read the scenario {path}: {e.strerror or e}") from None
     return parse(data, str(path), path.parent)
