@@ -299,6 +299,28 @@ def test_turns_kept_in_memory_are_bounded_and_the_oldest_go_first(tmp_path):
     assert [r[0] for r in rows] == ids[3:]
 
 
+def test_doctor_names_the_writer_and_explains_a_held_lock(tmp_path, store):
+    from sayso import config
+    from sayso.doctor import FAIL, OK, Doctor
+
+    db = tmp_path / "turns.db"
+    settings = config.parse({"log": {"db": str(db)}})
+    child = Child(WRITER, db)
+    try:
+        check = Doctor(settings, store).turn_log()
+        assert check.status == OK and f"sayso (pid {child.proc.pid}) is writing it" in check.detail
+        child.go_on()
+    finally:
+        child.kill()
+    locker = Child(LOCKER, db)
+    try:
+        check = Doctor(settings, store).turn_log()
+    finally:
+        locker.kill()
+    assert check.status == FAIL and "holds a write lock" in check.detail
+    assert "says it cannot remember right now" in check.detail and "fuser" in check.fix
+
+
 # ---- 6. privacy
 
 

@@ -12,7 +12,6 @@ import os
 import queue
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -278,33 +277,46 @@ class Doctor:
             controls.close()
 
     def turn_log(self) -> Check:
-        """The log opens and takes a write lock; a log that does not exist yet is not created here."""
+        """The log opens, is sayso's, is whole, and takes a write lock; nothing is created or changed here."""
+        from sayso.writelock import holder
+
         db = Path(self.settings.log.db)
         fix = (f"make {db.parent} a writable directory for the user that runs sayso, or set [log] db in the "
                "config")
+        mute = ("until then sayso still answers, keeps the turns in memory and says it cannot remember right now")
         if not db.exists():
-            try:
-                db.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryFile(dir=db.parent):
-                    pass
-            except OSError as e:
-                return Check("turn log", FAIL, f"{db} cannot be created: {e}", fix)
-            return Check("turn log", OK, f"{db.resolve()} does not exist yet; its folder is writable")
+            folder = next((p for p in (db.parent, *db.parent.parents) if p.exists()), Path("/"))
+            if not folder.is_dir():
+                return Check("turn log", FAIL, f"{db} cannot be created: {folder} is a file, not a folder", fix)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return Check("turn log", FAIL, f"{db} cannot be created: {folder} is not writable", fix)
+            return Check("turn log", OK, f"{db.resolve()} does not exist yet; it can be created in {folder}")
+        pid = holder(db)
+        writer = f"; sayso (pid {pid}) is writing it" if pid else ""
+        if shutil.disk_usage(db.parent).free < 1_000_000:
+            return Check("turn log", FAIL, f"the disk holding {db} is full{writer}; {mute}",
+                         "free some space; the waiting turns are written once the log can grow")
         try:
-            conn = sqlite3.connect(db, timeout=5)
+            conn = sqlite3.connect(f"file:{db.resolve()}?mode=rw", uri=True, timeout=2)
             try:
-                conn.execute("BEGIN IMMEDIATE")  # takes the write lock, writes nothing
-                conn.execute("ROLLBACK")
                 problem = conn.execute("PRAGMA quick_check").fetchone()[0]
                 turns = conn.execute("SELECT count(*) FROM turns").fetchone()[0] if problem == "ok" else 0
+                conn.execute("BEGIN IMMEDIATE")  # takes the write lock, writes nothing
+                conn.execute("ROLLBACK")
             finally:
                 conn.close()
-        except sqlite3.Error as e:
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                return Check("turn log", FAIL, f"another program holds a write lock on {db} for over 2 s; {mute}",
+                             f"find it with `fuser -v {db}` and end it (an open `sqlite3` shell in a transaction)")
             return Check("turn log", FAIL, f"{db}: {e}", fix)
+        except sqlite3.DatabaseError as e:
+            return Check("turn log", FAIL, f"{db} is damaged or not a turn log: {e}",
+                         f"stop sayso, move {db} aside (a new log starts), keep the old one for its turns")
         if problem != "ok":
             return Check("turn log", FAIL, f"{db} is damaged: {problem}",
                          f"stop sayso, move {db} aside (a new log starts), keep the old one for its turns")
-        return Check("turn log", OK, f"{db.resolve()} is writable ({turns} turns logged)")
+        return Check("turn log", OK, f"{db.resolve()} is writable ({turns} turns logged){writer}")
 
     def disk(self) -> Check:
         places = {Path(self.settings.log.db).resolve().parent, self.store.root.resolve()}
