@@ -19,13 +19,15 @@ def main(db: str, seed: int) -> None:
     rng = random.Random(seed)
 
     def ack(event):
-        if event.type == "user_turn":
+        # acknowledged = on disk: a turn waiting in memory (an unwritable log) is not promised yet
+        if event.type == "user_turn" and turnlog.writable:
             print(f"ACK {event.data['turn']}", flush=True)
 
     answers = ["Sure, here is a short answer. It has a second sentence too, and a third one after it.",
                "Yes. That is right, and there is more to say about it later on."]
+    turnlog = TurnLog(db)
     engine = Engine(llm=FakeLLM(answers, token_delay_s=0.004, first_token_delay_s=0.01),
-                    tts=FakeTTS(ms_per_char=6.0, gap_ms=5.0), sink=FakeSpeakerSink(), turnlog=TurnLog(db),
+                    tts=FakeTTS(ms_per_char=6.0, gap_ms=5.0), sink=FakeSpeakerSink(), turnlog=turnlog,
                     observers=[ack]).start()
     print("READY", flush=True)
     pause = threading.Event()
