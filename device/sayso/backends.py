@@ -52,7 +52,8 @@ class FailoverLLM:
         """Clock time before which the server is not asked."""
         self.last_answer: dict = {}
         """Set at the start of each stream: backend ("server", "local" or "none"), fell_back (why; absent when
-        the first choice answered), first_token_ms (from the stream's start; absent until a piece came)."""
+        the first choice answered) and fell_back_ms (when the server was given up), first_token_ms (from the
+        stream's start, whoever gave it; absent until a piece came)."""
 
     @property
     def name(self) -> str:
@@ -91,13 +92,14 @@ class FailoverLLM:
                     self._server_failed(e)
         if should_stop():
             return
+        given_up_ms = round((self.clock() - t0) * 1000, 1)
         if self.local is None:
-            info.update(backend="none", fell_back=why)
+            info.update(backend="none", fell_back=why, fell_back_ms=given_up_ms)
             raise LLMUnavailable(f"the LLM server failed ({why}) and no local model is installed to answer instead; "
                                  "run `sayso doctor` to check the server, or `sayso models fetch` for a fallback",
                                  APOLOGY, why)
         if why:
-            info.update(backend="local", fell_back=why)
+            info.update(backend="local", fell_back=why, fell_back_ms=given_up_ms)
         if yielded:
             yield RESTART
         for piece in self.local.stream(messages, should_stop):
