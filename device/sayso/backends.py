@@ -138,10 +138,14 @@ class FailoverLLM:
 def read_api_key(s: LLMSettings) -> str:
     """The server's API key from its file or environment variable; '' when neither is set."""
     if s.server_api_key_file:
+        path = Path(s.server_api_key_file)
         try:
-            return Path(s.server_api_key_file).read_text().strip()
+            key = path.read_text().strip()
+            if path.stat().st_mode & 0o004:
+                log.warning("%s can be read by every user: `chmod o-r %s`", path, path)
+            return key
         except OSError as e:
-            raise ConfigError(f"llm.server_api_key_file: cannot read {s.server_api_key_file} ({e.strerror}); "
+            raise ConfigError(f"llm.server_api_key_file: cannot read {path} ({e.strerror}); "
                               "make it readable by the user that runs sayso") from None
     if s.server_api_key_env:
         key = os.environ.get(s.server_api_key_env, "")

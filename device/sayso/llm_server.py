@@ -60,8 +60,9 @@ class ServerLLM:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # A new connection per answer: a cancel shuts that socket down, so none is ever reused half-read.
         # The read timeout only frees a worker whose server went silent; the waits that count are ours.
+        # trust_env=False: the server is on the LAN, so no HTTP_PROXY from the environment and no ~/.netrc.
         self._client = httpx.Client(
-            headers=headers, limits=httpx.Limits(max_keepalive_connections=0),
+            headers=headers, limits=httpx.Limits(max_keepalive_connections=0), trust_env=False,
             timeout=httpx.Timeout(connect=timeouts.connect_s, read=max(timeouts.first_token_s, timeouts.idle_s) + 1,
                                   write=timeouts.connect_s, pool=timeouts.connect_s))
 
