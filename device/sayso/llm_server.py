@@ -186,10 +186,16 @@ def _piece(data: str) -> str:
         chunk = json.loads(data)
     except json.JSONDecodeError:
         raise LLMServerFailed("bad_reply", f"not JSON: {_excerpt(data)}") from None
-    if "error" in chunk:  # llama-server reports a failure mid-stream this way
-        raise LLMServerFailed("server_error", _excerpt(json.dumps(chunk["error"])))
-    choices = chunk.get("choices") or [{}]
-    return (choices[0].get("delta") or {}).get("content") or ""
+    try:
+        if "error" in chunk:  # llama-server reports a failure mid-stream this way
+            raise LLMServerFailed("server_error", _excerpt(json.dumps(chunk["error"])))
+        choices = chunk.get("choices") or [{}]
+        piece = (choices[0].get("delta") or {}).get("content") or ""
+    except (AttributeError, TypeError) as e:  # not the shape of a chat completion chunk
+        raise LLMServerFailed("bad_reply", f"{e}: {_excerpt(data)}") from None
+    if not isinstance(piece, str):
+        raise LLMServerFailed("bad_reply", _excerpt(data))
+    return piece
 
 
 def _failure(e: Exception) -> LLMServerFailed:
