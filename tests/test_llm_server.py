@@ -368,6 +368,16 @@ def test_with_no_local_model_a_failed_server_raises_an_apology():
     assert llm.last_answer["backend"] == "none" and llm.last_answer["fell_back"] == "refused"
 
 
+def test_a_turn_cancelled_before_the_servers_first_token_keeps_its_back_off():
+    now = [0.0]
+    llm = FailoverLLM(client(f"http://127.0.0.1:{free_port()}/v1"), local=None, retry_s=5.0, clock=lambda: now[0])
+    with pytest.raises(LLMUnavailable):
+        list(llm.stream(ask("hello")))
+    now[0] += 5.0
+    assert list(llm.stream(ask("hello"), lambda: True)) == []
+    assert llm.failures == 1 and llm.retry_at == 5.0
+
+
 # ---- cancel while connecting or waiting: no model needed
 
 

@@ -85,7 +85,8 @@ class FailoverLLM:
                 try:
                     for piece in self.server.stream(messages, should_stop):
                         yield first(piece)
-                    self._server_answered()
+                    if yielded or not should_stop():  # a cancel before the first token proves nothing
+                        self._server_answered()
                     return
                 except LLMServerFailed as e:
                     why = "error_mid_answer" if yielded and e.why != "stalled" else e.why
