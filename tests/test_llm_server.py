@@ -566,3 +566,24 @@ def test_the_pipeline_keeps_the_turn_log_whole_when_the_server_dies_mid_answer(g
     finally:
         p.engine.stop()
         srv.stop()
+
+
+@pytest.mark.slow
+def test_a_scenario_runs_the_whole_pipeline_on_the_server(server, store, tmp_path):
+    """The simulated room, the mic, VAD, recogniser, voice and speaker, with the answers from the server."""
+    from sayso import scenario
+    from sayso.simulate import Kit, Simulation
+
+    keyfile = tmp_path / "key"
+    keyfile.write_text(KEY)
+    settings = config.parse({"llm": {"backend": "server", "server_url": server.url, "server_first_token_s": 30.0,
+                                     "server_api_key_file": str(keyfile)}})
+    kit = Kit.load(settings, store)
+    assert kit.llm.name == "server" and kit.llm.local is not None
+    plan = scenario.load(Path(__file__).parent / "scenarios" / "barge_in_then_button.toml")
+    report = Simulation(plan, kit, settings, tmp_path / "turns.db", wait_timeout_s=90.0).run().report
+    turns = [(r["role"], r["status"], r["interrupt_reason"]) for r in report["turns"]]
+    assert turns == [("user", "complete", None), ("assistant", "interrupted", "user_speaking"),
+                     ("user", "complete", None), ("assistant", "interrupted", "button")]
+    assert kit.llm.last_answer["backend"] == "server" and "fell_back" not in kit.llm.last_answer
+    print(f"\nscenario on the server backend: {report['summary']}")
