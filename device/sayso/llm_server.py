@@ -123,7 +123,10 @@ class ServerLLM:
             raise _failure(e) from e
         if r.status_code != 200:
             raise LLMServerFailed(f"http_{r.status_code}", _excerpt(r.text))
-        return [m.get("id", "") for m in r.json().get("data", [])]
+        try:
+            return [m.get("id", "") for m in r.json().get("data", [])]
+        except (ValueError, AttributeError, TypeError):
+            raise LLMServerFailed("bad_reply", f"GET /models: {_excerpt(r.text)}") from None
 
     def close(self) -> None:
         self._client.close()
