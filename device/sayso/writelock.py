@@ -39,11 +39,16 @@ def holder(db: Path) -> int | None:
     return None
 
 
-def check_free(db: Path) -> None:
-    """Fail at once, before any model loads, when another process writes `db` or it cannot be made."""
+def check_folder(db: Path) -> None:
+    """A log under a regular file can never be made: say so plainly, not as an OS error."""
     if db.parent.exists() and not db.parent.is_dir():
         raise SaysoError(f"the turn log {db} cannot be made: {db.parent} is a file, not a folder; "
                          "set [log] db in the config (or --db) to a path in a folder.")
+
+
+def check_free(db: Path) -> None:
+    """Fail at once, before any model loads, when another process writes `db` or it cannot be made."""
+    check_folder(db)
     pid = holder(db)
     if pid is not None:
         raise LogInUse(_in_use(db, pid if pid > 0 else None))
