@@ -534,6 +534,17 @@ def test_the_pipeline_answers_from_the_server_and_a_button_stops_it(server, loca
         p.engine.stop()
 
 
+def test_with_no_backend_to_answer_the_turn_ends_as_an_error_and_the_appliance_listens_on(tmp_path):
+    p = Pipeline(tmp_path, FailoverLLM(client(f"http://127.0.0.1:{free_port()}/v1"), local=None))
+    try:
+        row = p.row(p.ask("what is the capital of france"))
+        assert (row["status"], row["interrupt_reason"]) == ("interrupted", "error")
+        assert p.engine.conductor.wait_state("idle", 10)
+        assert p.llm.last_answer["fell_back"] == "refused"
+    finally:
+        p.engine.stop()
+
+
 @pytest.mark.slow
 def test_two_appliances_share_one_server(server, tmp_path):
     appliances = [Pipeline(tmp_path / f"appliance{i}", FailoverLLM(client(server.url, max_tokens=24), local=None))
