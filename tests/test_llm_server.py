@@ -26,7 +26,7 @@ from sayso import config
 from sayso.backends import APOLOGY, RESTART, FailoverLLM, read_api_key, server_llm
 from sayso.errors import ConfigError, LLMServerFailed, LLMUnavailable
 from sayso.llm import LlamaLLM
-from sayso.llm_server import POLL_S, ServerLLM, ServerTimeouts
+from sayso.llm_server import ServerLLM, ServerTimeouts
 
 MODEL = "qwen2.5-coder-0.5b-instruct-q4"
 KEY = "sk-test-0123456789abcdef"
@@ -255,7 +255,7 @@ def test_cancel_during_prompt_processing_returns_at_once(server):
     print(f"\nserver backend, cancel during prompt processing -> stream returned in {stop_ms:.1f} ms")
     assert pieces == [] and stop_ms <= 100
     # llama-cpp-python's server only notices once its prompt processing ends; then it drops the answer
-    assert server.wait_for("Disconnected from client", 60, since=mark)
+    assert server.wait_for("Disconnected from client", 120, since=mark)
 
 
 @pytest.mark.slow
@@ -307,7 +307,7 @@ def test_a_server_that_never_answers_falls_back_within_the_first_token_timeout(l
     assert answer and info["fell_back"] == "no_first_token"
     print(f"\nfallback after a silent server (first-token timeout 1 s): given up at {info['fell_back_ms']:.0f} ms, "
           f"the local model's first token at {info['first_token_ms']:.0f} ms")
-    assert 1000 <= info["fell_back_ms"] < 1000 + 100
+    assert 1000 <= info["fell_back_ms"] < 1000 + 500
 
 
 @pytest.mark.slow
@@ -392,7 +392,7 @@ def test_a_cancel_while_connecting_returns_at_once():
     finally:
         stub.close()
     print(f"\nserver backend, cancel while connecting -> stream returned in {[round(s, 1) for s in stops]} ms")
-    assert max(stops) <= POLL_S * 1000 + 50
+    assert max(stops) <= 100
 
 
 def test_a_cancel_while_the_server_is_silent_returns_at_once():
@@ -401,7 +401,7 @@ def test_a_cancel_while_the_server_is_silent_returns_at_once():
         pieces, stop_ms = stream_and_cancel(client(stub.url), ask("hello"), after_pieces=0)
     finally:
         stub.close()
-    assert pieces == [] and stop_ms <= POLL_S * 1000 + 50
+    assert pieces == [] and stop_ms <= 100
 
 
 # ---- settings and the key
