@@ -282,6 +282,33 @@ def test_a_log_that_cannot_grow_raises_nothing_and_takes_the_turns_when_it_can(t
     assert rows == [(kept, "complete"), (big, "complete"), (answer, "complete")]
 
 
+def test_any_sqlite_error_raises_nothing_a_damaged_schema_too(tmp_path):
+    """SQLITE_CORRUPT is a DatabaseError, not an OperationalError: every kind of sqlite3 error is an outage."""
+    db = tmp_path / "turns.db"
+    turnlog = TurnLog(db, retry_s=0.1)
+    outage = Outage(turnlog)
+    kept = turnlog.add_user("c1", "before the damage")
+    other = sqlite3.connect(db, isolation_level=None)  # another connection points the table at no page
+    root = other.execute("SELECT rootpage FROM sqlite_master WHERE name = 'turns'").fetchone()[0]
+    version = other.execute("PRAGMA schema_version").fetchone()[0]
+    other.execute("PRAGMA writable_schema = ON")
+    other.execute("UPDATE sqlite_master SET rootpage = 9999 WHERE name = 'turns'")
+    other.execute(f"PRAGMA schema_version = {version + 1}")
+    try:
+        during = turnlog.add_user("c1", "while it is damaged")
+        answer = turnlog.begin_assistant("c1", during)
+        assert turnlog.finish(answer, text="Yes.", heard_text="Yes.", status="complete")
+        assert len(outage.reasons) == 1 and "malformed" in outage.reasons[0]
+    finally:
+        other.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = 'turns'", (root,))
+        other.execute(f"PRAGMA schema_version = {version + 2}")
+        other.close()
+    assert outage.over.wait(WAIT)
+    turnlog.close()
+    rows = sqlite3.connect(db).execute("SELECT id, status FROM turns ORDER BY id").fetchall()
+    assert rows == [(kept, "complete"), (during, "complete"), (answer, "complete")]
+
+
 def test_turns_kept_in_memory_are_bounded_and_the_oldest_go_first(tmp_path):
     db = tmp_path / "turns.db"
     turnlog = TurnLog(db, busy_timeout_s=0.2, retry_s=0.1, max_pending=3)
