@@ -50,7 +50,7 @@ def check_free(db: Path) -> None:
     """Fail at once, before any model loads, when another process writes `db` or it cannot be made."""
     check_folder(db)
     pid = holder(db)
-    if pid is not None:
+    if pid is not None and pid != os.getpid():  # this process shares its own lock (WriterLock.take)
         raise LogInUse(_in_use(db, pid if pid > 0 else None))
 
 
