@@ -36,6 +36,10 @@ class DiskFull(SaysoError, OSError):
     """No space left while writing a model or the turn log."""
 
 
+class LogInUse(SaysoError, BlockingIOError):
+    """Another process writes this turn log; the message names its pid."""
+
+
 class StageError(SaysoError, RuntimeError):
     """A pipeline stage did not start or stop as it must."""
 

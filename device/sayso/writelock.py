@@ -13,11 +13,7 @@ import os
 import threading
 from pathlib import Path
 
-from sayso.errors import SaysoError
-
-
-class LogInUse(SaysoError, BlockingIOError):
-    """Another process writes this turn log; the message names its pid."""
+from sayso.errors import LogInUse, SaysoError
 
 
 def lock_path(db: Path) -> Path:
