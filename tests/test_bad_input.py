@@ -167,6 +167,13 @@ def test_every_model_is_hashed_again_after_a_reboot(tiny_store):
         tiny_store.check(model)
 
 
+@pytest.mark.parametrize("cache", ["[1, 2]", "{not json", '{"model.bin": 3}'])
+def test_a_damaged_verified_cache_means_hashing_again(tiny_store, cache):
+    (tiny_store.root / ".verified.json").write_text(cache)
+    tiny_store.check(tiny_store.manifest.get("tiny"))
+    assert "model.bin" in json.loads((tiny_store.root / ".verified.json").read_text())
+
+
 def models_dir_with(tmp_path: Path, copied: str) -> Path:
     """A models folder of symlinks to the checkout's models, with `copied` a real copy to damage."""
     folder = tmp_path / "models"

@@ -255,10 +255,12 @@ class ModelStore:
             log.debug("cannot note %s as verified: %s", path, e)
 
     def _cache(self) -> dict:
+        """What verified before; an unreadable or damaged cache is no cache (everything is hashed again)."""
         try:
-            return json.loads((self.root / _VERIFIED).read_text())
-        except (FileNotFoundError, ValueError):
+            cache = json.loads((self.root / _VERIFIED).read_text())
+        except (OSError, ValueError):
             return {}
+        return cache if isinstance(cache, dict) else {}
 
 
 @cache
