@@ -61,6 +61,21 @@ def _pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+PROBE_S = 0.2
+"""How long a writer tries for the lock: `holder()` (sayso turns, doctor) holds it shared for a moment."""
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    give_up = threading.Event()
+    for _ in range(max(1, int(seconds / 0.02))):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            give_up.wait(0.02)
+    return False
+
+
 class WriterLock:
     """The exclusive lock of one turn log; `take` it, `release` it once per take."""
 
@@ -89,12 +104,10 @@ class WriterLock:
             except OSError as e:
                 raise SaysoError(f"cannot create the turn log's lock {path}: {e.strerror or e}. Check the path "
                                  "and its permissions ([log] db in the config).") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _lock_within(fd, PROBE_S):
                 pid = _pid(fd)
                 os.close(fd)
-                raise LogInUse(_in_use(db, pid)) from None
+                raise LogInUse(_in_use(db, pid))
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             cls._held[key] = [fd, 1]
