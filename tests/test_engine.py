@@ -13,10 +13,19 @@ import time
 
 import pytest
 
-from sayso.config import BargeInSettings, ConversationSettings, LLMSettings, Settings
+from sayso.config import BargeInSettings, ConversationSettings, LLMSettings, Settings, TurnSettings
 from sayso.engine import Engine
 from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.messages import Event, PartialTranscript, SpeechDropped, SpeechStarted, State, Utterance
+from sayso.messages import (
+    Event,
+    PartialTranscript,
+    SpeechDropped,
+    SpeechResumed,
+    SpeechStarted,
+    State,
+    TentativeTranscript,
+    Utterance,
+)
 from sayso.turnlog import TurnLog, cut_in_note
 
 LONG = ("Paris is the capital of France. It sits on the river Seine and has many old bridges. "
@@ -52,8 +61,13 @@ class Recorder:
                     if turn is None or e.data.get("turn") in (turn, None)]
 
 
+NO_JOIN = TurnSettings(join_window_s=0)
+"""These tests cut answers the moment they start: with joining on, that would be the person going on."""
+
+
 class Rig:
     def __init__(self, tmp_path, answers, llm_kwargs=None, tts_kwargs=None, settings=None, observers=()):
+        settings = settings or Settings(turn=NO_JOIN)
         self.llm = FakeLLM(answers, **(llm_kwargs or {}))
         self.tts = FakeTTS(**(tts_kwargs or {}))
         self.sink = FakeSpeakerSink()
@@ -113,7 +127,8 @@ def test_a_complete_exchange_in_order(rig):
     # the user turn is complete and the placeholder pending before the first token is asked for
     assert seen_at_call == [[("user", "complete", "what is the capital of france"), ("assistant", "pending", "")]]
     assert rig_.rec.sequence() == ["state:listening", "user_turn", "turn_started", "state:thinking", "first_token",
-                                   "state:speaking", "first_audio", "turn_finished", "state:idle"]
+                                   "state:speaking", "first_audio", "turn_finished", "answer_timeline",
+                                   "state:idle"]
     row = rig_.row(done["turn"])
     assert row["status"] == "complete" and row["heard_text"] == row["text"] == "Paris is the capital of France."
     assert row["interrupt_reason"] is None and row["reply_to"] == done["turn"] - 1
@@ -304,7 +319,7 @@ def test_a_stage_that_raises_ends_the_turn_as_error_and_keeps_listening(rig, whe
 
 
 def test_an_answer_that_runs_too_long_is_cut_with_reason_timeout(rig):
-    settings = Settings(llm=LLMSettings(max_seconds=1.0))
+    settings = Settings(llm=LLMSettings(max_seconds=1.0), turn=NO_JOIN)
     r = rig([" ".join(["word"] * 400)], llm_kwargs={"token_delay_s": 0.02}, settings=settings)
     r.say("talk forever")
     done = r.finished(timeout=WAIT)
@@ -360,7 +375,7 @@ def test_start_up_recovers_turns_a_crash_left_open(tmp_path):
 
 
 def test_a_new_conversation_starts_after_the_idle_timeout(tmp_path):
-    r = Rig(tmp_path, ["Hi."], settings=Settings(conversation=ConversationSettings(idle_timeout_s=5)))
+    r = Rig(tmp_path, ["Hi."], settings=Settings(conversation=ConversationSettings(idle_timeout_s=5), turn=NO_JOIN))
     r.engine.start()
     try:
         r.say("one")
@@ -379,7 +394,8 @@ def test_a_new_conversation_starts_after_the_idle_timeout(tmp_path):
 
 
 def pause_rig(rig, window_s: float = 0.5, min_words: int = 1, **kw) -> Rig:
-    settings = Settings(barge_in=BargeInSettings(mode="pause", commit_window_s=window_s, min_words=min_words))
+    settings = Settings(barge_in=BargeInSettings(mode="pause", commit_window_s=window_s, min_words=min_words),
+                        turn=NO_JOIN)
     return rig([LONG], settings=settings, **kw)
 
 
@@ -511,3 +527,136 @@ def test_a_pause_while_thinking_holds_the_first_word_until_it_resumes(rig):
     seq = r.rec.sequence(turn)
     assert seq.index("speech_paused") < seq.index("false_interruption") < seq.index("first_audio")
     assert r.tts.words_in(r.sink.audible()) == LONG.split()
+
+
+# ---- turn-taking: preemptive answers, the person going on, timeouts
+
+
+def test_a_preemptive_answer_is_held_until_the_turn_is_final_then_played_as_the_answer(rig):
+    r = rig(["Oslo is the capital of Norway."], llm_kwargs={"first_token_delay_s": 0.0})
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r.c.post(TentativeTranscript("what is the capital of norway", time.monotonic_ns()))
+    r.rec.wait("preemptive_start")
+    # it is generated and synthesized, but the turn is not over: nothing plays and nothing is logged
+    assert wait_until(lambda: r.tts.rendered)
+    assert len(r.sink.audible()) == 0 and r.engine.turnlog.rows() == []
+    assert r.c.state is State.LISTENING
+    r.c.post(Utterance("what is the capital of norway", time.monotonic_ns()))
+    done = r.finished()
+    assert done["status"] == "complete" and done["metrics"]["preemptive"] == "used"
+    assert len(r.llm.calls) == 1, "the answer was asked for twice"
+    rows = r.engine.turnlog.rows()
+    assert [(x["role"], x["status"]) for x in rows] == [("user", "complete"), ("assistant", "complete")]
+    assert rows[1]["reply_to"] == rows[0]["id"] and rows[1]["text"] == "Oslo is the capital of Norway."
+    assert r.tts.words_in(r.sink.audible()) == rows[1]["text"].split()
+    # the log's order is kept: the user turn, then the answer started, then its audio
+    seq = r.rec.sequence()
+    assert seq.index("user_turn") < seq.index("turn_started") < seq.index("first_audio")
+
+
+def test_a_preemptive_answer_to_a_turn_that_went_on_is_never_spoken_nor_logged(rig):
+    r = rig(lambda m: f"About {m[-1]['content']}.", llm_kwargs={"first_token_delay_s": 0.0})
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r.c.post(TentativeTranscript("what is the capital of", time.monotonic_ns()))
+    r.rec.wait("preemptive_start")
+    assert wait_until(lambda: r.tts.rendered)
+    r.c.post(SpeechResumed(time.monotonic_ns()))
+    assert r.rec.wait("preemptive_discarded").data["why"] == "the person went on"
+    r.c.post(Utterance("what is the capital of norway", time.monotonic_ns()))
+    done = r.finished()
+    assert done["text"] == "About what is the capital of norway." and "preemptive" not in done["metrics"]
+    assert r.tts.words_in(r.sink.audible()) == done["text"].split()
+    assert r.sink.aborts == 0, "the held answer was cut from the speaker although it never played"
+    assert [x["text"] for x in r.engine.turnlog.rows()] == ["what is the capital of norway", done["text"]]
+
+
+def test_a_final_unlike_the_words_at_the_pause_starts_the_answer_afresh(rig):
+    r = rig(lambda m: f"About {m[-1]['content']}.")
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r.c.post(TentativeTranscript("how tall is", time.monotonic_ns()))
+    r.rec.wait("preemptive_start")
+    r.c.post(Utterance("how tall is everest", time.monotonic_ns()))
+    done = r.finished()
+    assert done["text"] == "About how tall is everest." and r.rec.wait("preemptive_discarded")
+    assert r.tts.words_in(r.sink.audible()) == done["text"].split()
+
+
+def join_rig(rig, **kw) -> Rig:
+    return rig(lambda m: f"About {m[-1]['content']}.", settings=Settings(turn=TurnSettings(join_window_s=4.0)),
+               **kw)
+
+
+def test_words_while_thinking_join_the_turn_and_it_is_answered_once(rig):
+    r = join_rig(rig, llm_kwargs={"first_token_delay_s": 0.5})
+    r.say("ever tried")
+    first = r.rec.wait("turn_started").data
+    assert r.c.wait_state(State.THINKING, WAIT)
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r.c.post(Utterance("ever failed", time.monotonic_ns()))
+    cut = r.finished(first["turn"])
+    assert (cut["reason"], cut["heard_text"]) == ("superseded", "")
+    second = r.rec.wait("turn_started", reply_to=first["reply_to"], turn=first["turn"] + 1).data
+    done = r.finished(second["turn"])
+    assert done["status"] == "complete" and done["text"] == "About ever tried ever failed."
+    rows = r.engine.turnlog.rows()
+    assert [(x["role"], x["interrupt_reason"]) for x in rows] == [("user", None), ("assistant", "superseded"),
+                                                                  ("assistant", None)]
+    assert rows[0]["text"] == "ever tried ever failed"
+    # the LLM answered the joined turn, without the dropped answer or a note about it
+    assert r.llm.calls[-1][1:] == [{"role": "user", "content": "ever tried ever failed"}]
+    assert r.rec.wait("user_turn", joined=True).data["turn"] == first["reply_to"]
+
+
+def test_words_after_an_answer_was_heard_are_a_new_turn(rig):
+    r = join_rig(rig)
+    r.say("tell me about paris")
+    first = r.rec.wait("first_audio").data["turn"]
+    assert wait_until(lambda: r.row(first)["heard_text"])
+    r.c.post(Utterance("and rome", time.monotonic_ns()))
+    assert r.finished(first)["reason"] == "user_speaking"
+    assert [x["role"] for x in r.engine.turnlog.rows()][:3] == ["user", "assistant", "user"]
+
+
+def test_a_sound_with_no_words_that_cut_an_unheard_answer_gets_the_turn_answered_after_all(rig):
+    settings = Settings(barge_in=BargeInSettings(mode="immediate"), turn=TurnSettings(join_window_s=4.0))
+    r = rig(["Paris is the capital of France."], settings=settings, llm_kwargs={"first_token_delay_s": 0.4})
+    r.say("what is the capital of france")
+    first = r.rec.wait("turn_started").data
+    assert r.c.interrupt("full", "user_speaking")  # the listener in immediate mode, at a cough's onset
+    assert r.finished(first["turn"])["reason"] == "superseded"
+    r.c.post(SpeechDropped(time.monotonic_ns()))
+    again = r.rec.wait("turn_started", turn=first["turn"] + 1).data
+    assert again["reply_to"] == first["reply_to"] and r.finished(again["turn"])["status"] == "complete"
+    assert [x["role"] for x in r.engine.turnlog.rows()] == ["user", "assistant", "assistant"]
+
+
+def test_an_answer_cut_for_time_ends_at_a_whole_sentence(rig):
+    settings = Settings(llm=LLMSettings(max_seconds=1.0), turn=NO_JOIN)
+    answer = "One two three four five six. Seven eight nine ten. " + " ".join(["more"] * 300)
+    r = rig([answer], llm_kwargs={"token_delay_s": 0.02}, settings=settings)
+    r.say("count")
+    done = r.finished(timeout=WAIT)
+    assert (done["status"], done["reason"], done["kind"]) == ("interrupted", "timeout", "full")
+    assert done["heard_text"] == "One two three four five six. Seven eight nine ten."
+    assert r.tts.words_in(r.sink.audible()) == done["heard_text"].split()
+    assert done["text"].startswith(done["heard_text"] + " more"), "what was generated is logged"
+
+
+def test_waiting_for_the_voice_does_not_count_against_the_llm_time_limit(rig):
+    settings = Settings(llm=LLMSettings(max_seconds=1.0), turn=NO_JOIN)
+    r = rig(["A short first part, then the rest of a short answer."], settings=settings,
+            tts_kwargs={"render_delay_s": 1.2})
+    r.say("hello")
+    done = r.finished(timeout=WAIT)
+    assert done["status"] == "complete", done
+
+
+def wait_until(condition, timeout: float = WAIT) -> bool:
+    """A condition on state no event announces (what the fake voice rendered), polled with a timeout."""
+    deadline = time.monotonic() + timeout
+    gate = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        gate.wait(0.01)
+    return True

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from sayso.audio_out import PyAudioSink
 from sayso.backends import open_llm
-from sayso.capture import PyAudioMic, find_device
-from sayso.config import Settings
+from sayso.capture import FRAME_SAMPLES, RATE_HZ, PyAudioMic, find_device
+from sayso.config import Settings, TurnSettings
 from sayso.engine import Engine
 from sayso.errors import DeviceFailed
 from sayso.gpio import Controls, Mode, open_controls
@@ -31,6 +33,7 @@ from sayso.speaker import AudioSink
 from sayso.stt import Recognizer, open_recognizer
 from sayso.thinker import LLM
 from sayso.tts import PiperTTS
+from sayso.turn import TURN_MODEL, SmartTurn
 from sayso.turnlog import TurnLog
 from sayso.vad import VAD_MODEL, SileroVAD
 from sayso.voice import TTS
@@ -50,13 +53,57 @@ class Models:
     tts: TTS
     vad: SileroVAD
     recognizer: Recognizer
+    turn: SmartTurn | None = None
+    """The end-of-turn model; None decides the end of a turn by silence alone."""
 
     @classmethod
     def load(cls, settings: Settings, store: ModelStore) -> Models:
         return cls(llm=open_llm(settings, store),
                    tts=PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale),
                    vad=SileroVAD(store.path(VAD_MODEL, role="vad")),
-                   recognizer=open_recognizer(store, settings.stt.engine, settings.stt.vosk_model))
+                   recognizer=open_recognizer(store, settings.stt.engine, settings.stt.vosk_model),
+                   turn=open_turn_model(settings.turn, store))
+
+    def warm(self, settings: Settings) -> dict[str, float]:
+        """Run every model once so the first answer after start is as fast as later ones; ms each.
+
+        The LLM reads its weights through once and prefills the system prompt,
+        which llama.cpp keeps as the cached prefix of every later prompt. An
+        end-of-turn model slower than `turn.max_cost_ms` on this board is
+        dropped for silence alone.
+        """
+        took: dict[str, float] = {}
+
+        def timed(name: str, call: Callable[[], object]) -> None:
+            t = time.perf_counter()
+            call()
+            took[name] = round((time.perf_counter() - t) * 1000, 1)
+
+        warm_llm = getattr(self.llm, "warm", None)
+        if warm_llm is not None:
+            timed("llm", lambda: warm_llm(settings.llm.system_prompt))
+        timed("voice", lambda: self.tts.render("Ready."))
+        timed("vad", lambda: self.vad.probability(np.zeros(FRAME_SAMPLES, np.int16)))
+        self.vad.reset()
+        timed("stt", lambda: (self.recognizer.accept(bytes(2 * RATE_HZ // 10)), self.recognizer.end()))
+        if self.turn is not None:
+            quiet = np.zeros(RATE_HZ, np.int16)
+            timed("turn", lambda: self.turn.probability(quiet))  # the first run allocates: time the second
+            timed("turn", lambda: self.turn.probability(quiet))
+            if took["turn"] > settings.turn.max_cost_ms:
+                log.warning("the end-of-turn model takes %.0f ms here (turn.max_cost_ms = %g): ending turns on "
+                            "silence alone", took["turn"], settings.turn.max_cost_ms)
+                self.turn = None
+        log.info("models warmed in %.0f ms (%s)", sum(took.values()),
+                 ", ".join(f"{k} {v:.0f} ms" for k, v in took.items()))
+        return took
+
+
+def open_turn_model(settings: TurnSettings, store: ModelStore) -> SmartTurn | None:
+    """Smart Turn when the config asks for it, else None (silence alone ends a turn)."""
+    if settings.detector != "smart-turn":
+        return None
+    return SmartTurn(store.path(TURN_MODEL, role="turn"), settings.threads)
 
 
 class Appliance:
@@ -74,7 +121,7 @@ class Appliance:
         self.notifier = notifier or Notifier()
         self.engine = Engine(llm=models.llm, tts=models.tts, sink=sink, turnlog=turnlog, settings=settings,
                              clock=clock, observers=[self._on_event], mic=mic, vad=models.vad,
-                             recognizer=models.recognizer)
+                             recognizer=models.recognizer, turn_model=models.turn)
         self.pin_factory = pin_factory
         self.controls: Controls | None = None
         self.watchdog = Watchdog(self.notifier, self.health, self._on_health, Watchdog.interval_for(self.notifier))
@@ -233,6 +280,8 @@ def run(settings: Settings, store: ModelStore, notifier: Notifier | None = None)
     try:
         notifier.send("STATUS=loading models")
         models = Models.load(settings, store)
+        notifier.send("STATUS=warming the models")
+        models.warm(settings)
         db = Path(settings.log.db)
         turnlog = TurnLog(db)
         log.info("turn log: %s", db.resolve())

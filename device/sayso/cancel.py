@@ -29,6 +29,12 @@ class Scope:
         self.generation = threading.Event()
         self.paused = threading.Event()
         """Barge-in's pause: the speaker holds still, generation goes on (see Conductor.pause)."""
+        self.playable = threading.Event()
+        """Clear while the answer is preemptive: generated and synthesized, but nothing plays until the
+        person's turn is certain."""
+        self.playable.set()
+        self.first_voiced = threading.Event()
+        """Set once the voice has synthesized the answer's first clause (the thinker waits for it)."""
         self._lock = threading.Lock()
         self.first: Cancellation | None = None
 
@@ -53,9 +59,11 @@ class Scopes:
         self._scopes: dict[int, Scope] = {}
         self._lock = threading.Lock()
 
-    def open(self, turn: int) -> Scope:
+    def open(self, turn: int, playable: bool = True) -> Scope:
         with self._lock:
             self._scopes[turn] = scope = Scope(turn)
+            if not playable:
+                scope.playable.clear()
             # keep a few finished turns so late items find their (cancelled) scope
             for old in sorted(self._scopes)[:-8]:
                 del self._scopes[old]
@@ -77,3 +85,7 @@ class Scopes:
     def generation_cancelled(self, turn: int) -> bool:
         s = self.get(turn)
         return s is None or s.generation.is_set()
+
+    def playable(self, turn: int) -> bool:
+        s = self.get(turn)
+        return s is None or s.playable.is_set()

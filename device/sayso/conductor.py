@@ -15,6 +15,7 @@ the turn. `pause.py` holds that policy.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from sayso.cancel import Cancellation, Scope, Scopes
 from sayso.channel import Channel, of_turn
-from sayso.config import BargeInSettings, ConversationSettings
+from sayso.config import BargeInSettings, ConversationSettings, TurnSettings
 from sayso.errors import SaysoError
 from sayso.events import EventBus
 from sayso.messages import (
@@ -43,13 +44,15 @@ from sayso.messages import (
     PlaybackEnded,
     Reason,
     SpeechDropped,
+    SpeechResumed,
     SpeechStarted,
     StageFailed,
     State,
+    TentativeTranscript,
     TextCheckpoint,
     Utterance,
 )
-from sayso.pause import Pause, commits
+from sayso.pause import Pause, commits, continues
 from sayso.stage import Stage
 from sayso.turnlog import TurnLog
 
@@ -61,16 +64,33 @@ class _Turn:
     """The conductor's private, mutable view of the assistant turn in flight."""
 
     id: int
-    reply_to: int
+    """The pipeline's id for the answer (channels, cancel scopes)."""
+    row: int | None
+    """Its row in the turn log; None while it is preemptive (nothing is logged for it yet)."""
+    reply_to: int | None
     scope: Scope
     eos_ns: int
+    user_text: str = ""
+    """What the person said, as the LLM was given it."""
+    speech_end_ns: int | None = None
+    endpoint: str = ""
+    turn_probability: float | None = None
+    preemptive: bool = False
+    """Started at a short pause, before the end of the turn was certain."""
     text: str = ""
     heard: tuple[str, ...] = ()
     gen_ended: bool = False
     gen_outcome: str = ""
+    llm_busy_ms: float | None = None
     play_ended: bool = False
     playback_completed: bool = False
+    underruns: int = 0
+    started_ns: int | None = None
+    """When the LLM was asked (at the pause, for a preemptive answer)."""
+    final_ns: int | None = None
+    """When the final transcript arrived."""
     first_token_ns: int | None = None
+    first_chunk_ns: int | None = None
     first_audio_ns: int | None = None
     llm_stop_ns: int | None = None
     silence_ns: int | None = None
@@ -80,6 +100,14 @@ class _Turn:
     """The pause that became this turn's interrupt."""
     false_interruptions: list[float] = field(default_factory=list)
     """How long each pause that resumed kept the answer quiet, in ms."""
+
+
+@dataclass(frozen=True)
+class _Join:
+    """A user turn whose answer was dropped unheard because the person went on: their next words join it."""
+
+    user_row: int
+    text: str
 
 
 def _ms(a: int | None, b: int | None) -> float | None:
@@ -94,6 +122,8 @@ class Conductor(Stage):
         requests, clauses, segments: the channels into thinker, voice and speaker.
         ack_timeout_s: after an interrupt, how long the thinker and speaker get to
             acknowledge before the turn is closed without them (and the hang logged).
+        turn: end-of-turn settings: whether an answer may start preemptively at a short pause,
+            and when the person's next words join their last turn.
     """
 
     name = "conductor"
@@ -101,21 +131,28 @@ class Conductor(Stage):
     def __init__(self, turnlog: TurnLog, requests: Channel, clauses: Channel, segments: Channel, scopes: Scopes,
                  bus: EventBus, system_prompt: str, conversation: ConversationSettings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, ack_timeout_s: float = 3.0,
-                 button_debounce_s: float = 0.3, barge_in: BargeInSettings | None = None):
+                 button_debounce_s: float = 0.3, barge_in: BargeInSettings | None = None,
+                 turn: TurnSettings | None = None):
         super().__init__()
         self.turnlog, self.requests, self.clauses, self.segments = turnlog, requests, clauses, segments
         self.scopes, self.bus, self.clock = scopes, bus, clock
         self.system_prompt = system_prompt
         self.settings = conversation or ConversationSettings()
         self.barge_in = barge_in or BargeInSettings()
+        self.turn_settings = turn or TurnSettings()
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
         self.button_debounce_ns = int(button_debounce_s * 1e9)
         self.inbox: Channel = Channel("conductor", capacity=1024)
         self._lock = threading.Condition()
+        self._ids = itertools.count(1)
         self._active: _Turn | None = None
+        self._preempt: _Turn | None = None
+        """An answer started at a short pause, generated and synthesized but held until the turn is final."""
         self._state = State.IDLE
         self._state_changes = 0
-        self._queued: tuple[int, Utterance] | None = None
+        self._queued: tuple[int, Utterance, str] | None = None
+        self._join: _Join | None = None
+        """Set when an answer was dropped unheard and closed before the words that dropped it were final."""
         self._conversation: str | None = None
         self._last_activity = 0.0
         self._last_press_ns: int | None = None
@@ -132,7 +169,9 @@ class Conductor(Stage):
         """Cancel the answer in flight; True if this call cancelled (or escalated) anything.
 
         While idle it does nothing. Two racing interrupts give one final status:
-        the first fixes the reason, a later `full` still stops generation.
+        the first fixes the reason, a later `full` still stops generation. The
+        person's speech over an answer of which nothing was heard yet (see
+        `_joins`) supersedes it: their words join their last turn.
         """
         kind, reason = Kind(kind), Reason(reason)
         with self._lock:
@@ -140,6 +179,8 @@ class Conductor(Stage):
             if turn is None:
                 log.debug("interrupt(%s, %s) while idle: nothing to stop", kind.value, reason.value)
                 return False
+            if reason is Reason.USER_SPEAKING and self._joins(turn, onset_ns):
+                reason = Reason.SUPERSEDED
             c = Cancellation(kind, reason, self.clock(), onset_ns)
             if not turn.scope.cancel(c):
                 return False
@@ -181,8 +222,9 @@ class Conductor(Stage):
 
     @property
     def active_turn(self) -> int | None:
+        """The turn log's id of the answer in flight."""
         t = self._active
-        return t.id if t else None
+        return t.row if t else None
 
     @property
     def state_changes(self) -> int:
@@ -214,106 +256,254 @@ class Conductor(Stage):
         if turn and turn.ack_deadline_ns and self.clock() > turn.ack_deadline_ns:
             missing = [n for n, done in (("thinker", turn.gen_ended), ("speaker", turn.play_ended)) if not done]
             log.error("turn %s: %s did not acknowledge the interrupt within %.1fs; closing the turn without them",
-                      turn.id, " and ".join(missing), self.ack_timeout_ns / 1e9)
+                      turn.row, " and ".join(missing), self.ack_timeout_ns / 1e9)
             turn.gen_ended = turn.play_ended = True
             self._maybe_finish(turn)
 
     def _handle(self, msg: object) -> None:
-        if isinstance(msg, Utterance):
-            self._on_utterance(msg)
-            return
-        if isinstance(msg, SpeechStarted):
-            self._hearing = True
-            if self._state is State.IDLE:
-                self._set_state(State.LISTENING)
-            return
-        if isinstance(msg, PartialTranscript):
-            self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
-            return
-        if isinstance(msg, SpeechDropped):
-            if self._active and self._active.pause:
-                self._active.pause.sound_dropped(msg.t_ns)
+        match msg:
+            case Utterance():
+                self._on_utterance(msg)
+                return
+            case TentativeTranscript():
+                self._on_tentative(msg)
+                return
+            case SpeechResumed():
+                self._discard_preempt("the person went on")
+                return
+            case SpeechStarted():
+                self._hearing = True
+                if self._state is State.IDLE:
+                    self._set_state(State.LISTENING)
+                return
+            case PartialTranscript():
+                self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
+                return
+            case SpeechDropped():
+                if self._active and self._active.pause:
+                    self._active.pause.sound_dropped(msg.t_ns)
+                elif self._join is not None and self._active is None:
+                    self._answer_again()
+                return
+        preempt = self._preempt
+        if preempt is not None and getattr(msg, "turn", None) == preempt.id:
+            self._on_preempt_report(preempt, msg)
             return
         turn = self._active
         if turn is None or getattr(msg, "turn", None) != turn.id:
-            log.debug("dropping %s: not for the turn in flight (%s)", type(msg).__name__, turn and turn.id)
+            log.debug("dropping %s: not for the turn in flight", type(msg).__name__)
             return
-        if isinstance(msg, InterruptRequested):
-            self._on_interrupt(turn, msg)
-        elif isinstance(msg, PauseRequested):
-            self._on_pause(turn, msg)
-        elif isinstance(msg, Paused):
-            if turn.pause is not None and turn.pause.silence_ns is None:
-                turn.pause.silence_ns = msg.silence_ns
-            turn.heard = msg.words
-        elif isinstance(msg, FirstToken):
-            turn.first_token_ns = msg.t_ns
-            self._emit("first_token", turn=turn.id)
-        elif isinstance(msg, TextCheckpoint):
-            turn.text = msg.text
-            self._write(self.turnlog.checkpoint, turn.id, text=msg.text)
-        elif isinstance(msg, FirstAudio):
-            turn.first_audio_ns = msg.t_ns
-            self._set_state(State.SPEAKING)
-            self._emit("first_audio", turn=turn.id)
-        elif isinstance(msg, Heard):
-            turn.heard = msg.words
-            self._write(self.turnlog.checkpoint, turn.id, heard_text=" ".join(msg.words))
-        elif isinstance(msg, GenerationEnded):
-            turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, msg.outcome, msg.t_ns
-            turn.text = msg.text or turn.text
-            self._maybe_finish(turn)
-        elif isinstance(msg, PlaybackEnded):
-            turn.play_ended, turn.playback_completed = True, msg.completed
-            turn.heard, turn.silence_ns = msg.words, msg.silence_ns
-            self._maybe_finish(turn)
-        elif isinstance(msg, StageFailed):
-            self._on_stage_failed(turn, msg)
+        match msg:
+            case InterruptRequested():
+                self._on_interrupt(turn, msg)
+            case PauseRequested():
+                self._on_pause(turn, msg)
+            case Paused():
+                if turn.pause is not None and turn.pause.silence_ns is None:
+                    turn.pause.silence_ns = msg.silence_ns
+                turn.heard = msg.words
+            case FirstToken():
+                turn.first_token_ns = msg.t_ns
+                self._emit("first_token", turn=turn.row)
+            case TextCheckpoint():
+                turn.text = msg.text
+                turn.first_chunk_ns = turn.first_chunk_ns or self.clock()
+                self._write(self.turnlog.checkpoint, turn.row, text=msg.text)
+            case FirstAudio():
+                turn.first_audio_ns = msg.t_ns
+                self._set_state(State.SPEAKING)
+                self._emit("first_audio", turn=turn.row)
+            case Heard():
+                turn.heard = msg.words
+                self._write(self.turnlog.checkpoint, turn.row, heard_text=" ".join(msg.words))
+            case GenerationEnded():
+                self._generation_ended(turn, msg)
+                self._maybe_finish(turn)
+            case PlaybackEnded():
+                turn.play_ended, turn.playback_completed, turn.underruns = True, msg.completed, msg.underruns
+                turn.heard, turn.silence_ns = msg.words, msg.silence_ns
+                self._maybe_finish(turn)
+            case StageFailed():
+                self._on_stage_failed(turn, msg)
+
+    @staticmethod
+    def _generation_ended(turn: _Turn, msg: GenerationEnded) -> None:
+        turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, msg.outcome, msg.t_ns
+        turn.text, turn.llm_busy_ms = msg.text or turn.text, msg.busy_ms
 
     def _on_utterance(self, u: Utterance) -> None:
         self._hearing = False
         text = u.text.strip()
         turn = self._active
         if turn is not None and turn.pause is not None:
-            if not commits(u, self.barge_in):
+            going_on = self._joins(turn, turn.pause.onset_ns) and continues(u)
+            if not (going_on or commits(u, self.barge_in)):
                 # a cough the recogniser heard as "oh" or "i bought", or an "uh-huh": the answer
                 # goes on, and it is no turn
                 log.info("turn %s: final over the pause %r (posteriors %s, sustained speech %s ms) does not commit",
-                         turn.id, text, u.confidence, u.sustained_ms)
+                         turn.row, text, u.confidence, u.sustained_ms)
                 self._resume(turn, f"too few words: {text!r}" if text else "the speech had no words", text)
                 return
             turn.committed, turn.pause = turn.pause, None
             log.info("turn %s: words over the paused answer (%r, posteriors %s, sustained speech %s ms): "
-                     "interrupting it", turn.id, text, u.confidence, u.sustained_ms)
+                     "interrupting it", turn.row, text, u.confidence, u.sustained_ms)
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
+        elif turn is not None and text:
+            self.interrupt(Kind.FULL, Reason.USER_SPEAKING)  # cancel-then-send
+        join = self._join_of(turn)
         if not text:
+            if join is not None and turn is None:
+                self._answer_again()
+                return
             log.debug("a final transcript with no words is not a turn")
+            self._discard_preempt("the final had no words")
             if self._state is State.LISTENING:
                 self._set_state(State.IDLE)
             return
-        conversation = self._conversation_id()
-        user_id = self._write(self.turnlog.add_user, conversation, text)
-        self._emit("user_turn", turn=user_id, text=text)
+        if join is not None:
+            text = f"{join.text} {text}"
+            user_id: int | None = join.user_row
+            self._write(self.turnlog.amend_user, join.user_row, text)
+            log.info("turn %s: the person went on before hearing its answer; it now reads %r", user_id, text)
+            self._emit("user_turn", turn=user_id, text=text, joined=True)
+        else:
+            user_id = self._write(self.turnlog.add_user, self._conversation_id(), text)
+            self._emit("user_turn", turn=user_id, text=text)
         if self._active is not None:
             # cancel-then-send: the new utterance waits until the cut answer is closed
-            self.interrupt(Kind.FULL, Reason.USER_SPEAKING)
-            self._queued = (user_id, u)
+            self._queued = (user_id, u, text)
             return
-        self._start(user_id, u)
+        self._start(user_id, u, text)
 
-    def _start(self, user_id: int | None, u: Utterance) -> None:
+    def _join_of(self, cut: _Turn | None) -> _Join | None:
+        """The user turn these words join, if the answer they cut was dropped unheard."""
+        join, self._join = self._join, None
+        if cut is not None:
+            first = cut.scope.first
+            if first is None or first.reason is not Reason.SUPERSEDED or cut.reply_to is None:
+                return None
+            return _Join(cut.reply_to, cut.user_text)
+        return join
+
+    def _joins(self, turn: _Turn, onset_ns: int | None) -> bool:
+        """Whether the person's speech over `turn` goes on with the turn it answers rather than cutting in:
+        nothing of the answer heard yet, and it is still thinking or the speech came within the join window."""
+        window_ns = int(self.turn_settings.join_window_s * 1e9)
+        if window_ns <= 0 or turn.reply_to is None or turn.heard:
+            return False
+        if turn.first_audio_ns is None:
+            return True
+        since = turn.speech_end_ns if turn.speech_end_ns is not None else turn.eos_ns
+        return (onset_ns if onset_ns is not None else self.clock()) - since <= window_ns
+
+    def _answer_again(self) -> None:
+        """The sound that dropped an unheard answer had no words: answer the person's turn after all."""
+        join, self._join = self._join, None
+        if join is None:
+            return
+        log.info("turn %s: what cut its answer had no words; answering it again", join.user_row)
+        self._start(join.user_row, Utterance(join.text, self.clock()), join.text)
+
+    # ---- preemptive answers
+
+    def _on_tentative(self, t: TentativeTranscript) -> None:
+        """A short pause: start the answer on the words so far, held unheard until the turn is final."""
+        text = t.text.strip()
+        if not (self.turn_settings.preemptive and text) or self._active is not None or self._queued is not None:
+            return
+        if self._join is not None:
+            text = f"{self._join.text} {text}"
+        if self._preempt is not None:
+            if self._preempt.user_text == text:
+                return
+            self._discard_preempt("the words changed")
+        pid = next(self._ids)
+        turn = _Turn(pid, None, None, self.scopes.open(pid, playable=False), t.t_ns, user_text=text,
+                     preemptive=True, started_ns=self.clock())
+        self._preempt = turn
+        history = self._history(text, self._join)
+        self._emit("preemptive_start", text=text)
+        self.requests.put(GenerateRequest(pid, (("system", self.system_prompt), *history)))
+
+    def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
+        """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
+        history = self.turnlog.history(self._conversation_id(), self.settings.history_turns + 1)
+        if join is not None and ("user", join.text) in history:
+            last = len(history) - 1 - history[::-1].index(("user", join.text))
+            history = history[:last]
+        return [*history, ("user", text)]
+
+    def _on_preempt_report(self, turn: _Turn, msg: object) -> None:
+        match msg:
+            case FirstToken():
+                turn.first_token_ns = msg.t_ns
+            case TextCheckpoint():
+                turn.text = msg.text
+                turn.first_chunk_ns = turn.first_chunk_ns or self.clock()
+            case GenerationEnded():
+                self._generation_ended(turn, msg)
+            case StageFailed():
+                self._discard_preempt(f"stage {msg.stage} failed: {msg.error}")
+
+    def _discard_preempt(self, why: str) -> None:
+        """Drop the preemptive answer: nothing of it was played or logged."""
+        turn, self._preempt = self._preempt, None
+        if turn is None:
+            return
+        turn.scope.cancel(Cancellation(Kind.FULL, Reason.USER_SPEAKING, self.clock()))
+        self.requests.flush(of_turn(turn.id))
+        self.clauses.flush(of_turn(turn.id))
+        self.segments.flush(of_turn(turn.id))
+        self.segments.put_control(Cancel(turn.id))
+        log.info("preemptive answer to %r dropped: %s", turn.user_text, why)
+        self._emit("preemptive_discarded", why=why, text=turn.user_text)
+
+    def _adopt(self, turn: _Turn, row: int, user_id: int | None, u: Utterance) -> None:
+        """The turn is final and its words are the ones the preemptive answer was started on: play it."""
+        self._preempt = None
+        turn.row, turn.reply_to = row, user_id
+        self._fill(turn, u)
+        with self._lock:
+            self._active = turn
+        self._emit("turn_started", turn=row, reply_to=user_id, preemptive=True)
+        self._set_state(State.THINKING)
+        if turn.first_token_ns is not None:
+            self._emit("first_token", turn=row)
+        if turn.text:
+            self._write(self.turnlog.checkpoint, row, text=turn.text)
+        turn.scope.playable.set()
+
+    # ---- answers
+
+    def _start(self, user_id: int | None, u: Utterance, text: str) -> None:
         conversation = self._conversation_id()
+        preempt = self._preempt
+        if preempt is not None and (preempt.user_text != text or preempt.scope.generation.is_set()):
+            self._discard_preempt("the final transcript differs from the words at the pause")
+            preempt = None
         assistant_id = self._write(self.turnlog.begin_assistant, conversation, user_id)
         if assistant_id is None:
+            self._discard_preempt("the turn log refused the answer")
             self._set_state(State.IDLE)
             return
-        turn = _Turn(assistant_id, user_id, self.scopes.open(assistant_id), u.eos_ns)
+        if preempt is not None:
+            self._adopt(preempt, assistant_id, user_id, u)
+            return
+        pid = next(self._ids)
+        turn = _Turn(pid, assistant_id, user_id, self.scopes.open(pid), u.eos_ns, user_text=text,
+                     started_ns=self.clock())
+        self._fill(turn, u)
         with self._lock:
             self._active = turn
         history = self.turnlog.history(conversation, self.settings.history_turns + 1)
-        self._emit("turn_started", turn=turn.id, reply_to=user_id)
+        self._emit("turn_started", turn=turn.row, reply_to=user_id)
         self._set_state(State.THINKING)
         self.requests.put(GenerateRequest(turn.id, (("system", self.system_prompt), *history)))
+
+    def _fill(self, turn: _Turn, u: Utterance) -> None:
+        """What the final tells about the end of the person's turn, for the answer's metrics."""
+        turn.eos_ns, turn.speech_end_ns, turn.final_ns = u.eos_ns, u.speech_end_ns, self.clock()
+        turn.endpoint, turn.turn_probability = u.endpoint, u.turn_probability
 
     def _on_interrupt(self, turn: _Turn, msg: InterruptRequested) -> None:
         self.clauses.flush(of_turn(turn.id))
@@ -324,7 +514,7 @@ class Conductor(Stage):
             turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, "cancelled", self.clock()
         turn.ack_deadline_ns = self.clock() + self.ack_timeout_ns
         first = turn.scope.first
-        self._emit("speech_interrupted", turn=turn.id, reason=first.reason.value, kind=first.kind.value)
+        self._emit("speech_interrupted", turn=turn.row, reason=first.reason.value, kind=first.kind.value)
         self._maybe_finish(turn)
 
     def _on_pause(self, turn: _Turn, msg: PauseRequested) -> None:
@@ -334,7 +524,7 @@ class Conductor(Stage):
         deadline = msg.t_ns + int(self.barge_in.commit_window_s * 1e9)
         if turn.pause is None:
             turn.pause = Pause(msg.t_ns, msg.onset_ns, deadline)
-            self._emit("speech_paused", turn=turn.id)
+            self._emit("speech_paused", turn=turn.row)
         else:
             turn.pause.more_sound(deadline)
 
@@ -346,11 +536,11 @@ class Conductor(Stage):
             turn.scope.paused.clear()
         paused_ms = round((self.clock() - pause.requested_ns) / 1e6, 1)
         turn.false_interruptions.append(paused_ms)
-        log.info("turn %s: resumed after %.0f ms paused (%s)", turn.id, paused_ms, why)
-        self._emit("false_interruption", turn=turn.id, paused_ms=paused_ms, why=why, words=words)
+        log.info("turn %s: resumed after %.0f ms paused (%s)", turn.row, paused_ms, why)
+        self._emit("false_interruption", turn=turn.row, paused_ms=paused_ms, why=why, words=words)
 
     def _on_stage_failed(self, turn: _Turn, msg: StageFailed) -> None:
-        log.error("stage %s failed during turn %s: %s", msg.stage, turn.id, msg.error)
+        log.error("stage %s failed during turn %s: %s", msg.stage, turn.row, msg.error)
         self.interrupt(Kind.FULL, Reason.ERROR)
         if msg.stage == "thinker":
             turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, "error", self.clock()
@@ -365,37 +555,26 @@ class Conductor(Stage):
         # An interrupt that raced the natural end and lost (every sample already
         # played, generation done) leaves the turn complete.
         complete = turn.playback_completed and turn.gen_outcome == "done"
-        metrics = {"eos_to_first_token_ms": _ms(turn.eos_ns, turn.first_token_ns),
-                   "eos_to_first_audio_ms": _ms(turn.eos_ns, turn.first_audio_ns)}
-        if turn.false_interruptions:
-            metrics["false_interruptions"] = len(turn.false_interruptions)
-            metrics["false_interruption_paused_ms"] = turn.false_interruptions
-        if not complete and first is not None:
-            quiet_from, p = first.t_ns, turn.committed
-            if p is not None and first.reason is Reason.USER_SPEAKING:
-                # the person heard silence from the pause on: that is the interrupt's silence
-                metrics["pause_to_commit_ms"] = _ms(p.requested_ns, first.t_ns)
-                quiet_from, turn.silence_ns = p.requested_ns, p.silence_ns or turn.silence_ns
-            if turn.first_audio_ns is not None:
-                metrics["interrupt_to_silence_ms"] = max(0.0, _ms(quiet_from, turn.silence_ns) or 0.0)
-            if first.kind is Kind.FULL and turn.llm_stop_ns is not None and turn.llm_stop_ns >= first.t_ns:
-                metrics["interrupt_to_llm_stop_ms"] = _ms(first.t_ns, turn.llm_stop_ns)
-            if first.onset_ns is not None and turn.silence_ns is not None and turn.first_audio_ns is not None:
-                metrics["speech_onset_to_silence_ms"] = _ms(first.onset_ns, turn.silence_ns)
-        metrics = {k: v for k, v in metrics.items() if v is not None}
+        if first is None and turn.gen_outcome == "timeout":
+            # generation was cut at a sentence's end and all of that was played
+            first = Cancellation(Kind.FULL, Reason.TIMEOUT, turn.llm_stop_ns or self.clock())
+        metrics = turn_metrics(turn)
         if complete:
             status, heard, reason, kind = "complete", turn.text, None, None
         else:
             first = first or Cancellation(Kind.FULL, Reason.ERROR, self.clock())
             status, heard, reason, kind = "interrupted", " ".join(turn.heard), first.reason.value, first.kind.value
-        self._write(self.turnlog.finish, turn.id, text=turn.text, heard_text=heard, status=status,
+        self._write(self.turnlog.finish, turn.row, text=turn.text, heard_text=heard, status=status,
                     reason=reason, kind=kind, metrics=metrics)
         with self._lock:
             self._active = None
         self._last_activity = time.time()
-        self._emit("turn_finished", turn=turn.id, status=status, reason=reason, kind=kind, text=turn.text,
+        self._emit("turn_finished", turn=turn.row, status=status, reason=reason, kind=kind, text=turn.text,
                    heard_text=heard, metrics=metrics)
+        self._emit("answer_timeline", turn=turn.row, **timeline(turn))
         queued, self._queued = self._queued, None
+        if reason == Reason.SUPERSEDED and queued is None and turn.reply_to is not None:
+            self._join = _Join(turn.reply_to, turn.user_text)  # the words that dropped it are not final yet
         if queued:
             self._start(*queued)
         else:
@@ -403,6 +582,7 @@ class Conductor(Stage):
 
     def close_for_shutdown(self) -> None:
         """After the stages stopped: close a turn still in flight with what is known."""
+        self._discard_preempt("shutting down")
         turn = self._active
         if turn is None:
             return
@@ -444,3 +624,48 @@ class Conductor(Stage):
 
     def _emit(self, type_: str, **data) -> None:
         self.bus.emit(Event(type_, self.clock(), data))
+
+
+def timeline(turn: _Turn) -> dict[str, float]:
+    """An answer's milestones in ms on the pipeline's clock, for the waterfall plot."""
+    stamps = {"speech_end": turn.speech_end_ns, "endpoint": turn.eos_ns, "final": turn.final_ns,
+              "llm_asked": turn.started_ns, "first_token": turn.first_token_ns, "first_chunk": turn.first_chunk_ns,
+              "first_audio": turn.first_audio_ns}
+    return {f"{k}_ms": round(v / 1e6, 1) for k, v in stamps.items() if v is not None}
+
+
+def turn_metrics(turn: _Turn) -> dict:
+    """An answer's metrics (ms on the pipeline's clock) from what the conductor saw of it."""
+    first = turn.scope.first
+    metrics = {"eos_to_first_token_ms": _ms(turn.eos_ns, turn.first_token_ns),
+               "eos_to_first_audio_ms": _ms(turn.eos_ns, turn.first_audio_ns)}
+    if turn.speech_end_ns is not None:
+        metrics["speech_end_to_first_audio_ms"] = _ms(turn.speech_end_ns, turn.first_audio_ns)
+        metrics["endpoint_ms"] = _ms(turn.speech_end_ns, turn.eos_ns)
+        metrics["endpoint"] = turn.endpoint
+        if turn.turn_probability is not None:
+            metrics["turn_probability"] = round(turn.turn_probability, 3)
+    if turn.preemptive:
+        metrics["preemptive"] = "used"
+    if turn.llm_busy_ms is not None and turn.gen_outcome == "timeout":
+        metrics["llm_busy_ms"] = round(turn.llm_busy_ms, 1)
+    if turn.underruns:
+        metrics["underruns"] = turn.underruns
+    if turn.false_interruptions:
+        metrics["false_interruptions"] = len(turn.false_interruptions)
+        metrics["false_interruption_paused_ms"] = turn.false_interruptions
+    complete = turn.playback_completed and turn.gen_outcome == "done"
+    if not complete and first is not None:
+        quiet_from, p = first.t_ns, turn.committed
+        silence_ns = turn.silence_ns
+        if p is not None and first.reason in (Reason.USER_SPEAKING, Reason.SUPERSEDED):
+            # the person heard silence from the pause on: that is the interrupt's silence
+            metrics["pause_to_commit_ms"] = _ms(p.requested_ns, first.t_ns)
+            quiet_from, silence_ns = p.requested_ns, p.silence_ns or silence_ns
+        if turn.first_audio_ns is not None:
+            metrics["interrupt_to_silence_ms"] = max(0.0, _ms(quiet_from, silence_ns) or 0.0)
+        if first.kind is Kind.FULL and turn.llm_stop_ns is not None and turn.llm_stop_ns >= first.t_ns:
+            metrics["interrupt_to_llm_stop_ms"] = _ms(first.t_ns, turn.llm_stop_ns)
+        if first.onset_ns is not None and silence_ns is not None and turn.first_audio_ns is not None:
+            metrics["speech_onset_to_silence_ms"] = _ms(first.onset_ns, silence_ns)
+    return {k: v for k, v in metrics.items() if v is not None}

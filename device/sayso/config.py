@@ -51,6 +51,27 @@ class VADSettings:
 
 
 @dataclass(frozen=True)
+class TurnSettings:
+    detector: str = _opt("smart-turn", "What decides that the person has finished: smart-turn (a model hears "
+                         "whether a pause ends the sentence) or silence (vad.end_silence_ms of quiet).",
+                         choices=("smart-turn", "silence"))
+    pause_ms: int = _opt(200, "Silence after which the end-of-turn model is asked and the answer may start "
+                         "preemptively.", lo=64, hi=1500)
+    max_silence_ms: int = _opt(1600, "With smart-turn: silence that ends a turn the model called incomplete.",
+                               lo=300, hi=5000)
+    threshold: float = _opt(0.5, "With smart-turn: probability at or above which a pause ends the turn.",
+                            lo=0.05, hi=0.99)
+    threads: int = _opt(1, "CPU threads for the end-of-turn model.", lo=1, hi=16)
+    max_cost_ms: float = _opt(400.0, "If the end-of-turn model takes longer than this at start-up, this board "
+                              "cannot afford it: fall back to silence alone.", lo=10, hi=5000)
+    preemptive: bool = _opt(True, "Start the answer at the pause, before the end of the turn is certain; it is "
+                            "dropped unheard if the person goes on.")
+    join_window_s: float = _opt(4.0, "Speech this soon after the person's last turn, before any word of its "
+                                "answer was heard, joins that turn instead of starting a new one; 0 = never.",
+                                lo=0, hi=30)
+
+
+@dataclass(frozen=True)
 class BargeInSettings:
     mode: str = _opt("pause", "What speech over an answer does: pause (go quiet at once, interrupt when words "
                      "follow, resume when none do), immediate (interrupt at once), off (only the button stops it).",
@@ -163,6 +184,7 @@ class Settings:
     models: ModelSettings = field(default_factory=ModelSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     vad: VADSettings = field(default_factory=VADSettings)
+    turn: TurnSettings = field(default_factory=TurnSettings)
     barge_in: BargeInSettings = field(default_factory=BargeInSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)

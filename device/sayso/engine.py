@@ -19,6 +19,7 @@ from sayso.speaker import AudioSink, Speaker
 from sayso.stage import Stage, stop_all
 from sayso.stt import Recognizer
 from sayso.thinker import LLM, Thinker
+from sayso.turn import SmartTurn, TurnDetector
 from sayso.turnlog import TurnLog
 from sayso.vad import Endpointer, SileroVAD
 from sayso.voice import TTS, Voice
@@ -30,13 +31,14 @@ class Engine:
     """thinker -> voice -> speaker around the conductor; inputs post into `conductor`.
 
     Hardware and models come in through the constructor (a real LLM or a fake,
-    a sound card or a fake sink), never patched in.
+    a sound card or a fake sink), never patched in. Without `turn_model` the end
+    of a turn is decided by silence alone.
     """
 
     def __init__(self, *, llm: LLM, tts: TTS, sink: AudioSink, turnlog: TurnLog, settings: Settings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, observers: Iterable[Observer] = (),
                  ack_timeout_s: float = 3.0, mic=None, vad: SileroVAD | None = None,
-                 recognizer: Recognizer | None = None):
+                 recognizer: Recognizer | None = None, turn_model: SmartTurn | None = None):
         settings = settings or Settings()
         self.turnlog = turnlog
         self.scopes = Scopes()
@@ -48,10 +50,10 @@ class Engine:
         self.segments: Channel = Channel("segments", capacity=2)
         self.conductor = Conductor(turnlog, self.requests, self.clauses, self.segments, self.scopes, self.bus,
                                    settings.llm.system_prompt, settings.conversation, clock, ack_timeout_s,
-                                   barge_in=settings.barge_in)
+                                   barge_in=settings.barge_in, turn=settings.turn)
         failed = self.conductor.stage_failed
         self.thinker = Thinker(llm, self.requests, self.clauses, self.conductor.post, self.scopes, clock,
-                               self.conductor.interrupt, settings.llm.max_seconds, on_error=failed)
+                               settings.llm.max_seconds, on_error=failed)
         self.voice = Voice(tts, self.clauses, self.segments, self.scopes, on_error=failed)
         self.echo = EchoReference()
         self.speaker = Speaker(sink, self.segments, self.conductor.post, self.scopes, clock, on_error=failed,
@@ -66,14 +68,22 @@ class Engine:
             self.capture = Capture(mic, self.frames, clock, settings.audio.stall_s)
             b = settings.barge_in
             self.canceller = None if b.echo_canceller == "off" else EchoCanceller(self.echo, b.echo_tail_ms)
-            self.listener = Listener(vad, Endpointer(settings.vad), self.frames, self.utterance_audio,
-                                     self.conductor, b, settings.vad.preroll_ms, self.echo, self.canceller)
+            t = settings.turn
+            self.turns = None if turn_model is None else TurnDetector(turn_model, t.threshold,
+                                                                      lambda a: self.listener.answer(a))
+            pause_ms = t.pause_ms if self.turns is not None or t.preemptive else None
+            end_ms = t.max_silence_ms if self.turns is not None else None
+            self.listener = Listener(vad, Endpointer(settings.vad, end_silence_ms=end_ms, pause_ms=pause_ms),
+                                     self.frames, self.utterance_audio, self.conductor, b, settings.vad.preroll_ms,
+                                     self.echo, self.canceller, self.turns)
             self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post,
-                                          vad.another_stream())
+                                           vad.another_stream(), self.listener.words_at_pause)
             self.stages += [self.transcriber, self.listener, self.capture]
+            if self.turns is not None:
+                self.stages.append(self.turns)
             self.channels += [self.frames, self.utterance_audio]
         else:
-            self.listener = self.canceller = None
+            self.listener = self.canceller = self.turns = None
         self.recovered: list[int] = []
 
     def busy(self) -> str | None:

@@ -69,8 +69,11 @@ class FakeTTS:
     """
 
     def __init__(self, rate_hz: int = 22050, ms_per_char: float = 25.0, gap_ms: float = 20.0,
-                 fail_on: str | None = None):
+                 fail_on: str | None = None, render_delay_s: float = 0.0):
         self.rate_hz, self.ms_per_char, self.gap_ms, self.fail_on = rate_hz, ms_per_char, gap_ms, fail_on
+        self.render_delay_s = render_delay_s
+        """Seconds each render takes, as synthesis on a slow board would."""
+        self._never = threading.Event()
         self._ids: dict[str, int] = {}
         self._words: dict[int, str] = {}
         self.rendered: list[str] = []
@@ -85,6 +88,7 @@ class FakeTTS:
         if self.fail_on and self.fail_on in text:
             raise RuntimeError(f"FakeTTS told to fail on {self.fail_on!r}")
         self.rendered.append(text)
+        self._never.wait(self.render_delay_s)
         parts, spans, pos = [], [], 0
         gap = np.zeros(int(self.rate_hz * self.gap_ms / 1000), np.int16)
         for word in text.split():

@@ -16,14 +16,27 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame
 from sayso.channel import Channel
 from sayso.config import BargeInSettings
 from sayso.echo import EchoCanceller, EchoGuard, EchoReference, MicClock
-from sayso.messages import Kind, PartialTranscript, Reason, SpeechDropped, SpeechStarted, State, Utterance
+from sayso.messages import (
+    Kind,
+    PartialTranscript,
+    Reason,
+    SpeechDropped,
+    SpeechResumed,
+    SpeechStarted,
+    State,
+    TentativeTranscript,
+    Utterance,
+)
 from sayso.stage import Stage
-from sayso.stt import Recognizer
-from sayso.vad import Endpointer, SileroVAD, SpeechEnd, SpeechStart, VADState
+from sayso.stt import Recognizer, Transcript
+from sayso.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
+from sayso.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +49,23 @@ class StartOfSpeech:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """To the transcriber: a short pause that may end the utterance; post the words so far as tentative."""
+
+    pause: int
+    """The endpointer's count of pauses: which pause the words belong to."""
+    t_ns: int
+
+
+@dataclass(frozen=True)
 class EndOfSpeech:
     """To the transcriber: the utterance is over, give the final."""
 
     eos_ns: int
     eos_sample: int
+    speech_end_ns: int | None = None
+    endpoint: str = "silence"
+    turn_probability: float | None = None
 
 
 class Listener(Stage):
@@ -51,14 +76,29 @@ class Listener(Stage):
         audio: the transcriber's channel: utterance frames, then EndOfSpeech.
         echo: the speaker's reference; None where nothing plays (tests of listening alone).
         canceller: takes the echo out of each frame first; None to listen to the raw mic.
+        turns: the end-of-turn model, asked at each short pause (the endpointer's SpeechPause); None
+            to end utterances on silence alone.
+
+    At a short pause the transcriber is asked for the words so far (an answer may start on them)
+    and the frames after it are held back: if the person goes on they follow, if the utterance
+    ends there the final is exactly those words.
     """
 
     name = "listener"
 
     def __init__(self, vad: SileroVAD, endpointer: Endpointer, frames: Channel, audio: Channel, conductor,
                  barge_in: BargeInSettings, preroll_ms: int = 320, echo: EchoReference | None = None,
-                 canceller: EchoCanceller | None = None):
+                 canceller: EchoCanceller | None = None, turns: TurnDetector | None = None):
         super().__init__()
+        self.turns = turns
+        self._answers: deque[TurnAnswer] = deque()
+        self._utterance: deque[np.ndarray] = deque(maxlen=WINDOW_S * RATE_HZ // FRAME_SAMPLES)
+        """The utterance's last 8 s, for the end-of-turn model."""
+        self._held: list[Frame] | None = None
+        """Frames after a short pause, kept from the transcriber until the person goes on."""
+        self._probability: float | None = None
+        self._words: tuple[int, str] | None = None
+        """The transcriber's words at the newest pause, (pause, text)."""
         self.vad, self.endpointer, self.frames, self.audio = vad, endpointer, frames, audio
         self.conductor, self.barge_in, self.echo, self.canceller = conductor, barge_in, echo, canceller
         self.guard = EchoGuard(barge_in)
@@ -102,21 +142,73 @@ class Listener(Stage):
         events = self.endpointer.update(prob, frame.index)
         if was is VADState.STARTING and self.endpointer.state is VADState.QUIET and self._barged:
             self.conductor.post(SpeechDropped(frame.t_ns))  # what paused the answer was not speech after all
+        if self._held is not None and was is VADState.STOPPING and self.endpointer.state is VADState.SPEAKING:
+            for f in self._held:  # the person went on: the pause belongs to the utterance
+                self.audio.put(f)
+            self._held = None
+            self.conductor.post(SpeechResumed(frame.t_ns))
         for event in events:
             if isinstance(event, SpeechStart):
                 self.conductor.post(SpeechStarted(_ns_at(frame, event.onset_sample), event.onset_sample))
-                self._in_utterance = True
+                self._in_utterance, self._probability = True, None
                 self.audio.put(StartOfSpeech(event.onset_sample))
+                self._utterance.clear()
                 for f in self._preroll:  # pre-roll: the first word arrives whole
                     if f is not frame and f.index + FRAME_SAMPLES > event.onset_sample - self.preroll_samples:
                         self.audio.put(f)
+                        self._utterance.append(f.samples)
+            elif isinstance(event, SpeechPause):
+                self.audio.put(Checkpoint(self.endpointer.pauses, frame.t_ns))
+                self._held = []
+                self._utterance.append(frame.samples)
+                if self.turns is not None:
+                    self.turns.ask(TurnQuestion(self.endpointer.pauses, np.concatenate(self._utterance),
+                                                frame.t_ns))
             elif isinstance(event, SpeechEnd):
-                self.audio.put(frame)
-                self.audio.put(EndOfSpeech(_ns_at(frame, event.decided_sample), event.decided_sample))
-                self._in_utterance = False
+                if self._held is None:
+                    self.audio.put(frame)
+                self._end(frame, event, "silence")
         if self._in_utterance:
-            self.audio.put(frame)
+            if not events or not isinstance(events[-1], SpeechPause):
+                self._utterance.append(frame.samples)
+            if self._held is not None:
+                self._held.append(frame)
+            else:
+                self.audio.put(frame)
+        self._check_turn(frame)
         self._check_barge_in(frame)
+
+    def answer(self, a: TurnAnswer) -> None:
+        """The end-of-turn model's verdict (from its thread): acted on at the next frame."""
+        self._answers.append(a)
+
+    def words_at_pause(self, pause: int, text: str) -> None:
+        """The transcriber's words at a pause (from its thread): a turn never ends on "the" or "of"."""
+        self._words = (pause, text)
+
+    def _check_turn(self, frame: Frame) -> None:
+        """At a pause, end the utterance once the model says complete and the words do not trail off."""
+        pause = self.endpointer.pauses
+        while self._answers and self._answers[0].pause != pause:
+            self._answers.popleft()  # an older pause's: the person went on
+        words = self._words
+        if not self._answers or words is None or words[0] != pause:
+            return
+        a = self._answers.popleft()
+        if self.endpointer.state is not VADState.STOPPING:
+            return  # the utterance already ended on silence
+        self._probability = a.probability
+        complete = a.complete and not trails_off(words[1])
+        log.debug("end of turn at %r: p=%.2f in %.0f ms: %s", words[1], a.probability, a.cost_ms,
+                  "complete" if complete else "incomplete")
+        if complete:
+            self._end(frame, self.endpointer.end_now(frame.index + FRAME_SAMPLES), "smart-turn")
+
+    def _end(self, frame: Frame, end: SpeechEnd, endpoint: str) -> None:
+        """The utterance is over: frames held since its pause were silence and are dropped."""
+        self.audio.put(EndOfSpeech(_ns_at(frame, end.decided_sample), end.decided_sample,
+                                   _ns_at(frame, end.end_sample), endpoint, self._probability))
+        self._in_utterance, self._held = False, None
 
     def _check_barge_in(self, frame: Frame) -> None:
         if self.endpointer.state is VADState.QUIET:
@@ -148,6 +240,12 @@ class Listener(Stage):
 class Transcriber(Stage):
     """Feeds utterance audio to the recogniser as it arrives; posts partials and the final.
 
+    At a short pause (Checkpoint) it takes the recogniser's final for the words
+    so far and posts it as tentative: if the utterance ends there, that is the
+    final, word for word. If the person goes on, the utterance's audio is fed
+    again from its start, so the recogniser hears the sentence whole rather
+    than two fragments.
+
     With a VAD of its own it also measures each utterance's longest run of sure
     speech (p >= 0.9) from its onset, heard afresh: the listener's VAD carries
     the appliance's voice in its memory and calls a cough's tail speech, and
@@ -158,31 +256,51 @@ class Transcriber(Stage):
 
     name = "transcriber"
     SURE = 0.9
+    KEEP_S = 30
+    """Most audio of one utterance kept to feed again after a pause."""
 
     def __init__(self, recognizer: Recognizer, audio: Channel, post: Callable[[object], None],
-                 vad: SileroVAD | None = None):
+                 vad: SileroVAD | None = None, at_pause: Callable[[int, str], None] = lambda pause, text: None):
         super().__init__()
-        self.recognizer, self.audio, self.post, self.vad = recognizer, audio, post, vad
+        self.recognizer, self.audio, self.post, self.vad, self.at_pause = recognizer, audio, post, vad, at_pause
         self._run = self._longest = self._onset = 0
+        self._heard: deque[bytes] = deque(maxlen=self.KEEP_S * RATE_HZ // FRAME_SAMPLES)
+        """The utterance's audio so far."""
+        self._at_pause: Transcript | None = None
+        """The final taken at the last pause, while nothing has been heard after it."""
 
     def step(self) -> None:
         item = self.audio.get(timeout=0.1)
         if isinstance(item, StartOfSpeech):
             self._onset, self._run, self._longest = item.onset_sample, 0, 0
+            self._heard.clear()
+            self._at_pause = None
             if self.vad is not None:
                 self.vad.reset()
         elif isinstance(item, Frame):
             if self.vad is not None and item.index >= self._onset:
                 self._run = self._run + 1 if self.vad.probability(item.samples) >= self.SURE else 0
                 self._longest = max(self._longest, self._run)
-            partial = self.recognizer.accept(item.samples.tobytes())
+            pcm = item.samples.tobytes()
+            if self._at_pause is not None:  # the person went on: hear the sentence again from its start
+                self._at_pause = None
+                for earlier in self._heard:
+                    self.recognizer.accept(earlier)
+            self._heard.append(pcm)
+            partial = self.recognizer.accept(pcm)
             if partial is not None and partial.text:
                 self.post(PartialTranscript(partial.text))
+        elif isinstance(item, Checkpoint):
+            self._at_pause = self.recognizer.end()
+            self.at_pause(item.pause, self._at_pause.text)
+            self.post(TentativeTranscript(self._at_pause.text, item.t_ns))
         elif isinstance(item, EndOfSpeech):
-            final = self.recognizer.end()
+            final, self._at_pause = self._at_pause or self.recognizer.end(), None
+            self._heard.clear()
             sustained = None if self.vad is None else self._longest * FRAME_SAMPLES * 1000 // RATE_HZ
             # an empty final is posted too: the conductor goes back from listening to idle
-            self.post(Utterance(final.text, item.eos_ns, item.eos_sample, final.confidence or None, sustained))
+            self.post(Utterance(final.text, item.eos_ns, item.eos_sample, final.confidence or None, sustained,
+                                item.speech_end_ns, item.endpoint, item.turn_probability))
 
 
 def _ns_at(frame: Frame, sample: int) -> int:

@@ -24,6 +24,7 @@ class LlamaLLM:
         import llama_cpp
         from llama_cpp import LLAMA_DEFAULT_SEED, Llama
 
+        self.model_path = Path(model_path)
         self._llama = Llama(str(model_path), n_ctx=context_tokens, n_threads=threads or os.cpu_count(),
                             seed=LLAMA_DEFAULT_SEED if seed < 0 else seed, verbose=False)
         self.seed, self.temperature, self.max_tokens = seed, temperature, max_tokens
@@ -35,6 +36,21 @@ class LlamaLLM:
         # this callback between graph nodes; the ctypes object must outlive the context.
         self._abort = llama_cpp.ggml_abort_callback(self._abort_requested)
         llama_cpp.llama_set_abort_callback(self._llama._ctx.ctx, self._abort, None)
+
+    def warm(self, system_prompt: str) -> None:
+        """Read the weights through once and prefill the system prompt, so the first answer is not slower.
+
+        llama.cpp maps the file: reading it in order is the fastest way to bring
+        every page in (an SD card pays dearly for the random faults of a first
+        forward pass), and llama-cpp-python keeps the prompt's tokens as the
+        cached prefix that later prompts, all starting with the system prompt, reuse.
+        """
+        with open(self.model_path, "rb") as f:
+            while f.read(8 << 20):
+                pass
+        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hello."}]
+        for _ in self._llama.create_chat_completion(messages=messages, max_tokens=1, stream=True):
+            pass
 
     def _abort_requested(self, _data) -> bool:
         if self._should_stop():

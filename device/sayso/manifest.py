@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 #: The checkout's models/ folder; the manifest lives there and, by default, the models too.
 CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "models"
-ROLES = ("vad", "stt", "llm", "voice")
+ROLES = ("vad", "stt", "llm", "voice", "turn")
 _VERIFIED = ".verified.json"
 
 

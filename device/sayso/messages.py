@@ -27,6 +27,8 @@ class Reason(StrEnum):
     ERROR = "error"
     CRASH = "crash"
     """Written only by start-up recovery."""
+    SUPERSEDED = "superseded"
+    """The person went on talking before hearing any of the answer: their words joined their turn."""
 
 
 class State(StrEnum):
@@ -68,6 +70,27 @@ class Utterance:
     sustained_ms: int | None = None
     """The utterance's longest run of sure speech from its onset, to a VAD that heard nothing before; None when
     not measured."""
+    speech_end_ns: int | None = None
+    """When the person's last word ended (the VAD's estimate); `eos_ns` is when that was decided."""
+    endpoint: str = "silence"
+    """What ended it: smart-turn (the model said complete at a short pause) or silence (the long wait)."""
+    turn_probability: float | None = None
+    """The end-of-turn model's last probability for this utterance, when it was asked."""
+
+
+@dataclass(frozen=True)
+class TentativeTranscript:
+    """The words so far, at a short pause that may end the utterance: an answer may start on them, unheard."""
+
+    text: str
+    t_ns: int
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """The person spoke again after a short pause: the utterance goes on, so a tentative answer is moot."""
+
+    t_ns: int
 
 
 @dataclass(frozen=True)
@@ -156,8 +179,10 @@ class GenerationEnded:
     turn: int
     text: str
     outcome: str
-    """done | cancelled | max_tokens"""
+    """done | cancelled | timeout (cut at a sentence's end after max_seconds of generating)"""
     t_ns: int
+    busy_ms: float | None = None
+    """How long the LLM itself worked on the answer (time blocked on the voice not counted)."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +209,8 @@ class PlaybackEnded:
     """True when every segment up to EndOfAnswer played without a cancel."""
     silence_ns: int
     """When the speaker went quiet."""
+    underruns: int = 0
+    """Times the device ran dry mid-answer (the next audio was not ready in time: a gap the person heard)."""
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,15 @@ def commits(u: Utterance, settings: BargeInSettings) -> bool:
     """Whether this final, heard over a paused answer, cuts the answer for good."""
     sustained = u.sustained_ms is None or u.sustained_ms >= SUSTAINED_MS
     return sustained and committing_words(u) >= settings.min_words
+
+
+def continues(u: Utterance) -> bool:
+    """Whether this final, heard over an answer of which nothing was heard yet, goes on with the person's turn.
+
+    The bar is lower than `commits`: nothing is cut that the person heard, and
+    a recogniser unsure of a lone word ("Hamlet?" at 0.28) is still the person
+    finishing their sentence. A cough has no sustained speech and no words.
+    """
+    words = [w.lower().strip(".,!?") for w in u.text.split()]
+    sustained = u.sustained_ms is None or u.sustained_ms >= SUSTAINED_MS
+    return sustained and any(w not in FILLERS for w in words)

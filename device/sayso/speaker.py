@@ -65,6 +65,8 @@ class Speaker(Stage):
         """This turn's words with their end position."""
         self._first_audio = False
         self._ended: set[int] = set()
+        self._underruns = 0
+        self._after_pause = False
 
     def _cancelled(self, turn: int) -> bool:
         return self.scopes.speech_cancelled(turn) or self.stopping.is_set()
@@ -107,12 +109,18 @@ class Speaker(Stage):
                 if not self._hold(turn):
                     return False
                 continue
+            if not self.scopes.playable(turn):
+                self._wait_playable(turn)  # a preemptive answer: ready to go the moment the turn is certain
+                continue
             block, reference = self._slice(self._written, min(self.block, end - self._written))
             pending = self.sink.pending_samples()
             pending_ns = int(pending * 1e9 / self.sink.rate_hz)
             if not self._first_audio:
                 self._first_audio = True
                 self.report(FirstAudio(turn, self.clock() + pending_ns))
+            elif pending == 0 and not self._after_pause:
+                self._underruns += 1  # the device ran dry mid-answer: the person heard a gap
+            self._after_pause = False
             if reference is not None:
                 # what the device holds ahead of the block tells the reference whether it ran dry (the block
                 # plays at its next period) and whether the stamp is one to place the run by (echo.py)
@@ -152,7 +160,14 @@ class Speaker(Stage):
         if self._cancelled(turn):
             self._end(turn, completed=False)
             return False
+        self._after_pause = True
         return True
+
+    def _wait_playable(self, turn: int) -> None:
+        scope = self.scopes.get(turn)
+        if scope is not None:
+            scope.playable.wait(self.block / self.sink.rate_hz)
+        self.beat()
 
     def _drain(self, turn: int) -> None:
         """Wait, one block at a time, for the last audio to be heard; a cancel still cuts it, a pause holds it."""
@@ -179,16 +194,18 @@ class Speaker(Stage):
             return
         if not completed:
             heard = self._heard()  # before the abort: what left the speaker by now
-            self.sink.abort()
-            if self.echo is not None:
-                self.echo.cut(self.clock())
+            if self._first_audio:  # nothing of a dropped preemptive answer ever played: nothing to cut
+                self.sink.abort()
+                if self.echo is not None:
+                    self.echo.cut(self.clock())
         else:
             heard = tuple(w.text for _, w in self._placed)
         silence_ns = self.clock()
+        underruns, self._underruns = self._underruns, 0
         self._audio, self._placed, self._first_audio = [], [], False
         self._ended = {t for t in self._ended if t > turn - 16} | {turn}
         self.current_turn = None
-        self.report(PlaybackEnded(turn, heard, completed, silence_ns))
+        self.report(PlaybackEnded(turn, heard, completed, silence_ns, underruns))
 
 
 def _at_rate(seg: Segment, rate_hz: int) -> tuple[np.ndarray, tuple[WordSpan, ...]]:

@@ -15,8 +15,6 @@ from sayso.messages import (
     FirstToken,
     GenerateRequest,
     GenerationEnded,
-    Kind,
-    Reason,
     TextCheckpoint,
 )
 from sayso.sanitize import speakable
@@ -35,17 +33,20 @@ class Thinker(Stage):
 
     The cancel flag is read after every token, so a cancel stops generation
     within one token; a token the backend still yields after that is dropped.
+    `max_seconds` bounds the LLM's own work, not time spent waiting for the
+    voice to take a clause; an answer past it ends at its last whole sentence.
     """
 
     name = "thinker"
+    FIRST_VOICE_WAIT_S = 1.5
+    """Longest the LLM waits for the voice to synthesize the first clause."""
 
     def __init__(self, llm: LLM, requests: Channel, clauses: Channel, report: Callable[[object], None],
-                 scopes: Scopes, clock: Callable[[], int],
-                 interrupt: Callable[[Kind, Reason], bool], max_seconds: float = 20.0,
+                 scopes: Scopes, clock: Callable[[], int], max_seconds: float = 20.0,
                  on_error: ErrorHandler | None = None):
         super().__init__(on_error)
         self.llm, self.requests, self.clauses, self.report = llm, requests, clauses, report
-        self.scopes, self.clock, self.interrupt, self.max_seconds = scopes, clock, interrupt, max_seconds
+        self.scopes, self.clock, self.max_seconds = scopes, clock, max_seconds
 
     def step(self) -> None:
         req: GenerateRequest | None = self.requests.get(timeout=0.1)
@@ -57,8 +58,8 @@ class Thinker(Stage):
             self.report(GenerationEnded(turn, "", "cancelled", self.clock()))
             return
         chunker, raw, spoken = ClauseChunker(), "", []
-        deadline = self.clock() + int(self.max_seconds * 1e9)
         messages = [{"role": role, "content": content} for role, content in req.messages]
+        started, waited, timed_out = self.clock(), 0, False
         for piece in self.llm.stream(messages, cancelled):
             self.beat()
             if cancelled():
@@ -67,22 +68,46 @@ class Thinker(Stage):
                 self.report(FirstToken(turn, self.clock()))
             raw += piece
             for chunk in chunker.feed(piece):
+                t = self.clock()
                 self._send(turn, spoken, chunk)
-            if self.clock() > deadline:
-                log.warning("turn %s: answer took longer than %.0fs; cutting it", turn, self.max_seconds)
-                self.interrupt(Kind.FULL, Reason.TIMEOUT)
+                if len(spoken) == 1:
+                    self._let_the_voice_start(turn, cancelled)
+                waited += self.clock() - t  # blocked by the voice: not the LLM's time
+            if self.clock() - started - waited > self.max_seconds * 1e9:
+                log.warning("turn %s: the LLM worked on the answer for over %.0fs; ending it at the last "
+                            "whole sentence", turn, self.max_seconds)
+                timed_out = True
+                break
         rest = chunker.flush()
-        if cancelled():
-            outcome = "cancelled"
+        busy_ms = (self.clock() - started - waited) / 1e6
+        if cancelled() or timed_out:
+            outcome = "cancelled" if cancelled() else "timeout"
             spoken.append(speakable(rest or ""))  # generated, never sent: logged, not spoken
+            if timed_out and not self.scopes.speech_cancelled(turn):
+                self.clauses.put(EndOfAnswer(turn))
         else:
             if rest:
                 self._send(turn, spoken, rest)
             if not self.scopes.speech_cancelled(turn):
                 self.clauses.put(EndOfAnswer(turn))
             outcome = "done"
-        self.report(GenerationEnded(turn, " ".join(filter(None, spoken)), outcome, self.clock()))
+        self.report(GenerationEnded(turn, " ".join(filter(None, spoken)), outcome, self.clock(), busy_ms))
         self.current_turn = None
+
+    def _let_the_voice_start(self, turn: int, cancelled: Callable[[], bool]) -> None:
+        """Hold generation while the voice synthesizes the first clause.
+
+        On a small board the two fight for the same cores, and the first
+        clause's synthesis is what the person is waiting for; the LLM makes
+        words many times faster than they are spoken, so it catches up while
+        that clause plays.
+        """
+        scope = self.scopes.get(turn)
+        deadline = self.clock() + int(self.FIRST_VOICE_WAIT_S * 1e9)
+        while scope is not None and not cancelled() and self.clock() < deadline:
+            if scope.first_voiced.wait(0.02):
+                return
+            self.beat()
 
     def _send(self, turn: int, spoken: list[str], chunk: str) -> None:
         """Speak a chunk (markup, code and URLs removed) and checkpoint the answer so far."""

@@ -109,7 +109,16 @@ class SpeechEnd:
     """Audio-clock index just after the frame that completed the silence (end_sample + ~end_silence_ms)."""
 
 
-VADEvent = SpeechStart | SpeechEnd
+@dataclass(frozen=True)
+class SpeechPause:
+    """The utterance has been quiet for `pause_ms`: an early endpoint, where the end-of-turn model is asked."""
+
+    end_sample: int
+    """Audio-clock index just after the last speech frame before the pause."""
+    decided_sample: int
+
+
+VADEvent = SpeechStart | SpeechEnd | SpeechPause
 
 
 class Endpointer:
@@ -120,7 +129,10 @@ class Endpointer:
     flicker on and off as soft consonants and word tails wobble around it; two give a dead band.
     """
 
-    def __init__(self, settings: VADSettings, frame_samples: int = FRAME_SAMPLES, rate_hz: int = RATE_HZ):
+    def __init__(self, settings: VADSettings, frame_samples: int = FRAME_SAMPLES, rate_hz: int = RATE_HZ,
+                 end_silence_ms: int | None = None, pause_ms: int | None = None):
+        """`end_silence_ms` overrides the settings' (an end-of-turn model waits longer); `pause_ms` adds
+        a SpeechPause after that much silence, once per pause."""
         if settings.stop_threshold >= settings.start_threshold:
             raise ConfigError(f"vad.stop_threshold = {settings.stop_threshold:g} must be below "
                               f"vad.start_threshold = {settings.start_threshold:g} (hysteresis).")
@@ -130,10 +142,14 @@ class Endpointer:
         self.frame_samples = frame_samples
         self.rate_hz = rate_hz
         self._min_speech = settings.min_speech_ms * rate_hz // 1000
-        self._end_silence = settings.end_silence_ms * rate_hz // 1000
+        self.end_silence_ms = settings.end_silence_ms if end_silence_ms is None else end_silence_ms
+        self._end_silence = self.end_silence_ms * rate_hz // 1000
+        self._pause = None if pause_ms is None else pause_ms * rate_hz // 1000
         # Silero's recurrent state carries speech about one frame past the sound (measured: ends
         # came a median +66 ms late at the last confident frame); one frame is taken back.
         self._lag = frame_samples
+        self.pauses = 0
+        """How many SpeechPause events there have been (identifies the newest)."""
         self.reset()
 
     def reset(self) -> None:
@@ -142,6 +158,7 @@ class Endpointer:
         self._onset = 0
         self._speech_end = 0
         self._strong_end = 0
+        self._paused = False
 
     @property
     def state(self) -> VADState:
@@ -153,6 +170,19 @@ class Endpointer:
         if self._state is VADState.QUIET:
             return 0.0
         return (self._speech_end - self._onset) * 1000 / self.rate_hz
+
+    @property
+    def last_speech_sample(self) -> int:
+        """Where the last speech ended: Silero's probability decays over several frames after the last
+        sound, so the end of the last confident frame (>= start_threshold), one frame taken back, sits
+        much nearer the true end than the end of the hysteresis tail."""
+        return max(self._onset, (self._strong_end or self._speech_end) - self._lag)
+
+    def end_now(self, decided_sample: int) -> SpeechEnd:
+        """End the utterance in its pause (the end-of-turn model said it is complete)."""
+        end = SpeechEnd(self.last_speech_sample, decided_sample)
+        self.reset()
+        return end
 
     def update(self, prob: float, frame_index: int) -> list[VADEvent]:
         """Feed one frame's speech probability; returns the events it caused, in order.
@@ -174,16 +204,17 @@ class Endpointer:
                 return []
             self._state = VADState.STOPPING
             if frame_end - self._speech_end < self._end_silence:
+                quiet = frame_end - self.last_speech_sample
+                if self._pause is not None and not self._paused and quiet >= self._pause:
+                    self._paused = True
+                    self.pauses += 1
+                    return [SpeechPause(self.last_speech_sample, frame_end)]
                 return []
-            # Silero's probability decays over several frames after the last sound; the end of the
-            # last confident frame (>= start_threshold) sits much nearer the true end than the
-            # end of the hysteresis tail.
-            end = SpeechEnd(max(self._onset, (self._strong_end or self._speech_end) - self._lag), frame_end)
-            self.reset()
-            return [end]
+            return [self.end_now(frame_end)]
         elif self._state is VADState.STOPPING:
             # Speech back within end_silence_ms: a pause inside the utterance, not its end.
             self._state = VADState.SPEAKING
+            self._paused = False
         self._speech_end = frame_end
         if prob >= s.start_threshold:
             self._strong_end = frame_end

@@ -53,6 +53,9 @@ class Voice(Stage):
         assert isinstance(item, Clause), item
         self.current_turn = item.turn
         r = self.tts.render(item.text)
+        scope = self.scopes.get(item.turn)
+        if scope is not None:
+            scope.first_voiced.set()
         if not self.scopes.speech_cancelled(item.turn):
             self.segments.put(Segment(item.turn, item.seq, item.text, r.audio, r.rate_hz, r.words))
         self.current_turn = None

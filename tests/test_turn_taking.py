@@ -1,0 +1,217 @@
+"""End of turn: the Whisper front end against its reference, the endpointer's pause, and the listener
+deciding with the real Silero VAD, pocketsphinx and Smart Turn whether a pause ends what the person says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sayso.audio import to_mic_rate
+from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame
+from sayso.channel import Channel
+from sayso.config import BargeInSettings, VADSettings
+from sayso.listener import Listener, Transcriber
+from sayso.messages import SpeechResumed, State, TentativeTranscript, Utterance
+from sayso.stt import PocketsphinxRecognizer
+from sayso.tts import PiperTTS
+from sayso.turn import TURN_MODEL, SmartTurn, TurnAnswer, TurnQuestion, log_mel, trails_off
+from sayso.vad import VAD_MODEL, Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart
+
+T0_NS = 1_000_000_000_000
+
+
+# ---- the Whisper log-mel front end
+
+
+def test_log_mel_matches_the_whisper_feature_extractor():
+    """transformers' WhisperFeatureExtractor (numpy path, no torch) is what Smart Turn was trained on."""
+    transformers = pytest.importorskip("transformers")
+    reference = transformers.WhisperFeatureExtractor(chunk_length=8)
+    rng = np.random.default_rng(3)
+    t = np.arange(int(2.7 * RATE_HZ)) / RATE_HZ
+    chirp = 0.3 * np.sin(2 * np.pi * (200 + 900 * t) * t) + 0.05 * rng.standard_normal(len(t))
+    for audio in (chirp, rng.standard_normal(9 * RATE_HZ) * 0.1):
+        pcm = np.clip(audio * 32768, -32768, 32767).astype(np.int16)
+        x = pcm.astype(np.float32) / 32768
+        x = x[-8 * RATE_HZ:]
+        padded = np.concatenate([np.zeros(8 * RATE_HZ - len(x), np.float32), x])
+        want = reference(padded, sampling_rate=RATE_HZ, padding="max_length", max_length=8 * RATE_HZ,
+                         truncation=True, do_normalize=True, return_tensors="np").input_features[0]
+        got = log_mel(pcm)
+        assert got.shape == want.shape == (80, 800) and got.dtype == np.float32
+        assert np.abs(got - want).max() < 1e-4
+
+
+def test_log_mel_hears_the_last_8_seconds_padded_in_front():
+    rng = np.random.default_rng(4)
+    long = (rng.standard_normal(10 * RATE_HZ) * 3000).astype(np.int16)
+    assert np.array_equal(log_mel(long), log_mel(long[-8 * RATE_HZ:]))
+    short = long[:RATE_HZ]
+    padded = np.concatenate([np.zeros(7 * RATE_HZ, np.int16), short])
+    assert np.array_equal(log_mel(short), log_mel(padded))
+
+
+@pytest.mark.parametrize("text, trailing", [
+    ("what is the capital of", True), ("set a timer for", True), ("how tall is", True), ("can you", True),
+    ("i was wondering if", True), ("okay so um", True), ("what is the capital of france", False),
+    ("turn the lights on", False), ("what is this", False), ("what should i do", False), ("", False),
+])
+def test_words_that_cannot_end_a_request(text, trailing):
+    assert trails_off(text) is trailing
+
+
+# ---- the endpointer's pause
+
+
+def scripted(ep: Endpointer, probs: list[float]) -> list[tuple[int, object]]:
+    return [(n, e) for n, p in enumerate(probs) for e in ep.update(p, n * FRAME_SAMPLES)]
+
+
+def test_a_pause_is_announced_once_then_the_long_silence_ends_the_utterance():
+    ep = Endpointer(VADSettings(), end_silence_ms=1600, pause_ms=200)
+    events = scripted(ep, [0.9] * 10 + [0.0] * 60)
+    assert [type(e) for _, e in events] == [SpeechStart, SpeechPause, SpeechEnd]
+    (_, pause), (_, end) = events[1], events[2]
+    # counted from the end of the last confident frame, less one frame of Silero's lag
+    assert pause.end_sample == end.end_sample == 9 * 512
+    quiet = pause.decided_sample - pause.end_sample
+    assert quiet >= 200 * RATE_HZ // 1000 > quiet - FRAME_SAMPLES
+    assert end.decided_sample - end.end_sample >= 1600 * RATE_HZ // 1000
+    assert ep.pauses == 1
+
+
+def test_speech_after_a_pause_goes_on_and_the_next_pause_is_announced_again():
+    ep = Endpointer(VADSettings(), end_silence_ms=1600, pause_ms=200)
+    events = scripted(ep, [0.9] * 10 + [0.0] * 15 + [0.9] * 10 + [0.0] * 10)
+    assert [type(e) for _, e in events] == [SpeechStart, SpeechPause, SpeechPause]
+    assert ep.pauses == 2 and ep.state.value == "stopping"
+    end = ep.end_now(45 * 512)
+    assert end == SpeechEnd(34 * 512, 45 * 512) and ep.state.value == "quiet"
+
+
+# ---- the listener and the transcriber deciding on real speech
+
+
+class ScriptedTurnModel:
+    """A fake of Smart Turn that always gives the same probability (the real model is tested below)."""
+
+    def __init__(self, probability: float):
+        self.p = probability
+        self.heard: list[np.ndarray] = []
+
+    def probability(self, audio: np.ndarray) -> float:
+        self.heard.append(audio)
+        return self.p
+
+
+class AtOnce:
+    """The TurnDetector's interface answered on the caller's thread, so a test steps frame by frame."""
+
+    def __init__(self, model, threshold: float = 0.5):
+        self.model, self.threshold, self.answer = model, threshold, None
+
+    def ask(self, q: TurnQuestion) -> None:
+        p = self.model.probability(q.audio)
+        self.answer(TurnAnswer(q.pause, p, p >= self.threshold, 0.0))
+
+
+class Probe:
+    state = State.IDLE
+
+    def __init__(self):
+        self.posted: list = []
+
+    def post(self, msg) -> None:
+        self.posted.append(msg)
+
+    def interrupt(self, *a, **k) -> bool:
+        return False
+
+    def pause(self, *a, **k) -> bool:
+        return False
+
+
+@pytest.fixture(scope="module")
+def person(store):
+    voice = PiperTTS(store.path("en_US-joe-medium"), length_scale=1.15, repeatable=True)
+
+    def say(*parts: str, gap_s: float = 0.7, tail_s: float = 2.5) -> np.ndarray:
+        pieces = [np.zeros(int(0.3 * RATE_HZ), np.int16)]
+        for i, part in enumerate(parts):
+            audio = to_mic_rate(voice.audio(part), voice.rate_hz)
+            loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+            if i:
+                pieces.append(np.zeros(int(gap_s * RATE_HZ), np.int16))
+            pieces.append(audio[loud[0]:loud[-1] + 1])
+        pieces.append(np.zeros(int(tail_s * RATE_HZ), np.int16))
+        return np.concatenate(pieces)
+
+    return say
+
+
+def listen(store, mic: np.ndarray, model) -> list:
+    """Feed `mic` through a real listener and transcriber, frame by frame; what they posted, in order."""
+    probe = Probe()
+    frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
+    detector = AtOnce(model)
+    listener = Listener(SileroVAD(store.path(VAD_MODEL, role="vad")),
+                        Endpointer(VADSettings(), end_silence_ms=1600, pause_ms=200), frames, audio, probe,
+                        BargeInSettings(), turns=detector)
+    detector.answer = listener.answer
+    transcriber = Transcriber(PocketsphinxRecognizer(), audio, probe.post, at_pause=listener.words_at_pause)
+    for index in range(0, len(mic) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+        frames.put(Frame(mic[index:index + FRAME_SAMPLES].copy(), index, T0_NS + int(index * 1e9 / RATE_HZ)))
+        listener.step()
+        while len(audio):
+            transcriber.step()
+    return probe.posted
+
+
+def finals(posted: list) -> list[Utterance]:
+    return [m for m in posted if isinstance(m, Utterance)]
+
+
+@pytest.mark.slow
+def test_complete_at_the_pause_ends_the_turn_with_the_words_the_answer_started_on(store, person):
+    posted = listen(store, person("What time is it?"), ScriptedTurnModel(0.9))
+    (u,) = finals(posted)
+    assert u.endpoint == "smart-turn" and u.turn_probability == 0.9
+    assert "time" in u.text
+    # the turn ended well before the long silence, a few frames after the pause
+    assert 200 <= (u.eos_ns - u.speech_end_ns) / 1e6 < 500
+    tentative = [m for m in posted if isinstance(m, TentativeTranscript)]
+    assert [t.text for t in tentative] == [u.text], "the final differs from the words the answer started on"
+    assert posted.index(tentative[0]) < posted.index(u)
+
+
+@pytest.mark.slow
+def test_incomplete_keeps_listening_through_a_pause_mid_sentence(store, person):
+    model = ScriptedTurnModel(0.1)
+    posted = listen(store, person("What is the capital of", "France?", gap_s=0.8), model)
+    (u,) = finals(posted)
+    assert u.endpoint == "silence" and (u.eos_ns - u.speech_end_ns) / 1e6 >= 1600
+    assert "capital" in u.text and "france" in u.text, u.text
+    assert any(isinstance(m, SpeechResumed) for m in posted)
+    assert len(model.heard) == 2, "the model is asked at each pause"
+    # it heard the utterance up to its pause: the second time, both halves and the gap
+    assert len(model.heard[1]) > len(model.heard[0]) + 0.8 * RATE_HZ
+
+
+@pytest.mark.slow
+def test_the_person_going_on_is_heard_as_one_sentence_not_two(store, person):
+    """After a pause the recogniser hears the utterance again from its start, so the final has the
+    words before the pause and after it, decoded as one sentence."""
+    posted = listen(store, person("Tell me about the history of", "Spain.", gap_s=0.7), ScriptedTurnModel(0.1))
+    tentative = [m.text for m in posted if isinstance(m, TentativeTranscript)]
+    (u,) = finals(posted)
+    assert tentative[0].startswith("tell me about the history"), tentative
+    assert u.text.startswith("tell me about the history") and len(u.text.split()) > len(tentative[0].split()), \
+        u.text
+
+
+@pytest.mark.slow
+def test_smart_turn_hears_a_finished_question_from_a_sentence_left_hanging(store, person):
+    model = SmartTurn(store.path(TURN_MODEL, role="turn"))
+    done = model.probability(person("What is the capital of France?", tail_s=0.2))
+    hanging = model.probability(person("I was wondering if", tail_s=0.2))
+    assert done > 0.5 > hanging, (done, hanging)
