@@ -23,18 +23,27 @@ from sayso import scenario
 from sayso.capture import FRAME_SAMPLES, RATE_HZ
 from sayso.config import Settings
 from sayso.manifest import ModelStore
-from sayso.report import SUMMARY_KEYS, percentiles
+from sayso.report import COUNT_KEYS, SUMMARY_KEYS, percentiles
 from sayso.simulate import Kit, Simulation
 
-SCENARIOS = ("bench-answer", "bench-barge-in", "bench-button", "bench-coughs")
+SCENARIOS = ("bench-answer", "bench-barge-in", "bench-button", "bench-coughs", "bench-questions", "bench-pauses",
+             "bench-reading")
 ECHO_LEVELS_DB = (-20.0, -6.0)
-COUNTS = ("self_interruptions", "false_barge_ins", "false_interruptions", "self_pauses")
+COUNTS = COUNT_KEYS
 
 #: (echo level or None for the whole bench, metric, statistic, limit): the targets on the 2-core
 #: x86 CI machine with the default models.
 TARGETS = ((-20.0, "barge_in_latency_ms", "p95", 250.0), (-6.0, "barge_in_latency_ms", "p95", 300.0),
            (-20.0, "button_latency_ms", "p95", 60.0), (-20.0, "llm_stop_ms", "p95", 150.0),
-           (-20.0, "eos_to_first_audio_ms", "p50", 1500.0), (-20.0, "self_interruptions", "total", 0),
+           (-6.0, "llm_stop_ms", "p95", 150.0),
+           (-20.0, "speech_end_to_first_audio_ms", "p50", 1000.0),
+           (-20.0, "speech_end_to_first_audio_ms", "p95", 1500.0),
+           (-6.0, "speech_end_to_first_audio_ms", "p50", 1000.0),
+           (-6.0, "speech_end_to_first_audio_ms", "p95", 1500.0),
+           (-20.0, "pause_cut_off_rate", "total", 0.1), (-6.0, "pause_cut_off_rate", "total", 0.1),
+           (-20.0, "reading_runs_not_one_turn", "total", 0), (-6.0, "reading_runs_not_one_turn", "total", 0),
+           (-20.0, "preemptive_discard_rate", "total", 0.3), (-6.0, "preemptive_discard_rate", "total", 0.3),
+           (-20.0, "self_interruptions", "total", 0),
            (-6.0, "self_interruptions", "total", 0), (-6.0, "noise_runs_not_completed", "total", 0),
            (None, "aec_ms_per_frame", "p95", 1.0), (None, "peak_rss_mb", "max", 1200.0))
 
@@ -69,8 +78,12 @@ def _stages(kit: Kit, settings: Settings) -> dict:
     def p(values: list[float]) -> list[float | None]:
         return [_round(v, 3) for v in percentiles(values)]
 
-    return {"vad_ms_per_frame": p(vad_ms), "aec_ms_per_frame": p(aec_ms), "stt_rtf": p(stt_rtf),
-            "tts_rtf": p(tts_rtf), "llm_tokens_per_s": round(tps, 1)}
+    out = {"vad_ms_per_frame": p(vad_ms), "aec_ms_per_frame": p(aec_ms), "stt_rtf": p(stt_rtf),
+           "tts_rtf": p(tts_rtf), "llm_tokens_per_s": round(tps, 1),
+           "turn_detector": settings.turn.detector if kit.turn is not None else "silence"}
+    if kit.turn is not None:
+        out["turn_ms_per_call"] = p(_ms_each(kit.turn.probability, ((a,) for a in lines for _ in range(3))))
+    return out
 
 
 def _aec_ms(speech: np.ndarray) -> list[float]:
@@ -144,20 +157,30 @@ def _round(value: float | None, digits: int) -> float | None:
 
 
 def run_bench(settings: Settings, store: ModelStore, runs: int,
-              progress: Callable[[str], None] = lambda _: None, idle_s: float = 20.0) -> dict:
+              progress: Callable[[str], None] = lambda _: None, idle_s: float = 20.0,
+              plot_dir: Path | None = None) -> dict:
+    t = time.monotonic()
     kit = Kit.load(settings, store)
-    out: dict = {"runs": runs, "scenarios": list(SCENARIOS), "machine": machine(), "echo": {}}
+    out: dict = {"runs": runs, "scenarios": list(SCENARIOS), "machine": machine(), "echo": {},
+                 "llm_threads": settings.llm.threads or os.cpu_count(),
+                 "start_to_warm_s": round(time.monotonic() - t, 2)}
     with tempfile.TemporaryDirectory(prefix="sayso-bench-") as tmp:
         for level in ECHO_LEVELS_DB:
             samples: dict[str, list[float]] = {k: [] for k in SUMMARY_KEYS}
             counts = dict.fromkeys(COUNTS, 0)
-            noise_runs = completed = 0
+            noise_runs = completed = pause_questions = pause_cut_offs = reading_split = 0
             for run in range(runs):
                 for name in SCENARIOS:
                     t = time.monotonic()
                     sc = scenario.load(scenario.PACKAGED / f"{name}.toml")
                     sc = dataclasses.replace(sc, room=dataclasses.replace(sc.room, echo_gain_db=level))
-                    result = Simulation(sc, kit, settings, Path(tmp) / f"{name}-{level:g}-{run}.db").run()
+                    plot = plot_dir is not None and run == 0
+                    result = Simulation(sc, kit, settings, Path(tmp) / f"{name}-{level:g}-{run}.db",
+                                        keep_tracks=plot).run()
+                    if plot:
+                        from sayso.plot import waterfall
+
+                        waterfall(result.report, plot_dir / f"{name}-echo{level:g}dB.png", result.tracks)
                     s = result.report["summary"]
                     for k in SUMMARY_KEYS:
                         samples[k] += s[k]
@@ -167,6 +190,11 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
                         noise_runs += 1
                         completed += all(r["status"] == "complete" and r["heard_text"] == r["text"]
                                          for r in result.report["turns"] if r["role"] == "assistant")
+                    elif name == "bench-pauses":
+                        pause_questions += sum(step.action == "say" for step in sc.steps)
+                        pause_cut_offs += s["cut_offs"]
+                    elif name == "bench-reading":
+                        reading_split += (s["user_turns"], s["answers"], s["cut_offs"]) != (1, 1, 0)
                     progress(f"echo {level:g} dB, run {run + 1}/{runs} {name}: {time.monotonic() - t:.0f}s "
                              + " ".join(f"{k}={s[k]}" for k in (*SUMMARY_KEYS, *COUNTS) if s[k]))
             at: dict = {}
@@ -177,6 +205,12 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
                 at[k] = {"total": counts[k]}
             at["noise_runs"] = {"total": noise_runs}
             at["noise_runs_not_completed"] = {"total": noise_runs - completed}
+            at["pause_cut_off_rate"] = {"total": round(pause_cut_offs / pause_questions, 3) if pause_questions
+                                        else None}
+            at["reading_runs_not_one_turn"] = {"total": reading_split}
+            started = counts["preemptive_used"] + counts["preemptive_discarded"]
+            at["preemptive_discard_rate"] = {"total": round(counts["preemptive_discarded"] / started, 3)
+                                             if started else None}
             out["echo"][f"{level:g}"] = at
     out.update(_stages(kit, settings))
     if idle_s > 0:
@@ -223,13 +257,18 @@ def table(out: dict) -> str:
             p50, p95 = ("-" if x is None else f"{x:.0f}" for x in (m["p50"], m["p95"]))
             row += f" {p50:>9} {p95:>9} {m['n']:>4}"
         lines.append(row)
-    for k in (*COUNTS, "noise_runs", "noise_runs_not_completed"):
-        lines.append(f"{k:26}" + "".join(f" {out['echo'][lv][k]['total']:>9} {'':>9} {'':>4}" for lv in levels))
+    for k in (*COUNTS, "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate", "reading_runs_not_one_turn",
+              "preemptive_discard_rate"):
+        lines.append(f"{k:26}" + "".join(f" {str(out['echo'][lv][k]['total']):>9} {'':>9} {'':>4}"
+                                         for lv in levels))
     lines.append("")
-    for k in ("vad_ms_per_frame", "aec_ms_per_frame", "stt_rtf", "tts_rtf"):
-        p50, p95 = out[k]
-        lines.append(f"{k:26} {p50:>9.3f} {p95:>9.3f}")
-    lines.append(f"{'llm_tokens_per_s':26} {out['llm_tokens_per_s']:>9.1f}")
+    for k in ("vad_ms_per_frame", "aec_ms_per_frame", "stt_rtf", "tts_rtf", "turn_ms_per_call"):
+        if k in out:
+            p50, p95 = out[k]
+            lines.append(f"{k:26} {p50:>9.3f} {p95:>9.3f}")
+    lines.append(f"{'turn_detector':26} {out['turn_detector']:>9}")
+    lines.append(f"{'llm_tokens_per_s':26} {out['llm_tokens_per_s']:>9.1f}   ({out['llm_threads']} LLM threads)")
+    lines.append(f"{'start_to_warm_s':26} {out['start_to_warm_s']:>9.2f}")
     lines.append(f"{'peak_rss_mb':26} {out['peak_rss_mb']['max']:>9.0f}")
     if "idle_cpu" in out:
         lines.append(f"{'idle_cpu_%_of_one_core':26} {out['idle_cpu']['percent_of_one_core']:>9.1f}")

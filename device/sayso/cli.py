@@ -183,11 +183,17 @@ def cmd_simulate(args, settings) -> int:
     with tempfile.TemporaryDirectory(prefix="sayso-sim-") as tmp:
         db = Path(args.db) if args.db else Path(tmp) / "turns.db"
         record = Path(args.record) if args.record else None
-        result = _loading_models(settings, store, lambda: simulate(sc, settings, store, db, record))
+        result = _loading_models(settings, store, lambda: simulate(sc, settings, store, db, record,
+                                                                    keep_tracks=bool(args.plot)))
     if args.report:
         Path(args.report).write_text(json.dumps(result.report, indent=2))
     print(transcript(result.report, result.per_turn))
-    for label, path in (("turn log", args.db), ("recording", args.record), ("report", args.report)):
+    if args.plot:
+        from sayso.plot import waterfall
+
+        waterfall(result.report, Path(args.plot), result.tracks)
+    for label, path in (("turn log", args.db), ("recording", args.record), ("report", args.report),
+                        ("plot", args.plot)):
         if path:
             print(f"{label}: {path}")
     return 0
@@ -199,7 +205,8 @@ def cmd_bench(args, settings) -> int:
     from sayso.bench import run_bench, table
 
     out = run_bench(settings, _store(args, settings), args.runs,
-                    progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s)
+                    progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
+                    plot_dir=Path(args.plot) if args.plot else None)
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 
@@ -284,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--db", help="turn log to write (default: a temporary one)")
     s.add_argument("--report", metavar="PATH", help="write the report JSON here")
     s.add_argument("--record", metavar="PATH.wav", help="write a stereo WAV: mic left, speaker right")
+    s.add_argument("--plot", metavar="PATH.png", help="draw each answer's waterfall over the mic and speaker tracks")
     s.set_defaults(func=cmd_simulate)
 
     b = sub.add_parser("bench", help="latency and throughput on the bench scenarios, p50/p95")
@@ -291,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.add_argument("--idle-s", type=float, default=20.0,
                    help="seconds of listening to a quiet room for the idle CPU figure (0 skips it)")
+    b.add_argument("--plot", metavar="DIR", help="draw the first run of each scenario as a waterfall PNG in DIR")
     b.set_defaults(func=cmd_bench)
 
     for q in (r, doc, d, s, b):

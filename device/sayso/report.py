@@ -12,7 +12,13 @@ import statistics
 from sayso.messages import Event, Reason
 from sayso.sim import RATE_HZ, RoomLog
 
-SUMMARY_KEYS = ("barge_in_latency_ms", "button_latency_ms", "eos_to_first_audio_ms", "llm_stop_ms")
+SUMMARY_KEYS = ("barge_in_latency_ms", "button_latency_ms", "speech_end_to_first_audio_ms", "eos_to_first_audio_ms",
+                "llm_stop_ms")
+"""Latencies in the summary, lists of ms: speech_end_to_first_audio_ms is from the last sample of the
+person's words (ground truth) to the answer's first audible sample; eos_to_first_audio_ms from when the
+appliance decided they had finished."""
+COUNT_KEYS = ("self_interruptions", "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
+              "preemptive_used", "preemptive_discarded", "user_turns", "answers", "underruns", "late_ticks")
 
 SPEECH_TAIL_S = 2.0
 """An interrupt up to this long after injected speech ends is still the person's (end of speech + STT)."""
@@ -93,11 +99,42 @@ def _pauses(events: list[Event], room: RoomLog) -> tuple[int, int]:
     return resumed, selfs
 
 
+CUT_OFF_MS = 150.0
+"""An answer that sounds this long while the person is still talking has cut them off (about a syllable);
+a shorter blip, stopped as they went on, has not."""
+
+
+def _answers_heard(events: list[Event], room: RoomLog) -> tuple[list[float], int]:
+    """(ms from the end of the person's words to each answer's first audio, answers that cut the person off).
+
+    An answer whose first sample played while the person was still speaking
+    (in a pause mid-sentence, say) has no latency; it cut them off if it
+    sounded for CUT_OFF_MS before it was paused or stopped, or they finished.
+    """
+    latencies, cut_offs = [], 0
+    speech = [i for i in room.injections if i.is_speech]
+    for e in events:
+        if e.type != "first_audio":
+            continue
+        t = _sample(e.t_ns)
+        began = [i for i in speech if i.onset_sample <= t]
+        if not began:
+            continue
+        if t >= began[-1].sound_end_sample:
+            latencies.append(_ms(t - began[-1].sound_end_sample))
+            continue
+        stops = [_sample(x.t_ns) for x in events if x.t_ns > e.t_ns and x.data.get("turn") == e.data["turn"]
+                 and x.type in ("speech_paused", "speech_interrupted", "turn_finished")]
+        stops += [at for at, _ in room.aborts if at > t]
+        cut_offs += _ms(min([began[-1].sound_end_sample, *stops]) - t) >= CUT_OFF_MS
+    return latencies, cut_offs
+
+
 def _timeline(events: list[Event], room: RoomLog) -> list[dict]:
     rows = [{"t_ms": round(e.t_ns / 1e6, 1), "type": e.type, **e.data} for e in events]
     for i in room.injections:
         rows.append({"t_ms": _ms(i.start_sample), "type": i.kind, "what": i.label, "onset_ms": _ms(i.onset_sample),
-                     "end_ms": _ms(i.end_sample)})
+                     "end_ms": _ms(i.end_sample), "sound_end_ms": _ms(i.sound_end_sample)})
     for pressed, released in room.presses:
         rows.append({"t_ms": _ms(pressed), "type": "button_press"})
         rows.append({"t_ms": _ms(released), "type": "button_release"})
@@ -120,8 +157,16 @@ def build_report(name: str, turns: list[dict], events: list[Event], room: RoomLo
             summary["eos_to_first_audio_ms"].append(round(m["eos_to_first_audio_ms"], 1))
         if "interrupt_to_llm_stop_ms" in m:
             summary["llm_stop_ms"].append(round(m["interrupt_to_llm_stop_ms"], 1))
+    summary["speech_end_to_first_audio_ms"], summary["cut_offs"] = _answers_heard(events, room)
     summary["self_interruptions"], summary["false_barge_ins"] = _unprompted(events, room)
     summary["false_interruptions"], summary["self_pauses"] = _pauses(events, room)
+    answers = [r for r in turns if r["role"] == "assistant"]
+    summary["preemptive_used"] = sum(r["metrics"].get("preemptive") == "used" for r in answers)
+    summary["preemptive_discarded"] = sum(e.type == "preemptive_discarded" for e in events)
+    summary["user_turns"] = sum(r["role"] == "user" for r in turns)
+    summary["answers"] = sum(r["interrupt_reason"] != "superseded" for r in answers)
+    summary["underruns"] = sum(r["metrics"].get("underruns", 0) for r in answers)
+    summary["late_ticks"] = room.late_ticks
     report = {"scenario": name, "turns": turns, "events": _timeline(events, room), "summary": summary}
     return report, per_turn
 
@@ -160,7 +205,12 @@ def transcript(report: dict, per_turn: dict[int, dict]) -> str:
             paused = ", ".join(f"{v:.0f}" for v in m["false_interruption_paused_ms"])
             lines.append(f"      paused for a sound with no words {m['false_interruptions']}x ({paused} ms), "
                          "then resumed where it stopped")
-        if "eos_to_first_audio_ms" in m:
+        if "speech_end_to_first_audio_ms" in m:
+            lines.append(f"      end of question -> first audio {m['speech_end_to_first_audio_ms']:.0f} ms "
+                         f"(turn over after {m['endpoint_ms']:.0f} ms, by {m['endpoint']}; first token "
+                         f"{m.get('eos_to_first_token_ms', 0):+.0f} ms from there"
+                         f"{', started at the pause' if m.get('preemptive') else ''})")
+        elif "eos_to_first_audio_ms" in m:
             lines.append(f"      end of question -> first token {m.get('eos_to_first_token_ms', 0):.0f} ms, "
                          f"-> first audio {m['eos_to_first_audio_ms']:.0f} ms")
     s = report["summary"]

@@ -3,8 +3,10 @@
 This is a contract (scenarios are written elsewhere too): top-level `name`, an
 optional `[room]` (echo_gain_db, echo_delay_ms, noise_dbfs) and `[[step]]`s,
 each with an optional `wait` (idle | listening | thinking | speaking), an
-optional `after_s`, and at most one action: `say`, `wav`, `noise_s`, `cough`
-(how many) or `press` (with `hold_s`). Every problem is reported with the file, the step and the key.
+optional `after_s`, and at most one action: `say` (a string, or a list of
+strings spoken with `gap_s` of silence between them, as a person pausing
+mid-sentence), `wav`, `noise_s`, `cough` (how many) or `press` (with `hold_s`).
+Every problem is reported with the file, the step and the key.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Step:
     wait: State | None = None
     after_s: float = 0.0
     say: str | None = None
+    say_parts: tuple[str, ...] = ()
+    """When `say` was a list: its pieces, spoken with `gap_s` of silence between them."""
+    gap_s: float = 0.7
     wav: Path | None = None
     noise_s: float | None = None
     cough: int | None = None
@@ -97,7 +102,7 @@ def _room(where: str, raw: Any) -> RoomSpec:
 
 def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
     w = f"{where} step {number}"
-    t = _keys(w, raw, ("wait", "after_s", "say", "wav", "noise_s", "cough", "press", "hold_s"))
+    t = _keys(w, raw, ("wait", "after_s", "say", "gap_s", "wav", "noise_s", "cough", "press", "hold_s"))
     values: dict[str, Any] = {"number": number}
     if "wait" in t:
         try:
@@ -108,9 +113,17 @@ def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
     if "after_s" in t:
         values["after_s"] = _number(w, "after_s", t["after_s"], 0, 600)
     if "say" in t:
-        if not isinstance(t["say"], str) or not t["say"].strip():
-            raise ScenarioError(f"{w}: say must be a non-empty string, not {t['say']!r}")
-        values["say"] = t["say"]
+        say = t["say"]
+        parts = say if isinstance(say, list) else [say]
+        if not parts or not all(isinstance(p, str) and p.strip() for p in parts):
+            raise ScenarioError(f"{w}: say must be a non-empty string or a list of them, not {say!r}")
+        values["say"] = " ... ".join(parts)
+        if isinstance(say, list):
+            values["say_parts"] = tuple(parts)
+    if "gap_s" in t:
+        if "say" not in t or not isinstance(t["say"], list):
+            raise ScenarioError(f"{w}: gap_s belongs to a step whose say is a list of strings")
+        values["gap_s"] = _number(w, "gap_s", t["gap_s"], 0.05, 10)
     if "wav" in t:
         if not isinstance(t["wav"], str):
             raise ScenarioError(f"{w}: wav must be a file path string, not {t['wav']!r}")

@@ -97,6 +97,8 @@ class Injection:
     onset_sample: int
     """The first sample of sound (speech), not of the leading silence."""
     end_sample: int
+    sound_end_sample: int = 0
+    """Just after the last sample of sound, not of the trailing silence: where the person stopped."""
 
     @property
     def is_speech(self) -> bool:
@@ -118,6 +120,8 @@ class RoomLog:
     """(press_sample, release_sample)"""
     aborts: list[tuple[int, int]] = field(default_factory=list)
     """(abort_sample, last_played_sample): the speaker went quiet."""
+    late_ticks: int = 0
+    """Ticks the room's thread ran more than 50 ms behind real time (a machine too loaded for the pipeline)."""
 
 
 class SimSpeaker:
@@ -246,8 +250,6 @@ class Room:
         self._speaker_track: list[np.ndarray] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="room", daemon=True)
-        self.late_ticks = 0
-        """Ticks the room thread ran more than 50 ms behind real time (a loaded machine)."""
 
     # ---- the clock
 
@@ -286,7 +288,8 @@ class Room:
         with self._lock:
             start = self._ticks * TICK_SAMPLES  # the 10 ms now under way: not yet delivered
             self._playing.append(_Playing(audio, start))
-        inj = Injection(kind, label, start, start + onset_of(audio), start + len(audio))
+        inj = Injection(kind, label, start, start + onset_of(audio), start + len(audio),
+                        start + len(audio) - onset_of(audio[::-1]))
         self.log.injections.append(inj)
         return inj
 
@@ -308,9 +311,9 @@ class Room:
         with self._lock:
             self._lock.notify_all()
         self._thread.join(2.0)
-        if self.late_ticks:
+        if self.log.late_ticks:
             log.warning("the simulated room fell more than 50 ms behind real time %d times (an overloaded "
-                        "machine); its audio stayed on its own clock, but the pipeline saw bursts", self.late_ticks)
+                        "machine); its audio stayed on its own clock, but the pipeline saw bursts", self.log.late_ticks)
 
     def _run(self) -> None:
         t0 = time.monotonic_ns()
@@ -325,7 +328,7 @@ class Room:
                 if ahead > 0:
                     self._stop.wait(ahead / 1e9)
                 elif ahead < -50_000_000:
-                    self.late_ticks += 1
+                    self.log.late_ticks += 1
                 tick_sample = step * TICK_SAMPLES
                 # the speaker's next 10 ms leave before the clock shows this tick: by the time
                 # anyone can read time `tick_sample`, those samples are playing
@@ -409,12 +412,17 @@ class Room:
         if deliver is not None:
             deliver(block.tobytes(), first_sample * 1_000_000_000 // RATE_HZ)
 
+    def tracks(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the mic heard and what the speaker played, int16 at 16 kHz (kept only with `record`)."""
+        mic = np.concatenate(self._mic_track) if self._mic_track else np.zeros(0, np.int16)
+        spk = np.concatenate(self._speaker_track) if self._speaker_track else np.zeros(0, np.int16)
+        return mic, spk
+
     def write_recording(self, path: Path) -> None:
         """Stereo 16 kHz WAV: the mic on the left, the speaker on the right."""
         import wave
 
-        mic = np.concatenate(self._mic_track) if self._mic_track else np.zeros(0, np.int16)
-        spk = np.concatenate(self._speaker_track) if self._speaker_track else np.zeros(0, np.int16)
+        mic, spk = self.tracks()
         n = max(len(mic), len(spk))
         stereo = np.zeros((n, 2), np.int16)
         stereo[:len(mic), 0] = mic

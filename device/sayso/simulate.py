@@ -25,16 +25,16 @@ from sayso.manifest import ModelStore
 from sayso.messages import Event, State
 from sayso.report import build_report
 from sayso.scenario import Scenario, Step
-from sayso.sim import RATE_HZ, Room, cough, noise_burst
+from sayso.sim import RATE_HZ, Room, cough, noise_burst, onset_of
 from sayso.tts import PiperTTS
 from sayso.turnlog import TurnLog
 
 log = logging.getLogger(__name__)
 
 WAIT_S = 30.0
-"""How long a step's `wait` may take before the scenario fails."""
+"""How long a step's `wait` for a busy state may take before the scenario fails."""
 END_WAIT_S = 120.0
-"""How long the end of a scenario may wait for idle: a long last answer may still be playing."""
+"""How long a wait for idle may take: a long answer may still be playing."""
 
 
 class PersonVoice:
@@ -54,6 +54,19 @@ class PersonVoice:
         """`text` spoken, as int16 at the mic's 16 kHz."""
         return to_mic_rate(self.tts.audio(text), int(self.tts.rate_hz * self.PITCH))
 
+    def say_with_pauses(self, parts: tuple[str, ...], gap_s: float) -> np.ndarray:
+        """The parts spoken one after another, `gap_s` of silence between the end of one's sound and the next."""
+        pieces = []
+        for i, part in enumerate(parts):
+            audio = self.say(part)
+            if i:
+                audio = audio[onset_of(audio):]
+                pieces.append(np.zeros(int(gap_s * RATE_HZ), np.int16))
+            if i < len(parts) - 1:
+                audio = audio[:len(audio) - onset_of(audio[::-1])]
+            pieces.append(audio)
+        return np.concatenate(pieces)
+
 
 @dataclass
 class Kit(Models):
@@ -64,6 +77,7 @@ class Kit(Models):
     @classmethod
     def load(cls, settings: Settings, store: ModelStore) -> Kit:
         models = Models.load(settings, store)
+        models.warm(settings)  # as `sayso run` does before READY=1: the first answer is not the slow one
         return cls(**vars(models), person=PersonVoice(models.tts))
 
 
@@ -73,6 +87,8 @@ class Result:
     """The report JSON (a contract): scenario, turns, events, summary."""
     per_turn: dict[int, dict]
     """Assistant turn id -> its latencies (barge_in_latency_ms / button_latency_ms)."""
+    tracks: tuple[np.ndarray, np.ndarray] | None = None
+    """The mic and the speaker, int16 at 16 kHz, when the run was recorded (for the plot)."""
 
 
 class Simulation:
@@ -84,12 +100,12 @@ class Simulation:
     """
 
     def __init__(self, scenario: Scenario, kit: Kit, settings: Settings, db: Path, record: Path | None = None,
-                 wait_timeout_s: float = WAIT_S):
+                 wait_timeout_s: float = WAIT_S, keep_tracks: bool = False):
         self.scenario, self.kit, self.settings = scenario, kit, settings
-        self.record, self.wait_timeout_s = record, wait_timeout_s
+        self.record, self.wait_timeout_s, self.keep_tracks = record, wait_timeout_s, keep_tracks
         spec = scenario.room
         self.room = Room(kit.tts.rate_hz, spec.echo_gain_db, spec.echo_delay_ms, spec.noise_dbfs,
-                         record=record is not None)
+                         record=record is not None or keep_tracks)
         self.events: list[Event] = []
         self.turnlog = TurnLog(db)
         self._first_id = max((r["id"] for r in self.turnlog.rows(last=1)), default=0)
@@ -97,7 +113,7 @@ class Simulation:
         kit.recognizer.end()  # a run cut off mid-utterance must not leak into this one
         self.engine = Engine(llm=kit.llm, tts=kit.tts, sink=self.room.speaker, turnlog=self.turnlog,
                              settings=settings, clock=self.room.clock, observers=[self.events.append],
-                             mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer)
+                             mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer, turn_model=kit.turn)
         # everything the room will hear, made now: synthesis must not shift a step's timing
         self._sounds = {step.number: self._sound(step) for step in scenario.steps
                         if step.action in ("say", "wav", "noise_s", "cough")}
@@ -114,7 +130,10 @@ class Simulation:
         try:
             for step in self.scenario.steps:
                 if step.wait is not None:
-                    self._wait(step, step.wait, since, self.wait_timeout_s)
+                    # idle may be a whole answer away; a busy state is reached in seconds or never
+                    limit = self.wait_timeout_s if step.wait is not State.IDLE else max(self.wait_timeout_s,
+                                                                                         END_WAIT_S)
+                    self._wait(step, step.wait, since, limit)
                 if step.after_s:
                     self._sleep(step.after_s)
                 if step.action:
@@ -133,7 +152,7 @@ class Simulation:
             turns = [r for r in self.turnlog.rows() if r["id"] > self._first_id]
             self.turnlog.close()
         report, per_turn = build_report(self.scenario.name, turns, self.events, self.room.log)
-        return Result(report, per_turn)
+        return Result(report, per_turn, self.room.tracks() if self.keep_tracks else None)
 
     def _sleep(self, seconds: float) -> None:
         if not self.room.sleep(seconds):
@@ -170,6 +189,8 @@ class Simulation:
                 self._sleep(0.05)
 
     def _sound(self, step: Step) -> tuple[np.ndarray, str, str]:
+        if step.say_parts:
+            return self.kit.person.say_with_pauses(step.say_parts, step.gap_s), "say", step.say
         if step.say is not None:
             return self.kit.person.say(step.say), "say", step.say
         if step.wav is not None:
@@ -194,6 +215,7 @@ class Simulation:
 
 
 def simulate(scenario: Scenario, settings: Settings, store: ModelStore, db: Path, record: Path | None = None,
-             kit: Kit | None = None) -> Result:
+             kit: Kit | None = None, keep_tracks: bool = False) -> Result:
     """Load the models (unless a kit is given) and run one scenario."""
-    return Simulation(scenario, kit or Kit.load(settings, store), settings, db, record).run()
+    return Simulation(scenario, kit or Kit.load(settings, store), settings, db, record,
+                      keep_tracks=keep_tracks).run()
