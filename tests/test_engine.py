@@ -660,3 +660,33 @@ def wait_until(condition, timeout: float = WAIT) -> bool:
             return False
         gate.wait(0.01)
     return True
+
+
+def test_a_log_that_cannot_be_written_is_said_once_out_loud_and_the_answers_go_on(tmp_path):
+    db = tmp_path / "turns.db"
+    turnlog = TurnLog(db, retry_s=0.1)
+    rec = Recorder()
+    llm, tts, sink = FakeLLM(["Paris is the capital."]), FakeTTS(ms_per_char=2.0, gap_ms=5.0), FakeSpeakerSink()
+    engine = Engine(llm=llm, tts=tts, sink=sink, turnlog=turnlog, settings=Settings(turn=NO_JOIN),
+                    observers=[rec]).start()
+    try:
+        pages = turnlog._db.execute("PRAGMA page_count").fetchone()[0]
+        with turnlog._lock:
+            turnlog._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL from the next page on
+        for n, question in enumerate(["x" * 20000, "and again"], 1):
+            engine.conductor.post(Utterance(question, time.monotonic_ns()))
+            assert engine.conductor.wait_state(State.SPEAKING, WAIT)
+            rec.wait("turn_finished", turn=rec.wait("turn_started", reply_to=2 * n - 1).data["turn"])
+        first, second = [e.data for e in rec.events if e.type == "turn_finished"]
+        assert first["text"] == "I can't remember our conversation right now, but I can still answer. " \
+                                "Paris is the capital." and first["status"] == "complete"
+        assert second["text"] == "Paris is the capital.", "the notice is said once per outage"
+        assert rec.wait("turn_log").data["writable"] is False
+        with turnlog._lock:
+            turnlog._db.execute("PRAGMA max_page_count = 1000000")
+        assert rec.wait("turn_log", writable=True)
+    finally:
+        engine.stop()
+        turnlog.close()
+    rows = sqlite3.connect(db).execute("SELECT role, status FROM turns ORDER BY id").fetchall()
+    assert rows == [("user", "complete"), ("assistant", "complete")] * 2

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from sayso.conductor import CANNOT_REMEMBER
 from sayso.engine import Engine
 from sayso.errors import SaysoError
 from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
@@ -152,13 +153,12 @@ class Recorder:
 
 
 class Outage:
-    """on_unwritable / on_writable as events a test can wait on."""
+    """An outage's start and end as events a test can wait on."""
 
     def __init__(self, turnlog: TurnLog):
         self.reasons: list[str] = []
         self.over = threading.Event()
-        turnlog.on_unwritable = self.reasons.append
-        turnlog.on_writable = self.over.set
+        turnlog.watch(self.reasons.append, self.over.set)
 
 
 def ask(engine: Engine, rec: Recorder, n: int, question: str) -> dict:
@@ -183,7 +183,8 @@ def test_a_lock_held_by_another_program_delays_no_answer_and_the_turns_are_writt
     try:
         t0 = time.monotonic()
         first = ask(engine, rec, 1, "capital of france")
-        assert first["status"] == "complete" and first["heard_text"] == ANSWER
+        # said once, out loud, before the answer: the appliance cannot remember right now
+        assert first["status"] == "complete" and first["heard_text"] == f"{CANNOT_REMEMBER} {ANSWER}"
         assert time.monotonic() - t0 < turnlog.busy_timeout_s + 5, "the lock wait must be bounded"
         second = ask(engine, rec, 2, "and again")
         assert second["status"] == "complete"
@@ -198,7 +199,8 @@ def test_a_lock_held_by_another_program_delays_no_answer_and_the_turns_are_writt
         engine.stop()
         turnlog.close()
     rows = sqlite3.connect(db).execute("SELECT id, role, status, text, reply_to FROM turns ORDER BY id").fetchall()
-    assert [r[1:4] for r in rows] == [("user", "complete", "capital of france"), ("assistant", "complete", ANSWER),
+    assert [r[1:4] for r in rows] == [("user", "complete", "capital of france"),
+                                      ("assistant", "complete", f"{CANNOT_REMEMBER} {ANSWER}"),
                                       ("user", "complete", "and again"), ("assistant", "complete", ANSWER)]
     assert rows[1][4] == rows[0][0] and rows[3][4] == rows[2][0]
     assert [r[0] for r in rows] == [first["turn"] - 1, first["turn"], second["turn"] - 1, second["turn"]]
@@ -245,7 +247,8 @@ def test_a_full_disk_keeps_the_appliance_answering_and_nothing_is_lost(small_dis
         before = ask(engine, rec, 1, "before the disk filled")
         small_disk.fill()
         answers = [ask(engine, rec, n, f"question {n}") for n in (2, 3, 4)]
-        assert all(a["status"] == "complete" and a["heard_text"] == ANSWER for a in answers)
+        said = [f"{CANNOT_REMEMBER} {ANSWER}", ANSWER, ANSWER]  # the outage is said once, before the next answer
+        assert [(a["status"], a["heard_text"]) for a in answers] == [("complete", x) for x in said]
         assert len(outage.reasons) == 1 and "disk is full" in outage.reasons[0]
         assert not outage.over.is_set()
         small_disk.free()
@@ -256,7 +259,8 @@ def test_a_full_disk_keeps_the_appliance_answering_and_nothing_is_lost(small_dis
     rows = sqlite3.connect(db).execute("SELECT id, role, status, text FROM turns ORDER BY id").fetchall()
     assert [r[1:] for r in rows] == [("user", "complete", "before the disk filled"),
                                      ("assistant", "complete", ANSWER)] + [
-        r for n in (2, 3, 4) for r in (("user", "complete", f"question {n}"), ("assistant", "complete", ANSWER))]
+        r for n, x in zip((2, 3, 4), said, strict=True)
+        for r in (("user", "complete", f"question {n}"), ("assistant", "complete", x))]
     assert rows[1][0] == before["turn"] and [rows[i][0] for i in (3, 5, 7)] == [a["turn"] for a in answers]
 
 

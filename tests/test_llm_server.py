@@ -539,6 +539,9 @@ def test_with_no_backend_to_answer_the_turn_ends_as_an_error_and_the_appliance_l
     try:
         row = p.row(p.ask("what is the capital of france"))
         assert (row["status"], row["interrupt_reason"]) == ("interrupted", "error")
+        # never met with silence: the apology is spoken, and heard whole
+        assert row["text"] == row["heard_text"] == APOLOGY
+        assert row["metrics"]["llm_backend"] == "none" and row["metrics"]["llm_fell_back"] == "refused"
         assert p.engine.conductor.wait_state("idle", 10)
         assert p.llm.last_answer["fell_back"] == "refused"
     finally:

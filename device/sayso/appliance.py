@@ -126,9 +126,12 @@ class Appliance:
         self.controls: Controls | None = None
         self.watchdog = Watchdog(self.notifier, self.health, self._on_health, Watchdog.interval_for(self.notifier))
         self.mode: Mode | None = None
+        self._status = ""
         self._lock = threading.Lock()
         self._problems: list[str] = []
         self._failed_turn: int | None = None
+        self._unwritable: str | None = None
+        """Why the turn log takes no writes, while it does not."""
 
     # ---- life cycle
 
@@ -225,6 +228,9 @@ class Appliance:
                 self._failed_turn = None
         elif event.type == "speech_interrupted":
             log.info("turn %s interrupted (%s, %s)", d["turn"], d["kind"], d["reason"])
+        elif event.type == "turn_log":
+            with self._lock:
+                self._unwritable = None if d["writable"] else d["why"]
         elif event.type == "turn_finished":
             if d["status"] == "complete":
                 log.info("turn %s answered: %r", d["turn"], d["text"])
@@ -248,9 +254,11 @@ class Appliance:
                 mode = {State.SPEAKING: Mode.SPEAKING, State.THINKING: Mode.THINKING}.get(
                     self.engine.conductor.state, Mode.LISTENING)
                 status = mode.value
-            if mode is self.mode:
+            if self._unwritable is not None:
+                status += f" (not remembering: {self._unwritable}; turns are kept in memory, see `sayso doctor`)"
+            if (mode, status) == (self.mode, self._status):
                 return
-            self.mode = mode
+            self.mode, self._status = mode, status
             # under the lock: the LED and STATUS= must end on the last mode, whichever thread got here first
             if self.controls is not None:
                 self.controls.show(mode)

@@ -82,6 +82,7 @@ class _Turn:
     gen_ended: bool = False
     gen_outcome: str = ""
     llm_busy_ms: float | None = None
+    backend: dict | None = None
     play_ended: bool = False
     playback_completed: bool = False
     underruns: int = 0
@@ -100,6 +101,10 @@ class _Turn:
     """The pause that became this turn's interrupt."""
     false_interruptions: list[float] = field(default_factory=list)
     """How long each pause that resumed kept the answer quiet, in ms."""
+
+
+CANNOT_REMEMBER = "I can't remember our conversation right now, but I can still answer."
+"""Said once, before the next answer, when the turn log cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,9 @@ class Conductor(Stage):
         self._last_press_ns: int | None = None
         self._hearing = False
         """Between a SpeechStarted and its final: a pause waits for that final."""
+        self._notice = ""
+        """Said before the next answer: the turn log cannot be written (once per outage)."""
+        turnlog.watch(self._cannot_remember, self._remembers_again)
 
     # ---- called from any thread
 
@@ -241,6 +249,17 @@ class Conductor(Stage):
         with self._lock:
             return self._lock.wait_for(
                 lambda: self._state is state and (since is None or self._state_changes > since), timeout_s)
+
+    def _cannot_remember(self, why: str) -> None:
+        """The turn log stopped taking writes (from whichever thread noticed): answer on, and say so once."""
+        log.error("the turn log cannot be written (%s): answering on, keeping turns in memory", why)
+        self._notice = CANNOT_REMEMBER
+        self._emit("turn_log", writable=False, why=why)
+
+    def _remembers_again(self) -> None:
+        log.info("the turn log takes writes again; the turns kept in memory are written")
+        self._notice = ""
+        self._emit("turn_log", writable=True)
 
     # ---- the conductor's own thread
 
@@ -329,7 +348,7 @@ class Conductor(Stage):
     @staticmethod
     def _generation_ended(turn: _Turn, msg: GenerationEnded) -> None:
         turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, msg.outcome, msg.t_ns
-        turn.text, turn.llm_busy_ms = msg.text or turn.text, msg.busy_ms
+        turn.text, turn.llm_busy_ms, turn.backend = msg.text or turn.text, msg.busy_ms, msg.backend
 
     def _on_utterance(self, u: Utterance) -> None:
         self._hearing = False
@@ -498,7 +517,8 @@ class Conductor(Stage):
         history = self.turnlog.history(conversation, self.settings.history_turns + 1)
         self._emit("turn_started", turn=turn.row, reply_to=user_id)
         self._set_state(State.THINKING)
-        self.requests.put(GenerateRequest(turn.id, (("system", self.system_prompt), *history)))
+        preface, self._notice = self._notice, ""
+        self.requests.put(GenerateRequest(turn.id, (("system", self.system_prompt), *history), preface))
 
     def _fill(self, turn: _Turn, u: Utterance) -> None:
         """What the final tells about the end of the person's turn, for the answer's metrics."""
@@ -651,6 +671,10 @@ def turn_metrics(turn: _Turn) -> dict:
         metrics["llm_busy_ms"] = round(turn.llm_busy_ms, 1)
     if turn.underruns:
         metrics["underruns"] = turn.underruns
+    if turn.backend:
+        metrics["llm_backend"] = turn.backend.get("backend")
+        if turn.backend.get("fell_back"):
+            metrics["llm_fell_back"] = turn.backend["fell_back"]
     if turn.false_interruptions:
         metrics["false_interruptions"] = len(turn.false_interruptions)
         metrics["false_interruption_paused_ms"] = turn.false_interruptions

@@ -108,6 +108,8 @@ class GenerateRequest:
     turn: int
     messages: tuple[tuple[str, str], ...]
     """(role, content) pairs, system prompt first."""
+    preface: str = ""
+    """Said before the answer (that the appliance cannot remember right now), when there is something to say."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ class GenerationEnded:
     t_ns: int
     busy_ms: float | None = None
     """How long the LLM itself worked on the answer (time blocked on the voice not counted)."""
+    backend: dict | None = None
+    """Which LLM answered and why it fell back, when the LLM says (`last_answer` of a failover LLM)."""
 
 
 @dataclass(frozen=True)

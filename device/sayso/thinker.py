@@ -9,6 +9,7 @@ from typing import Protocol
 from sayso.cancel import Scopes
 from sayso.channel import Channel
 from sayso.chunker import ClauseChunker
+from sayso.errors import LLMUnavailable
 from sayso.messages import (
     Clause,
     EndOfAnswer,
@@ -59,26 +60,33 @@ class Thinker(Stage):
             return
         chunker, raw, spoken = ClauseChunker(), "", []
         messages = [{"role": role, "content": content} for role, content in req.messages]
-        started, waited, timed_out = self.clock(), 0, False
-        for piece in self.llm.stream(messages, cancelled):
-            self.beat()
-            if cancelled():
-                break  # the "one more token" after a cancel belongs to no one
-            if not raw:
-                self.report(FirstToken(turn, self.clock()))
-            raw += piece
-            for chunk in chunker.feed(piece):
-                t = self.clock()
-                self._send(turn, spoken, chunk)
-                if len(spoken) == 1:
-                    self._let_the_voice_start(turn, cancelled)
-                waited += self.clock() - t  # blocked by the voice: not the LLM's time
-            if self.clock() - started - waited > self.max_seconds * 1e9:
-                log.warning("turn %s: the LLM worked on the answer for over %.0fs; ending it at the last "
-                            "whole sentence", turn, self.max_seconds)
-                timed_out = True
-                break
-        rest = chunker.flush()
+        if req.preface:
+            self._send(turn, spoken, req.preface)
+        started, waited, timed_out, failed = self.clock(), 0, False, None
+        try:
+            for piece in self.llm.stream(messages, cancelled):
+                self.beat()
+                if cancelled():
+                    break  # the "one more token" after a cancel belongs to no one
+                if not raw:
+                    self.report(FirstToken(turn, self.clock()))
+                raw += piece
+                for chunk in chunker.feed(piece):
+                    t = self.clock()
+                    self._send(turn, spoken, chunk)
+                    if len(spoken) == 1:
+                        self._let_the_voice_start(turn, cancelled)
+                    waited += self.clock() - t  # blocked by the voice: not the LLM's time
+                if self.clock() - started - waited > self.max_seconds * 1e9:
+                    log.warning("turn %s: the LLM worked on the answer for over %.0fs; ending it at the last "
+                                "whole sentence", turn, self.max_seconds)
+                    timed_out = True
+                    break
+        except LLMUnavailable as e:
+            failed = e  # no backend can answer: say so, rather than meet the person with silence
+            log.error("turn %s: %s", turn, e)
+            self._send(turn, spoken, e.apology)
+        rest = None if failed else chunker.flush()
         busy_ms = (self.clock() - started - waited) / 1e6
         if cancelled() or timed_out:
             outcome = "cancelled" if cancelled() else "timeout"
@@ -90,8 +98,10 @@ class Thinker(Stage):
                 self._send(turn, spoken, rest)
             if not self.scopes.speech_cancelled(turn):
                 self.clauses.put(EndOfAnswer(turn))
-            outcome = "done"
-        self.report(GenerationEnded(turn, " ".join(filter(None, spoken)), outcome, self.clock(), busy_ms))
+            outcome = "error" if failed else "done"
+        backend = getattr(self.llm, "last_answer", None)
+        self.report(GenerationEnded(turn, " ".join(filter(None, spoken)), outcome, self.clock(), busy_ms,
+                                    dict(backend) if backend else None))
         self.current_turn = None
 
     def _let_the_voice_start(self, turn: int, cancelled: Callable[[], bool]) -> None:

@@ -89,8 +89,9 @@ class TurnLog(TurnReader):
         max_pending: turns kept in memory at most while unwritable.
 
     `writable` is False from the first failed write until the waiting turns are
-    written. `on_unwritable(reason)` is called once per outage with a one-line
-    reason, `on_writable()` once when it ends; both on the thread that noticed.
+    written. Each `watch`er's `unwritable(reason)` is called once per outage
+    with a one-line reason, its `writable()` once when it ends; both on the
+    thread that noticed (the conductor's voice, STATUS=, a test).
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, retry_s: float = RETRY_S,
@@ -98,8 +99,7 @@ class TurnLog(TurnReader):
         self.path = Path(path)
         self.busy_timeout_s, self.retry_s, self.max_pending = busy_timeout_s, retry_s, max_pending
         self.writable = True
-        self.on_unwritable: Callable[[str], None] | None = None
-        self.on_writable: Callable[[], None] | None = None
+        self._watchers: list[tuple[Callable[[str], None], Callable[[], None]]] = []
         self.lost = 0
         """Turns dropped because the log stayed unwritable past `max_pending`."""
         self._lock = threading.RLock()
@@ -265,9 +265,14 @@ class TurnLog(TurnReader):
         self._retrier.start()
         return why
 
+    def watch(self, unwritable: Callable[[str], None], writable: Callable[[], None]) -> None:
+        """Be told when an outage starts (with its reason) and when it ends."""
+        self._watchers.append((unwritable, writable))
+
     def _announce(self, notice: str | None) -> None:
-        if notice is not None and self.on_unwritable is not None:
-            _call(self.on_unwritable, notice)
+        if notice is not None:
+            for unwritable, _ in list(self._watchers):
+                _call(unwritable, notice)
 
     def _retry(self) -> None:
         """The retrier's loop: the waiting turns, oldest first, every `retry_s` until they are written."""
@@ -279,8 +284,8 @@ class TurnLog(TurnReader):
                 self.writable = True
                 self._busy(self.busy_timeout_s)
             log.warning("the turn log takes writes again: wrote the %d turn change(s) kept in memory", waiting)
-            if self.on_writable is not None:
-                _call(self.on_writable)
+            for _, writable in list(self._watchers):
+                _call(writable)
             return
 
     def _busy(self, seconds: float) -> None:
