@@ -116,9 +116,19 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
     assert types.index("say") < types.index("speech_paused") < types.index("speaker_abort") \
         < types.index("speech_interrupted")
     assert types.index("button_press") < types.index("button_release")
-    assert set(report["summary"]) == {"barge_in_latency_ms", "button_latency_ms", "eos_to_first_audio_ms",
-                                      "llm_stop_ms", "self_interruptions", "false_barge_ins",
-                                      "false_interruptions", "self_pauses"}
+    assert set(report["summary"]) == {"barge_in_latency_ms", "button_latency_ms", "speech_end_to_first_audio_ms",
+                                      "eos_to_first_audio_ms", "llm_stop_ms", "self_interruptions",
+                                      "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
+                                      "preemptive_used", "preemptive_discarded", "user_turns", "answers",
+                                      "underruns", "late_ticks"}
+    s = report["summary"]
+    assert s["user_turns"] == sum(r["role"] == "user" for r in report["turns"])
+    assert s["answers"] == sum(r["role"] == "assistant" for r in report["turns"]) and s["cut_offs"] == 0
+    # every answer that was heard has its latency from the end of the person's words, on the audio clock
+    says = [e for e in report["events"] if e["type"] == "say"]
+    first_audio = [e["t_ms"] for e in report["events"] if e["type"] == "first_audio"]
+    assert s["speech_end_to_first_audio_ms"] == [
+        pytest.approx(t - max(e["sound_end_ms"] for e in says if e["onset_ms"] <= t), abs=0.2) for t in first_audio]
     onset = next(e["onset_ms"] for e in report["events"] if e["type"] == "say" and e["what"].startswith("Stop"))
     abort = next(e for e in report["events"] if e["type"] == "speaker_abort" and e["t_ms"] >= onset)
     assert report["summary"]["barge_in_latency_ms"] == [pytest.approx(abort["last_played_ms"] - onset, abs=0.2)]

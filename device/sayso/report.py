@@ -189,6 +189,9 @@ def transcript(report: dict, per_turn: dict[int, dict]) -> str:
             continue
         m = r["metrics"]
         lines.append(f"[{r['id']}] sayso  : {r['text']}")
+        if r["interrupt_reason"] == "superseded":
+            lines.append("      dropped unheard: the person went on, and their words joined the turn before")
+            continue
         if r["status"] == "interrupted":
             lines.append(f"      heard  : {r['heard_text'] or '(nothing)'}")
             how = [f"cut by {r['interrupt_reason']} ({r['interrupt_kind']})"]
