@@ -22,6 +22,7 @@ import numpy as np
 from sayso import scenario
 from sayso.capture import FRAME_SAMPLES, RATE_HZ
 from sayso.config import Settings
+from sayso.llm import generation_threads
 from sayso.manifest import ModelStore
 from sayso.report import COUNT_KEYS, SUMMARY_KEYS, percentiles
 from sayso.simulate import Kit, Simulation
@@ -158,11 +159,11 @@ def _round(value: float | None, digits: int) -> float | None:
 
 def run_bench(settings: Settings, store: ModelStore, runs: int,
               progress: Callable[[str], None] = lambda _: None, idle_s: float = 20.0,
-              plot_dir: Path | None = None) -> dict:
+              plot_dir: Path | None = None, scenarios: tuple[str, ...] = SCENARIOS) -> dict:
     t = time.monotonic()
     kit = Kit.load(settings, store)
-    out: dict = {"runs": runs, "scenarios": list(SCENARIOS), "machine": machine(), "echo": {},
-                 "llm_threads": settings.llm.threads or os.cpu_count(),
+    out: dict = {"runs": runs, "scenarios": list(scenarios), "machine": machine(), "echo": {},
+                 "llm_threads": settings.llm.threads or generation_threads(),
                  "start_to_warm_s": round(time.monotonic() - t, 2)}
     with tempfile.TemporaryDirectory(prefix="sayso-bench-") as tmp:
         for level in ECHO_LEVELS_DB:
@@ -170,7 +171,7 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
             counts = dict.fromkeys(COUNTS, 0)
             noise_runs = completed = pause_questions = pause_cut_offs = reading_split = 0
             for run in range(runs):
-                for name in SCENARIOS:
+                for name in scenarios:
                     t = time.monotonic()
                     sc = scenario.load(scenario.PACKAGED / f"{name}.toml")
                     sc = dataclasses.replace(sc, room=dataclasses.replace(sc.room, echo_gain_db=level))

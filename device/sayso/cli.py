@@ -202,11 +202,14 @@ def cmd_simulate(args, settings) -> int:
 def cmd_bench(args, settings) -> int:
     import json
 
-    from sayso.bench import run_bench, table
+    from sayso.bench import SCENARIOS, run_bench, table
+
+    if unknown := set(args.only or ()) - set(SCENARIOS):
+        raise SaysoError(f"no bench scenario {', '.join(sorted(unknown))}; the bench has {', '.join(SCENARIOS)}")
 
     out = run_bench(settings, _store(args, settings), args.runs,
                     progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
-                    plot_dir=Path(args.plot) if args.plot else None)
+                    plot_dir=Path(args.plot) if args.plot else None, scenarios=tuple(args.only or SCENARIOS))
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 
@@ -300,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--idle-s", type=float, default=20.0,
                    help="seconds of listening to a quiet room for the idle CPU figure (0 skips it)")
     b.add_argument("--plot", metavar="DIR", help="draw the first run of each scenario as a waterfall PNG in DIR")
+    b.add_argument("--only", nargs="+", metavar="SCENARIO", help="run only these bench scenarios (default: all)")
     b.set_defaults(func=cmd_bench)
 
     for q in (r, doc, d, s, b):

@@ -96,7 +96,8 @@ class LLMSettings:
     max_tokens: int = _opt(160, "Most tokens in one answer.", lo=8, hi=4096)
     max_seconds: float = _opt(20.0, "Most seconds one answer may take before it is cut (timeout).", lo=1, hi=600)
     context_tokens: int = _opt(2048, "llama.cpp context window in tokens.", lo=256, hi=32768)
-    threads: int = _opt(0, "CPU threads for generation; 0 = all cores.", lo=0, hi=64)
+    threads: int = _opt(0, "CPU threads for generation; 0 = all cores but one, which the audio path keeps.",
+                        lo=0, hi=64)
     temperature: float = _opt(0.3, "Sampling temperature.", lo=0.0, hi=2.0)
     seed: int = _opt(42, "Sampling seed, so the same question gets the same answer; -1 = random.", lo=-1, hi=2**31 - 1)
     system_prompt: str = _opt(

@@ -10,6 +10,16 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def generation_threads() -> int:
+    """All cores but one: the audio path (capture, VAD, echo canceller, the voice) keeps a core.
+
+    Generation is memory-bound and makes words far faster than they are spoken,
+    so it loses little; sharing every core made answers start later and the
+    audio fall behind (docs/bench.md).
+    """
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 class LlamaLLM:
     """One llama.cpp model; not thread-safe, so one thread owns it."""
 
@@ -25,7 +35,7 @@ class LlamaLLM:
         from llama_cpp import LLAMA_DEFAULT_SEED, Llama
 
         self.model_path = Path(model_path)
-        self._llama = Llama(str(model_path), n_ctx=context_tokens, n_threads=threads or os.cpu_count(),
+        self._llama = Llama(str(model_path), n_ctx=context_tokens, n_threads=threads or generation_threads(),
                             seed=LLAMA_DEFAULT_SEED if seed < 0 else seed, verbose=False)
         self.seed, self.temperature, self.max_tokens = seed, temperature, max_tokens
         self.aborts = 0
