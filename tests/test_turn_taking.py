@@ -215,3 +215,29 @@ def test_smart_turn_hears_a_finished_question_from_a_sentence_left_hanging(store
     done = model.probability(person("What is the capital of France?", tail_s=0.2))
     hanging = model.probability(person("I was wondering if", tail_s=0.2))
     assert done > 0.5 > hanging, (done, hanging)
+
+
+@pytest.mark.slow
+def test_warming_runs_every_model_and_drops_an_end_of_turn_model_the_board_cannot_afford(store):
+    from sayso.appliance import Models
+    from sayso.config import Settings, TurnSettings
+    from sayso.fakes import FakeLLM
+
+    class WarmedLLM(FakeLLM):
+        """The fake LLM, noting the warm-up the appliance gives a real one before READY=1."""
+
+        def warm(self, system_prompt: str) -> None:
+            self.warmed = [*getattr(self, "warmed", []), system_prompt]
+
+    def models() -> Models:
+        return Models(llm=WarmedLLM(["Hi."]), tts=PiperTTS(store.path("en_US-joe-medium")),
+                      vad=SileroVAD(store.path(VAD_MODEL, role="vad")), recognizer=PocketsphinxRecognizer(),
+                      turn=SmartTurn(store.path(TURN_MODEL, role="turn")))
+
+    affordable = models()
+    took = affordable.warm(Settings())
+    assert set(took) == {"llm", "voice", "vad", "stt", "turn"} and affordable.turn is not None
+    assert affordable.llm.warmed == [Settings().llm.system_prompt]
+    dear = models()
+    dear.warm(Settings(turn=TurnSettings(max_cost_ms=10.0)))  # a call costs 30-40 ms here: a slow board
+    assert dear.turn is None, "turns must end on silence alone when the model costs more than max_cost_ms"
