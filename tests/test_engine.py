@@ -690,3 +690,15 @@ def test_a_log_that_cannot_be_written_is_said_once_out_loud_and_the_answers_go_o
         turnlog.close()
     rows = sqlite3.connect(db).execute("SELECT role, status FROM turns ORDER BY id").fetchall()
     assert rows == [("user", "complete"), ("assistant", "complete")] * 2
+
+
+def test_an_empty_final_after_an_unheard_answer_was_cut_gets_the_turn_answered_after_all(rig):
+    settings = Settings(barge_in=BargeInSettings(mode="immediate"), turn=TurnSettings(join_window_s=4.0))
+    r = rig(["Paris is the capital of France."], settings=settings, llm_kwargs={"first_token_delay_s": 0.4})
+    r.say("what is the capital of france")
+    first = r.rec.wait("turn_started").data
+    assert r.c.interrupt("full", "user_speaking")
+    r.c.post(Utterance("", time.monotonic_ns()))  # may come before or after the cut answer is closed
+    assert r.finished(first["turn"])["reason"] == "superseded"
+    again = r.rec.wait("turn_started", turn=first["turn"] + 1).data
+    assert again["reply_to"] == first["reply_to"] and r.finished(again["turn"])["status"] == "complete"

@@ -301,8 +301,8 @@ class Conductor(Stage):
             case SpeechDropped():
                 if self._active and self._active.pause:
                     self._active.pause.sound_dropped(msg.t_ns)
-                elif self._join is not None and self._active is None:
-                    self._answer_again()
+                elif (join := self._join_of(self._active)) is not None:
+                    self._answer_again(join)
                 return
         preempt = self._preempt
         if preempt is not None and getattr(msg, "turn", None) == preempt.id:
@@ -371,8 +371,8 @@ class Conductor(Stage):
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING)  # cancel-then-send
         join = self._join_of(turn)
         if not text:
-            if join is not None and turn is None:
-                self._answer_again()
+            if join is not None:
+                self._answer_again(join)
                 return
             log.debug("a final transcript with no words is not a turn")
             self._discard_preempt("the final had no words")
@@ -415,13 +415,15 @@ class Conductor(Stage):
         since = turn.speech_end_ns if turn.speech_end_ns is not None else turn.eos_ns
         return (onset_ns if onset_ns is not None else self.clock()) - since <= window_ns
 
-    def _answer_again(self) -> None:
-        """The sound that dropped an unheard answer had no words: answer the person's turn after all."""
-        join, self._join = self._join, None
-        if join is None:
-            return
+    def _answer_again(self, join: _Join) -> None:
+        """The sound that dropped an unheard answer had no words: answer the person's turn after all,
+        once the dropped answer is closed."""
         log.info("turn %s: what cut its answer had no words; answering it again", join.user_row)
-        self._start(join.user_row, Utterance(join.text, self.clock()), join.text)
+        again = (join.user_row, Utterance(join.text, self.clock()), join.text)
+        if self._active is not None:
+            self._queued = again
+        else:
+            self._start(*again)
 
     # ---- preemptive answers
 
