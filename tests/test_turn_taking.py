@@ -241,3 +241,13 @@ def test_warming_runs_every_model_and_drops_an_end_of_turn_model_the_board_canno
     dear = models()
     dear.warm(Settings(turn=TurnSettings(max_cost_ms=10.0)))  # a call costs 30-40 ms here: a slow board
     assert dear.turn is None, "turns must end on silence alone when the model costs more than max_cost_ms"
+
+
+def test_an_appliance_without_the_end_of_turn_model_ends_turns_on_silence_and_says_how_to_fetch_it(tmp_path, caplog):
+    from sayso.appliance import open_turn_model
+    from sayso.config import TurnSettings
+    from sayso.manifest import ModelStore
+
+    assert open_turn_model(TurnSettings(), ModelStore(tmp_path)) is None
+    assert "run `sayso models fetch`" in caplog.text and "silence alone" in caplog.text
+    assert open_turn_model(TurnSettings(detector="silence"), ModelStore(tmp_path)) is None

@@ -24,7 +24,7 @@ from sayso.backends import open_llm
 from sayso.capture import FRAME_SAMPLES, RATE_HZ, PyAudioMic, find_device
 from sayso.config import Settings, TurnSettings
 from sayso.engine import Engine
-from sayso.errors import DeviceFailed
+from sayso.errors import DeviceFailed, ModelCorrupt, ModelMissing
 from sayso.gpio import Controls, Mode, open_controls
 from sayso.manifest import ModelStore
 from sayso.messages import Event, State
@@ -103,7 +103,11 @@ def open_turn_model(settings: TurnSettings, store: ModelStore) -> SmartTurn | No
     """Smart Turn when the config asks for it, else None (silence alone ends a turn)."""
     if settings.detector != "smart-turn":
         return None
-    return SmartTurn(store.path(TURN_MODEL, role="turn"), settings.threads)
+    try:
+        return SmartTurn(store.path(TURN_MODEL, role="turn"), settings.threads)
+    except (ModelMissing, ModelCorrupt) as e:  # an appliance upgraded without fetching keeps answering
+        log.warning("%s; until then turns end on silence alone", e)
+        return None
 
 
 class Appliance:

@@ -24,6 +24,7 @@ from sayso.capture import PyAudioMic, find_device
 from sayso.config import Settings
 from sayso.errors import SaysoError
 from sayso.manifest import ModelStore
+from sayso.turn import TURN_MODEL
 from sayso.vad import VAD_MODEL
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -190,13 +191,18 @@ class Doctor:
         s = self.settings
         stt = "pocketsphinx-en-us" if s.stt.engine == "pocketsphinx" else s.stt.vosk_model
         ok, bad, notes = [], [], []
-        for name, role in ((s.llm.model, "llm"), (s.voice.model, "voice"), (VAD_MODEL, "vad"), (stt, "stt")):
+        wanted = [(s.llm.model, "llm"), (s.voice.model, "voice"), (VAD_MODEL, "vad"), (stt, "stt")]
+        if s.turn.detector == "smart-turn":
+            wanted.append((TURN_MODEL, "turn"))
+        for name, role in wanted:
             try:
                 self.store.check(self.store.manifest.get(name, role), full=True)
                 ok.append(name)
             except SaysoError as e:
                 if role == "stt" and s.stt.engine == "auto":  # auto falls back to pocketsphinx
                     notes.append(f"{name} absent, pocketsphinx is used instead")
+                elif role == "turn":  # turns then end on silence alone
+                    notes.append(f"{name} absent or damaged, turns end on silence alone")
                 else:
                     bad.append(str(e))
         where = f"in {self.store.root}"
@@ -206,7 +212,8 @@ class Doctor:
                          f"`sudo -u sayso /opt/sayso/bin/sayso models fetch`); models go {where}")
         detail = f"{', '.join(ok)} verified (sha256) {where}"
         return Check("models", WARN if notes else OK, "; ".join([detail, *notes]),
-                     "`sayso models fetch` where the Vosk model's source is reachable gives better recognition")
+                     "`sayso models fetch` brings the missing models (where the Vosk model's source is "
+                     "reachable it gives better recognition)")
 
     def llm_server(self) -> Check:
         """With [llm] backend = "server": it is reachable, lists the model and answers "Say OK" in time."""
