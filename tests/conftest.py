@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +56,25 @@ def alsa_devices(tmp_path, monkeypatch):
         return home
 
     return make
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def one_file_manifest(name: str, data: bytes, sources: str, **extra: str) -> str:
+    """A manifest of one model with one file, for the fetcher's tests."""
+    more = "".join(f"{k} = {v!r}\n" for k, v in extra.items())
+    return (f'[[model]]\nname = "tiny"\nrole = "llm"\ndefault = true\nlicence = "test"\nabout = "test"\n'
+            f'[[model.file]]\nname = "{name}"\nsize = {len(data)}\nsha256 = "{sha(data)}"\n{more}'
+            f'sources = [{sources}]\n')
+
+
+@pytest.fixture
+def payload(tmp_path) -> tuple[bytes, Path]:
+    """A model file to fetch: 300 kB of noise, served from a folder of its own."""
+    data = os.urandom(300_000)
+    src = tmp_path / "served" / "model.bin"
+    src.parent.mkdir()
+    src.write_bytes(data)
+    return data, src

@@ -8,7 +8,6 @@ the tests run as root, the child runs without root's permission override
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import one_file_manifest, sha
 from sayso import config
 from sayso.audio import read_wav_at_mic_rate
 from sayso.errors import ConfigError, ModelCorrupt, SaysoError, ScenarioError
@@ -30,10 +30,6 @@ from sayso.scenario import load as load_scenario
 from sayso.turnlog import TurnLog
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def sayso(*args: str, plain_user: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -59,18 +55,7 @@ def files_of(folder: Path) -> dict[str, str]:
 
 
 def manifest_text(name: str, data: bytes, source: str) -> str:
-    return (f'[[model]]\nname = "tiny"\nrole = "llm"\ndefault = true\nlicence = "test"\nabout = "test"\n'
-            f'[[model.file]]\nname = "{name}"\nsize = {len(data)}\nsha256 = "{sha(data)}"\n'
-            f'sources = [{{ url = "{source}" }}]\n')
-
-
-@pytest.fixture
-def payload(tmp_path) -> tuple[bytes, Path]:
-    data = os.urandom(300_000)
-    src = tmp_path / "served" / "model.bin"
-    src.parent.mkdir()
-    src.write_bytes(data)
-    return data, src
+    return one_file_manifest(name, data, f'{{ url = "{source}" }}')
 
 
 # ---- 3. the fetcher stays in its folder

