@@ -108,7 +108,7 @@ class Fetcher:
             try:
                 self._from_source(src, part, f)
                 os.replace(part, self.store.root / f.name)
-                _sync_folder(self.store.root)
+                _sync(self.store.root, os.O_DIRECTORY)
                 self.store.remember(self.store.root / f.name, f.sha256)
                 self._unpack(f)
                 if errors:
@@ -223,17 +223,9 @@ def _create_part(part: Path) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_folder(folder: Path) -> None:
-    """The rename itself survives a power cut only once the folder is synced."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def _sync(path: Path, kind: int = os.O_NOFOLLOW) -> None:
+    """fsync a file, or with O_DIRECTORY a folder: a rename survives a power cut only once its folder is synced."""
+    fd = os.open(path, os.O_RDONLY | kind)
     try:
         os.fsync(fd)
     finally:
