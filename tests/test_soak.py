@@ -126,7 +126,8 @@ class Faults(threading.Thread):
         armed_speaker = False
         while not self.stopping.wait(0.25):
             now = time.monotonic()
-            if not self.samples or now - t0 - self.samples[-1][0] >= SAMPLE_S:
+            running = all(stage.alive for stage in self.sim.engine.stages)  # not while it shuts down
+            if running and (not self.samples or now - t0 - self.samples[-1][0] >= SAMPLE_S):
                 self.samples.append((now - t0, rss_mb(), os_threads()))
             state = c.state
             if armed_speaker and state is State.SPEAKING:
