@@ -102,6 +102,12 @@ class _Turn:
     false_interruptions: list[float] = field(default_factory=list)
     """How long each pause that resumed kept the answer quiet, in ms."""
 
+    @property
+    def complete(self) -> bool:
+        """Every sample played and generation done: an interrupt that raced the natural end and lost
+        leaves the turn complete."""
+        return self.playback_completed and self.gen_outcome == "done"
+
 
 CANNOT_REMEMBER = "I can't remember our conversation right now, but I can still answer."
 """Said once, before the next answer, when the turn log cannot be written."""
@@ -574,9 +580,7 @@ class Conductor(Stage):
         if not (turn.gen_ended and turn.play_ended) or self._active is not turn:
             return
         first = turn.scope.first
-        # An interrupt that raced the natural end and lost (every sample already
-        # played, generation done) leaves the turn complete.
-        complete = turn.playback_completed and turn.gen_outcome == "done"
+        complete = turn.complete
         if first is None and turn.gen_outcome == "timeout":
             # generation was cut at a sentence's end and all of that was played
             first = Cancellation(Kind.FULL, Reason.TIMEOUT, turn.llm_stop_ns or self.clock())
@@ -680,8 +684,7 @@ def turn_metrics(turn: _Turn) -> dict:
     if turn.false_interruptions:
         metrics["false_interruptions"] = len(turn.false_interruptions)
         metrics["false_interruption_paused_ms"] = turn.false_interruptions
-    complete = turn.playback_completed and turn.gen_outcome == "done"
-    if not complete and first is not None:
+    if not turn.complete and first is not None:
         quiet_from, p = first.t_ns, turn.committed
         silence_ns = turn.silence_ns
         if p is not None and first.reason in (Reason.USER_SPEAKING, Reason.SUPERSEDED):

@@ -9,7 +9,6 @@ silence; "complete" ends the turn at once, "incomplete" waits for a long one.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from sayso.capture import RATE_HZ
 from sayso.channel import Channel
 from sayso.errors import ModelCorrupt, ModelMissing
 from sayso.stage import Stage
-
-log = logging.getLogger(__name__)
 
 TURN_MODEL = "smart-turn-v3.2"
 """The manifest name of the end-of-turn model."""
