@@ -87,7 +87,7 @@ install_sayso() {
     # The unit has no network. With an LLM server in the config, a drop-in opens the server's
     # address (IPAddressAllow=) and nothing else; with the local model, no drop-in: no network.
     # Run install again after changing [llm] in the config.
-    netdropin=$("$PREFIX/bin/python" -m sayso.llm_unit "$CONF/config.toml")
+    netdropin=$("$PREFIX/bin/python" -m sayso.service.llm_unit "$CONF/config.toml")
     if [ -n "$netdropin" ]; then
         install -d -m 0755 "${NETDROPIN%/*}"
         printf '%s\n' "$netdropin" >"$NETDROPIN"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sayso.manifest import ModelStore
+from sayso.models.manifest import ModelStore
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import threading
 import time
 
 from sayso.engine import Engine
-from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.messages import SpeechStarted, Utterance
-from sayso.turnlog import TurnLog
+from sayso.pipeline.messages import SpeechStarted, Utterance
+from sayso.pipeline.turnlog import TurnLog
+from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 
 
 def main(db: str, seed: int) -> None:

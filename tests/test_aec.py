@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sayso.aec import SpeexAEC
-from sayso.audio import to_mic_rate
-from sayso.capture import RATE_HZ, Frame
+from sayso.answering.tts import PiperTTS
+from sayso.audio import RATE_HZ, to_mic_rate
 from sayso.config import BargeInSettings
-from sayso.echo import DelayEstimator, EchoCanceller, EchoGuard, EchoReference, MicClock
-from sayso.tts import PiperTTS
+from sayso.hearing.aec import SpeexAEC
+from sayso.hearing.capture import Frame
+from sayso.hearing.echo import DelayEstimator, EchoCanceller, EchoGuard, EchoReference, MicClock
 
 FRAME = 512
 

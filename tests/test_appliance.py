@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from sayso.appliance import Appliance, Models
 from sayso.config import GpioSettings, ServiceSettings, Settings
-from sayso.fakes import FakeLLM, FakeTTS
-from sayso.gpio import Mode
-from sayso.messages import State, Utterance
-from sayso.notify import Notifier
-from sayso.sim import Room
-from sayso.stt import open_recognizer
-from sayso.turnlog import TurnLog
-from sayso.vad import VAD_MODEL, SileroVAD
+from sayso.hearing.stt import open_recognizer
+from sayso.hearing.vad import VAD_MODEL, SileroVAD
+from sayso.pipeline.messages import State, Utterance
+from sayso.pipeline.turnlog import TurnLog
+from sayso.service.appliance import Appliance, Models
+from sayso.service.gpio import Mode
+from sayso.service.notify import Notifier
+from sayso.sim.fakes import FakeLLM, FakeTTS
+from sayso.sim.room import Room
 
 WAIT_S = 20.0
 
@@ -204,7 +204,8 @@ def test_holding_the_button_mutes_and_unmutes_the_mic_and_the_led_shows_it(syste
         systemd.wait_for("STATUS=listening", after=muted_at)
         button.drive_high()
         assert not app.muted and app.controls.mode is Mode.LISTENING
-        said = [r.getMessage() for r in caplog.records if r.name == "sayso.appliance" and "mic" in r.getMessage()]
+        said = [r.getMessage() for r in caplog.records
+                if r.name == "sayso.service.appliance" and "mic" in r.getMessage()]
         assert said[-2:] == ["mic muted (privacy): nothing is heard until the button is held again",
                              "mic unmuted: listening again"]
     finally:
@@ -258,7 +259,7 @@ def test_sayso_run_stops_on_sigterm_within_5_s(systemd, tmp_path, store):
     assert took < 5.0, f"stopping took {took:.1f}s"
     systemd.wait_for("STOPPING=1", after=sent, timeout_s=1)
     lines = out.splitlines()
-    assert any(line.startswith("MainThread INFO sayso.appliance: ready in") for line in lines), out
-    assert any(line.startswith("capture INFO sayso.capture: mic 'saysomic' open") for line in lines), out
+    assert any(line.startswith("MainThread INFO sayso.service.appliance: ready in") for line in lines), out
+    assert any(line.startswith("capture INFO sayso.hearing.capture: mic 'saysomic' open") for line in lines), out
     assert lines[-1].endswith("stopped"), out
     assert TurnLog(tmp_path / "turns.db").rows() == []

@@ -24,10 +24,10 @@ from conftest import one_file_manifest, sha
 from sayso import config
 from sayso.audio import read_wav_at_mic_rate
 from sayso.errors import ConfigError, ModelCorrupt, SaysoError, ScenarioError
-from sayso.fetch import Fetcher
-from sayso.manifest import CHECKOUT_MODELS, ModelStore, load_manifest
-from sayso.scenario import load as load_scenario
-from sayso.turnlog import TurnLog
+from sayso.models.fetch import Fetcher
+from sayso.models.manifest import CHECKOUT_MODELS, ModelStore, load_manifest
+from sayso.pipeline.turnlog import TurnLog
+from sayso.sim.scenario import load as load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -379,7 +379,7 @@ def test_turns_reads_a_log_it_may_not_write(tmp_path, crashed):
     folder.mkdir()
     db = folder / "turns.db"
     if crashed:  # a writer killed mid-run leaves -wal and -shm beside the log
-        code = (f"from sayso.turnlog import TurnLog; t = TurnLog({str(db)!r}); "
+        code = (f"from sayso.pipeline.turnlog import TurnLog; t = TurnLog({str(db)!r}); "
                 "t.add_user('c', 'kept in the wal'); import os; os._exit(0)")
         subprocess.run([sys.executable, "-c", code], check=True)
     else:

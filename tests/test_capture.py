@@ -5,9 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from sayso.capture import FRAME_SAMPLES, Capture, PyAudioMic, find_device
-from sayso.channel import Channel
+from sayso.audio import FRAME_SAMPLES
 from sayso.errors import DeviceNotFound
+from sayso.hearing.capture import Capture, PyAudioMic, find_device
+from sayso.pipeline.channel import Channel
 
 
 def take(frames: Channel, n: int, timeout_s: float = 20.0) -> list:

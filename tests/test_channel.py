@@ -2,9 +2,9 @@ import threading
 
 import pytest
 
-from sayso.channel import Channel, of_turn
 from sayso.errors import ChannelClosed
-from sayso.messages import Cancel, Clause
+from sayso.pipeline.channel import Channel, of_turn
+from sayso.pipeline.messages import Cancel, Clause
 
 
 def test_control_overtakes_queued_data():

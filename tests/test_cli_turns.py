@@ -7,9 +7,9 @@ import pytest
 
 from sayso import cli
 from sayso.engine import Engine
-from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.messages import State, Utterance
-from sayso.turnlog import COLUMNS, TurnLog
+from sayso.pipeline.messages import State, Utterance
+from sayso.pipeline.turnlog import COLUMNS, TurnLog
+from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 
 ANSWER = "Paris is the capital of France. It sits on the Seine and has many bridges and museums to see."
 

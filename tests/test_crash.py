@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sayso.turnlog import TurnLog
+from sayso.pipeline.turnlog import TurnLog
 
 TRIALS = int(os.environ.get("SAYSO_CRASH_TRIALS", "20"))
 CHILD = Path(__file__).with_name("crash_child.py")

@@ -3,7 +3,7 @@
 import json
 
 from sayso import cli
-from sayso.turnlog import TurnLog
+from sayso.pipeline.turnlog import TurnLog
 
 
 def test_demo_shows_an_exchange_an_interruption_and_what_was_heard(tmp_path, capsys):

@@ -7,8 +7,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from sayso import cli, config
-from sayso.doctor import FAIL, OK, WARN, Doctor
-from sayso.turnlog import TurnLog
+from sayso.pipeline.turnlog import TurnLog
+from sayso.service.doctor import FAIL, OK, WARN, Doctor
 
 
 def settings_for(tmp_path, **sections):
@@ -101,7 +101,7 @@ def test_here_without_sound_card_or_gpio_it_says_so_and_exits_non_zero(tmp_path,
 
 
 def test_missing_models_fail_with_the_fetch_command(tmp_path, store):
-    from sayso.manifest import ModelStore
+    from sayso.models.manifest import ModelStore
 
     empty = ModelStore(tmp_path / "models", store.manifest)
     (tmp_path / "models").mkdir()

@@ -1,6 +1,6 @@
 """Sequence tests for the engine: the order of events and log rows through every interruption.
 
-The LLM, voice and sound card are the plainly named fakes from sayso.fakes; the
+The LLM, voice and sound card are the plainly named fakes from sayso.sim.fakes; the
 turn log is real SQLite. Tests wait on events with timeouts, never on sleeps.
 """
 
@@ -15,8 +15,7 @@ import pytest
 
 from sayso.config import BargeInSettings, ConversationSettings, LLMSettings, Settings, TurnSettings
 from sayso.engine import Engine
-from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.messages import (
+from sayso.pipeline.messages import (
     Event,
     PartialTranscript,
     SpeechDropped,
@@ -26,7 +25,8 @@ from sayso.messages import (
     TentativeTranscript,
     Utterance,
 )
-from sayso.turnlog import TurnLog, cut_in_note
+from sayso.pipeline.turnlog import TurnLog, cut_in_note
+from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 
 LONG = ("Paris is the capital of France. It sits on the river Seine and has many old bridges. "
         "The city is known for its museums, its cafes and its long boulevards. "
@@ -213,7 +213,7 @@ def test_cancel_then_send(rig):
 
 def test_button_while_idle_does_nothing(rig, caplog):
     r = rig(["unused"])
-    with caplog.at_level(logging.DEBUG, logger="sayso.conductor"):
+    with caplog.at_level(logging.DEBUG, logger="sayso.pipeline.conductor"):
         assert r.c.button() is False
     assert "while idle" in caplog.text
     assert r.engine.turnlog.rows() == [] and r.rec.events == []

@@ -3,7 +3,7 @@
 import wave
 
 from sayso.config import Settings
-from sayso.exchange import run_exchange
+from sayso.sim.exchange import run_exchange
 
 
 def test_a_spoken_question_is_heard_answered_and_spoken(store, tmp_path):

@@ -1,7 +1,7 @@
 """Fault injection for the turn log (issue 17): a second writer, a held lock, a full disk, privacy.
 
 Real parts throughout: real SQLite, real files, real second processes, a real
-(tmpfs) disk that fills up. The LLM, voice and sound card are sayso.fakes.
+(tmpfs) disk that fills up. The LLM, voice and sound card are sayso.sim.fakes.
 Tests wait on events with timeouts, never on sleeps.
 """
 
@@ -19,19 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from sayso.conductor import CANNOT_REMEMBER
 from sayso.engine import Engine
 from sayso.errors import SaysoError
-from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.messages import State, Utterance
-from sayso.turnlog import TurnLog
+from sayso.pipeline.conductor import CANNOT_REMEMBER
+from sayso.pipeline.messages import State, Utterance
+from sayso.pipeline.turnlog import TurnLog
+from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 
 WAIT = 10.0
 ANSWER = "Paris is the capital of France."
 
 WRITER = """
 import sys
-from sayso.turnlog import TurnLog
+from sayso.pipeline.turnlog import TurnLog
 t = TurnLog(sys.argv[1])
 u = t.add_user("c1", "tell me a story")
 a = t.begin_assistant("c1", u)
@@ -332,7 +332,7 @@ def test_turns_kept_in_memory_are_bounded_and_the_oldest_go_first(tmp_path):
 
 def test_doctor_names_the_writer_and_explains_a_held_lock(tmp_path, store):
     from sayso import config
-    from sayso.doctor import FAIL, OK, Doctor
+    from sayso.service.doctor import FAIL, OK, Doctor
 
     db = tmp_path / "turns.db"
     settings = config.parse({"log": {"db": str(db)}})

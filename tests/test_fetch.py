@@ -9,8 +9,8 @@ import pytest
 
 from conftest import one_file_manifest, sha
 from sayso.errors import DiskFull, FetchFailed, ModelCorrupt, ModelMissing, UnknownModel
-from sayso.fetch import Fetcher
-from sayso.manifest import ModelStore, load_manifest
+from sayso.models.fetch import Fetcher
+from sayso.models.manifest import ModelStore, load_manifest
 
 # Port 9 (discard) has no listener here: connecting is refused at once.
 UNREACHABLE = "http://127.0.0.1:9/model.bin"

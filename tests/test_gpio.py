@@ -11,7 +11,7 @@ from gpiozero.pins.mock import MockFactory
 from sayso import config
 from sayso.config import GpioSettings
 from sayso.errors import ConfigError
-from sayso.gpio import PATTERNS, Controls, Mode, factory_name, gpio_hint
+from sayso.service.gpio import PATTERNS, Controls, Mode, factory_name, gpio_hint
 
 
 @pytest.mark.parametrize(("choice", "model", "name"), [

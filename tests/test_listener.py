@@ -8,20 +8,20 @@ import time
 import numpy as np
 import pytest
 
-from sayso.audio import rms, to_mic_rate
-from sayso.capture import FRAME_SAMPLES, RATE_HZ, Frame, PyAudioMic
-from sayso.channel import Channel
+from sayso.answering.tts import PiperTTS
+from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms, to_mic_rate
 from sayso.config import BargeInSettings, VADSettings
-from sayso.echo import EchoCanceller, EchoReference, sample_at
 from sayso.engine import Engine
-from sayso.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
-from sayso.listener import EndOfSpeech, Listener, StartOfSpeech, Transcriber
-from sayso.messages import SpeechDropped, SpeechStarted, State, Utterance
-from sayso.pause import SUSTAINED_MS
-from sayso.stt import PocketsphinxRecognizer
-from sayso.tts import PiperTTS
-from sayso.turnlog import TurnLog
-from sayso.vad import Endpointer, SileroVAD
+from sayso.hearing.capture import Frame, PyAudioMic
+from sayso.hearing.echo import EchoCanceller, EchoReference, sample_at
+from sayso.hearing.listener import EndOfSpeech, Listener, StartOfSpeech, Transcriber
+from sayso.hearing.stt import PocketsphinxRecognizer
+from sayso.hearing.vad import Endpointer, SileroVAD
+from sayso.pipeline.channel import Channel
+from sayso.pipeline.messages import SpeechDropped, SpeechStarted, State, Utterance
+from sayso.pipeline.pause import SUSTAINED_MS
+from sayso.pipeline.turnlog import TurnLog
+from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 
 T0_NS = 1_000_000_000_000
 ANSWER = ("The weather today is mild with a light breeze from the west, and later in the afternoon "
@@ -77,7 +77,7 @@ def run_listener(mic: np.ndarray, echo: EchoReference | None, state: State = Sta
 
 
 def _vad_path():
-    from sayso.manifest import ModelStore
+    from sayso.models.manifest import ModelStore
 
     return ModelStore().path("silero-vad-v6", role="vad")
 
@@ -205,7 +205,7 @@ def test_end_of_speech_reaches_the_transcriber_after_the_utterance(voices):
 
 
 def test_the_transcriber_measures_each_utterances_sustained_speech_afresh(voices):
-    from sayso.sim import cough
+    from sayso.sim.room import cough
 
     posted: list = []
     audio = Channel("audio", 1 << 20)

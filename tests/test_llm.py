@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from sayso.answering.llm import LlamaLLM
 from sayso.config import LLMSettings
-from sayso.llm import LlamaLLM
 
 
 @pytest.fixture(scope="module")

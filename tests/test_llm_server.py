@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from sayso import config
-from sayso.backends import APOLOGY, RESTART, FailoverLLM, read_api_key, server_llm
+from sayso.answering.backends import APOLOGY, RESTART, FailoverLLM, read_api_key, server_llm
+from sayso.answering.llm import LlamaLLM
+from sayso.answering.llm_server import ServerLLM, ServerTimeouts
 from sayso.errors import ConfigError, LLMServerFailed, LLMUnavailable
-from sayso.llm import LlamaLLM
-from sayso.llm_server import ServerLLM, ServerTimeouts
 
 MODEL = "qwen2.5-coder-0.5b-instruct-q4"
 KEY = "sk-test-0123456789abcdef"
@@ -439,7 +439,7 @@ def test_the_key_is_read_from_a_file_or_the_environment_and_never_shown(tmp_path
 
 @pytest.mark.slow
 def test_doctor_checks_the_server_answers_and_names_the_fix(server, store, tmp_path):
-    from sayso.doctor import FAIL, OK, Doctor
+    from sayso.service.doctor import FAIL, OK, Doctor
 
     keyfile = tmp_path / "key"
     keyfile.write_text(KEY)
@@ -464,8 +464,8 @@ class Pipeline:
 
     def __init__(self, tmp_path: Path, llm):
         from sayso.engine import Engine
-        from sayso.fakes import FakeSpeakerSink, FakeTTS
-        from sayso.turnlog import TurnLog
+        from sayso.pipeline.turnlog import TurnLog
+        from sayso.sim.fakes import FakeSpeakerSink, FakeTTS
 
         self.llm, self.events, self._changed = llm, [], threading.Condition()
         self.engine = Engine(llm=llm, tts=FakeTTS(), sink=FakeSpeakerSink(), turnlog=TurnLog(tmp_path / "turns.db"),
@@ -485,7 +485,7 @@ class Pipeline:
             return found()
 
     def ask(self, text: str) -> int:
-        from sayso.messages import SpeechStarted, Utterance
+        from sayso.pipeline.messages import SpeechStarted, Utterance
 
         with self._changed:
             since = len(self.events)
@@ -585,8 +585,8 @@ def test_the_pipeline_keeps_the_turn_log_whole_when_the_server_dies_mid_answer(g
 @pytest.mark.slow
 def test_a_scenario_runs_the_whole_pipeline_on_the_server(server, store, tmp_path):
     """The simulated room, the mic, VAD, recogniser, voice and speaker, with the answers from the server."""
-    from sayso import scenario
-    from sayso.simulate import Kit, Simulation
+    from sayso.sim import scenario
+    from sayso.sim.simulate import Kit, Simulation
 
     keyfile = tmp_path / "key"
     keyfile.write_text(KEY)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sayso import config
-from sayso.llm_unit import DROPIN_NAME, dropin, main
+from sayso.service.llm_unit import DROPIN_NAME, dropin, main
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "sayso.service"
 

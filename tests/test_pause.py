@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sayso.config import BargeInSettings
-from sayso.messages import Utterance
-from sayso.pause import Pause, commits, committing_words
+from sayso.pipeline.messages import Utterance
+from sayso.pipeline.pause import Pause, commits, committing_words
 
 
 def said(text: str, *confidence: float) -> Utterance:

@@ -6,9 +6,9 @@ import tomllib
 
 import pytest
 
-from sayso import scenario
 from sayso.errors import ScenarioError
-from sayso.messages import State
+from sayso.pipeline.messages import State
+from sayso.sim import scenario
 
 ISSUE_EXAMPLE = """
 name = "barge-in then button"

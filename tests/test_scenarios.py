@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sayso import scenario
 from sayso.config import Settings
 from sayso.errors import ScenarioFailed
-from sayso.fakes import FakeLLM, FakeTTS
-from sayso.simulate import Kit, Simulation
-from sayso.turnlog import COLUMNS
+from sayso.pipeline.turnlog import COLUMNS
+from sayso.sim import scenario
+from sayso.sim.fakes import FakeLLM, FakeTTS
+from sayso.sim.simulate import Kit, Simulation
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent / "scenarios"

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sayso import scenario
 from sayso.config import Settings
-from sayso.messages import State
-from sayso.simulate import Kit, Simulation
+from sayso.pipeline.messages import State
+from sayso.sim import scenario
+from sayso.sim.simulate import Kit, Simulation
 
 MINUTES = float(os.environ.get("SAYSO_SOAK_MINUTES", "2"))
 SAMPLE_S = 2.0

@@ -5,15 +5,15 @@ import threading
 import numpy as np
 import pytest
 
-from sayso.audio_out import PyAudioSink
-from sayso.cancel import Cancellation, Scopes
-from sayso.channel import Channel
-from sayso.chunker import ClauseChunker
-from sayso.fakes import FakeSpeakerSink
-from sayso.messages import EndOfAnswer, Kind, PlaybackEnded, Reason, Segment
-from sayso.sanitize import speakable
-from sayso.speaker import Speaker
-from sayso.tts import PiperTTS
+from sayso.answering.audio_out import PyAudioSink
+from sayso.answering.chunker import ClauseChunker
+from sayso.answering.sanitize import speakable
+from sayso.answering.speaker import Speaker
+from sayso.answering.tts import PiperTTS
+from sayso.pipeline.cancel import Cancellation, Scopes
+from sayso.pipeline.channel import Channel
+from sayso.pipeline.messages import EndOfAnswer, Kind, PlaybackEnded, Reason, Segment
+from sayso.sim.fakes import FakeSpeakerSink
 
 
 def chunks(text: str, step: int = 3) -> list[str]:
@@ -147,11 +147,11 @@ def test_speaker_plays_through_portaudio_and_completes(alsa_devices, voice):
 def test_time_to_first_audio_with_the_default_models(store, tmp_path, voice):
     import time
 
+    from sayso.answering.llm import LlamaLLM
     from sayso.config import Settings
     from sayso.engine import Engine
-    from sayso.llm import LlamaLLM
-    from sayso.messages import State, Utterance
-    from sayso.turnlog import TurnLog
+    from sayso.pipeline.messages import State, Utterance
+    from sayso.pipeline.turnlog import TurnLog
 
     settings = Settings()
     llm = LlamaLLM.from_settings(store.path(settings.llm.model, role="llm"), settings.llm)

@@ -3,7 +3,7 @@ import threading
 import pytest
 
 from sayso.errors import StageError
-from sayso.stage import Stage, stop_all
+from sayso.pipeline.stage import Stage, stop_all
 
 
 def test_stop_names_a_stage_that_will_not_stop():

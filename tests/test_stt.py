@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 import soxr
 
-from sayso.audio import to_mic_rate
-from sayso.capture import FRAME_SAMPLES
+from sayso.answering.tts import PiperTTS
+from sayso.audio import FRAME_SAMPLES, to_mic_rate
 from sayso.config import VADSettings
 from sayso.errors import ModelCorrupt, ModelMissing
-from sayso.manifest import Manifest, Model, ModelFile, ModelStore
-from sayso.messages import Utterance
-from sayso.pause import committing_words
-from sayso.stt import RATE_HZ, PocketsphinxRecognizer, Transcript, VoskRecognizer, open_recognizer
-from sayso.tts import PiperTTS
+from sayso.hearing.stt import RATE_HZ, PocketsphinxRecognizer, Transcript, VoskRecognizer, open_recognizer
+from sayso.models.manifest import Manifest, Model, ModelFile, ModelStore
+from sayso.pipeline.messages import Utterance
+from sayso.pipeline.pause import committing_words
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@ import sqlite3
 
 import pytest
 
-from sayso.turnlog import COLUMNS, SCHEMA_VERSION, TurnLog, cut_in_note
+from sayso.pipeline.turnlog import COLUMNS, SCHEMA_VERSION, TurnLog, cut_in_note
 
 
 @pytest.fixture

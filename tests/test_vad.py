@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
+from sayso.answering.tts import PiperTTS
 from sayso.audio import to_mic_rate
 from sayso.config import VADSettings
 from sayso.errors import ConfigError, ModelMissing
-from sayso.tts import PiperTTS
-from sayso.vad import FRAME_SAMPLES, RATE_HZ, Endpointer, SileroVAD, SpeechEnd, SpeechStart, VADState
+from sayso.hearing.vad import FRAME_SAMPLES, RATE_HZ, Endpointer, SileroVAD, SpeechEnd, SpeechStart, VADState
 
 UTTERANCES = (
     "Turn on the kitchen lights.",

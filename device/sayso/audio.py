@@ -9,10 +9,14 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from sayso.capture import RATE_HZ
 from sayso.errors import SaysoError
 
 log = logging.getLogger(__name__)
+
+RATE_HZ = 16000
+"""The one sample rate of the mic path: Silero, Smart Turn and the recognisers all take 16 kHz."""
+FRAME_SAMPLES = 512
+"""Samples per mic frame (32 ms): Silero v6 takes 512-sample frames at 16 kHz."""
 
 
 def rms(samples: np.ndarray) -> float:

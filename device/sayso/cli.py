@@ -10,14 +10,14 @@ from pathlib import Path
 
 from sayso import __version__, config
 from sayso.errors import FetchFailed, ModelCorrupt, ModelMissing, SaysoError
-from sayso.writelock import check_free
+from sayso.pipeline.writelock import check_free
 
 log = logging.getLogger("sayso")
 
 
 def _store(args: argparse.Namespace, settings: config.Settings):
     """The models folder from --dir or config; its own manifest.toml when it has one (an installed appliance)."""
-    from sayso.manifest import ModelStore, load_manifest
+    from sayso.models.manifest import ModelStore, load_manifest
 
     root = args.dir or settings.models.dir or None
     manifest = args.manifest
@@ -27,7 +27,7 @@ def _store(args: argparse.Namespace, settings: config.Settings):
 
 
 def cmd_models_fetch(args, settings) -> int:
-    from sayso.fetch import Fetcher
+    from sayso.models.fetch import Fetcher
 
     store = _store(args, settings)
     wanted = store.manifest.defaults()
@@ -134,7 +134,7 @@ def _loading_models(settings, store, work):
 
 
 def cmd_run(args, settings) -> int:
-    from sayso.appliance import run
+    from sayso.service.appliance import run
 
     check_free(Path(settings.log.db))  # before devices and models: a second appliance fails at once
     store = _store(args, settings)
@@ -142,7 +142,7 @@ def cmd_run(args, settings) -> int:
 
 
 def cmd_doctor(args, settings) -> int:
-    from sayso.doctor import Doctor
+    from sayso.service.doctor import Doctor
 
     print(f"sayso doctor (config: {_config_source(args)})", flush=True)
     doctor = Doctor(settings, _store(args, settings), print=lambda line: print(line, flush=True),
@@ -157,7 +157,7 @@ def cmd_doctor(args, settings) -> int:
 
 
 def cmd_demo(args, settings) -> int:
-    from sayso.demo import run_demo
+    from sayso.sim.demo import run_demo
 
     check_free(Path(args.out) / "turns.db")
     print("sayso demo: a question, an answer cut off by the person speaking, a follow-up, and the stop "
@@ -171,9 +171,9 @@ def cmd_simulate(args, settings) -> int:
     import json
     import tempfile
 
-    from sayso import scenario
-    from sayso.report import transcript
-    from sayso.simulate import simulate
+    from sayso.sim import scenario
+    from sayso.sim.report import transcript
+    from sayso.sim.simulate import simulate
 
     sc = scenario.load(args.scenario)
     if args.db:
@@ -189,7 +189,7 @@ def cmd_simulate(args, settings) -> int:
         Path(args.report).write_text(json.dumps(result.report, indent=2))
     print(transcript(result.report, result.per_turn))
     if args.plot:
-        from sayso.plot import waterfall
+        from sayso.sim.plot import waterfall
 
         waterfall(result.report, Path(args.plot), result.tracks)
     for label, path in (("turn log", args.db), ("recording", args.record), ("report", args.report),
@@ -202,7 +202,7 @@ def cmd_simulate(args, settings) -> int:
 def cmd_bench(args, settings) -> int:
     import json
 
-    from sayso.bench import SCENARIOS, run_bench, table
+    from sayso.sim.bench import SCENARIOS, run_bench, table
 
     if unknown := set(args.only or ()) - set(SCENARIOS):
         raise SaysoError(f"no bench scenario {', '.join(sorted(unknown))}; the bench has {', '.join(SCENARIOS)}")
@@ -222,7 +222,7 @@ def _clip(text: str | None, width: int) -> str:
 def cmd_turns(args, settings) -> int:
     import json
 
-    from sayso.turnlog import TurnReader
+    from sayso.pipeline.turnlog import TurnReader
 
     # read-only: works while the appliance writes, never changes the file nor makes one
     turnlog = TurnReader(Path(args.db or settings.log.db))

@@ -6,23 +6,23 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from sayso.cancel import Scopes
-from sayso.capture import Capture
-from sayso.channel import Channel
-from sayso.conductor import Conductor
+from sayso.answering.speaker import AudioSink, Speaker
+from sayso.answering.thinker import LLM, Thinker
+from sayso.answering.voice import TTS, Voice
 from sayso.config import Settings
-from sayso.echo import EchoCanceller, EchoReference
-from sayso.events import EventBus, Observer
-from sayso.listener import Listener, Transcriber
-from sayso.messages import Kind, Reason, State
-from sayso.speaker import AudioSink, Speaker
-from sayso.stage import Stage, stop_all
-from sayso.stt import Recognizer
-from sayso.thinker import LLM, Thinker
-from sayso.turn import SmartTurn, TurnDetector
-from sayso.turnlog import TurnLog
-from sayso.vad import Endpointer, SileroVAD
-from sayso.voice import TTS, Voice
+from sayso.hearing.capture import Capture
+from sayso.hearing.echo import EchoCanceller, EchoReference
+from sayso.hearing.listener import Listener, Transcriber
+from sayso.hearing.stt import Recognizer
+from sayso.hearing.turn import SmartTurn, TurnDetector
+from sayso.hearing.vad import Endpointer, SileroVAD
+from sayso.pipeline.cancel import Scopes
+from sayso.pipeline.channel import Channel
+from sayso.pipeline.conductor import Conductor
+from sayso.pipeline.events import EventBus, Observer
+from sayso.pipeline.messages import Kind, Reason, State
+from sayso.pipeline.stage import Stage, stop_all
+from sayso.pipeline.turnlog import TurnLog
 
 log = logging.getLogger(__name__)
 

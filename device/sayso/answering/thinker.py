@@ -1,0 +1,130 @@
+"""The thinker stage: streams the LLM's answer, cut into clauses, under the turn's cancel scope."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from sayso.answering.chunker import ClauseChunker
+from sayso.answering.sanitize import speakable
+from sayso.errors import LLMUnavailable
+from sayso.pipeline.cancel import Scopes
+from sayso.pipeline.channel import Channel
+from sayso.pipeline.messages import (
+    Clause,
+    EndOfAnswer,
+    FirstToken,
+    GenerateRequest,
+    GenerationEnded,
+    TextCheckpoint,
+)
+from sayso.pipeline.stage import ErrorHandler, Stage
+
+log = logging.getLogger(__name__)
+
+
+class LLM(Protocol):
+    def stream(self, messages: list[dict[str, str]], should_stop: Callable[[], bool]) -> Iterator[str]:
+        """Yield pieces of the answer; stop soon after `should_stop()` turns true."""
+
+
+class Thinker(Stage):
+    """Owns the LLM (llama.cpp is not thread-safe, so only this thread touches it).
+
+    The cancel flag is read after every token, so a cancel stops generation
+    within one token; a token the backend still yields after that is dropped.
+    `max_seconds` bounds the LLM's own work, not time spent waiting for the
+    voice to take a clause; an answer past it ends at its last whole sentence.
+    """
+
+    name = "thinker"
+    FIRST_VOICE_WAIT_S = 1.5
+    """Longest the LLM waits for the voice to synthesize the first clause."""
+
+    def __init__(self, llm: LLM, requests: Channel, clauses: Channel, report: Callable[[object], None],
+                 scopes: Scopes, clock: Callable[[], int], max_seconds: float = 20.0,
+                 on_error: ErrorHandler | None = None):
+        super().__init__(on_error)
+        self.llm, self.requests, self.clauses, self.report = llm, requests, clauses, report
+        self.scopes, self.clock, self.max_seconds = scopes, clock, max_seconds
+
+    def step(self) -> None:
+        req: GenerateRequest | None = self.requests.get(timeout=0.1)
+        if req is None:
+            return
+        turn = self.current_turn = req.turn
+        cancelled = lambda: self.scopes.generation_cancelled(turn) or self.stopping.is_set()  # noqa: E731
+        if cancelled():
+            self.report(GenerationEnded(turn, "", "cancelled", self.clock()))
+            return
+        chunker, raw, spoken = ClauseChunker(), "", []
+        messages = [{"role": role, "content": content} for role, content in req.messages]
+        if req.preface:
+            self._send(turn, spoken, req.preface)
+        started, waited, timed_out, failed = self.clock(), 0, False, None
+        try:
+            for piece in self.llm.stream(messages, cancelled):
+                self.beat()
+                if cancelled():
+                    break  # the "one more token" after a cancel belongs to no one
+                if not raw:
+                    self.report(FirstToken(turn, self.clock()))
+                raw += piece
+                for chunk in chunker.feed(piece):
+                    t = self.clock()
+                    self._send(turn, spoken, chunk)
+                    if len(spoken) == 1:
+                        self._let_the_voice_start(turn, cancelled)
+                    waited += self.clock() - t  # blocked by the voice: not the LLM's time
+                if self.clock() - started - waited > self.max_seconds * 1e9:
+                    log.warning("turn %s: the LLM worked on the answer for over %.0fs; ending it at the last "
+                                "whole sentence", turn, self.max_seconds)
+                    timed_out = True
+                    break
+        except LLMUnavailable as e:
+            failed = e  # no backend can answer: say so, rather than meet the person with silence
+            log.error("turn %s: %s", turn, e)
+            self._send(turn, spoken, e.apology)
+        rest = None if failed else chunker.flush()
+        busy_ms = (self.clock() - started - waited) / 1e6
+        if cancelled() or timed_out:
+            outcome = "cancelled" if cancelled() else "timeout"
+            spoken.append(speakable(rest or ""))  # generated, never sent: logged, not spoken
+            if timed_out and not self.scopes.speech_cancelled(turn):
+                self.clauses.put(EndOfAnswer(turn))
+        else:
+            if rest:
+                self._send(turn, spoken, rest)
+            if not self.scopes.speech_cancelled(turn):
+                self.clauses.put(EndOfAnswer(turn))
+            outcome = "error" if failed else "done"
+        backend = getattr(self.llm, "last_answer", None)
+        self.report(GenerationEnded(turn, " ".join(filter(None, spoken)), outcome, self.clock(), busy_ms,
+                                    dict(backend) if backend else None))
+        self.current_turn = None
+
+    def _let_the_voice_start(self, turn: int, cancelled: Callable[[], bool]) -> None:
+        """Hold generation while the voice synthesizes the first clause.
+
+        On a small board the two fight for the same cores, and the first
+        clause's synthesis is what the person is waiting for; the LLM makes
+        words many times faster than they are spoken, so it catches up while
+        that clause plays.
+        """
+        scope = self.scopes.get(turn)
+        deadline = self.clock() + int(self.FIRST_VOICE_WAIT_S * 1e9)
+        while scope is not None and not cancelled() and self.clock() < deadline:
+            if scope.first_voiced.wait(0.02):
+                return
+            self.beat()
+
+    def _send(self, turn: int, spoken: list[str], chunk: str) -> None:
+        """Speak a chunk (markup, code and URLs removed) and checkpoint the answer so far."""
+        chunk = speakable(chunk)
+        if not chunk:
+            return
+        if not self.scopes.speech_cancelled(turn):
+            self.clauses.put(Clause(turn, len(spoken), chunk))
+        spoken.append(chunk)
+        self.report(TextCheckpoint(turn, " ".join(spoken)))

@@ -1,0 +1,121 @@
+"""Piper text-to-speech with phoneme alignments (samples per phoneme)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sayso.answering.voice import Rendered
+from sayso.pipeline.messages import WordSpan
+
+log = logging.getLogger(__name__)
+
+_PAUSES = frozenset(",.;:!?…—–-\"'()")
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Audio for one piece of text, with the samples each phoneme took when known."""
+
+    text: str
+    audio: np.ndarray
+    """Mono int16 samples."""
+    rate_hz: int
+    phonemes: tuple[tuple[str, int], ...] = ()
+    """(phoneme, samples) in order; empty when the voice gave no alignments."""
+
+
+class PiperTTS:
+    """A Piper voice; alignments come from the patched model (or an in-memory patch)."""
+
+    def __init__(self, model_path: Path, length_scale: float = 1.0, repeatable: bool = False):
+        """`repeatable` turns off Piper's sampling noise so the same text gives the same audio (tests)."""
+        from piper import PiperVoice, SynthesisConfig
+
+        # include_alignments patches an unpatched model in memory and is a no-op
+        # (debug log) for the pre-patched default voice.
+        self._voice = PiperVoice.load(str(model_path), include_alignments=True)
+        noise = {"noise_scale": 0.0, "noise_w_scale": 0.0} if repeatable else {}
+        self._config = SynthesisConfig(length_scale=length_scale, **noise)
+        self.rate_hz = self._voice.config.sample_rate
+
+    def paced(self, length_scale: float) -> PiperTTS:
+        """The same loaded voice at another pace (no second copy of the model in memory)."""
+        other = copy.copy(self)
+        other._config = dataclasses.replace(self._config, length_scale=length_scale)
+        return other
+
+    def speak(self, text: str) -> list[Speech]:
+        """One Speech per sentence Piper finds in `text`."""
+        out = []
+        for chunk in self._voice.synthesize(text, syn_config=self._config, include_alignments=True):
+            phonemes = tuple((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments or ())
+            out.append(Speech(text, chunk.audio_int16_array.copy(), chunk.sample_rate, phonemes))
+        return out
+
+    def audio(self, text: str) -> np.ndarray:
+        """`text` spoken, as one int16 array at `rate_hz` (every sentence, in order)."""
+        return _joined(self.speak(text))
+
+    def render(self, text: str) -> Rendered:
+        """Audio for `text` with the sample span of every word, from the phoneme alignments.
+
+        Piper's phoneme words are split at spaces and matched to the text's words.
+        Where the counts differ (espeak joins "on the", reads "3.5" as three words)
+        each word gets a share of the aligned phonemes proportional to its own
+        phoneme count, and its span is marked estimated.
+        """
+        parts = self.speak(text)
+        audio = _joined(parts)
+        words = text.split()
+        found: list[tuple[int, int]] = []
+        phones: list[tuple[int, int]] = []
+        base = 0
+        for part in parts:
+            pos, start, end = base, None, None
+            for phoneme, n in part.phonemes:
+                if phoneme in (" ", "^", "$"):
+                    if start is not None:
+                        found.append((start, end))
+                    start = None
+                elif phoneme not in _PAUSES:
+                    start = pos if start is None else start
+                    end = pos + n
+                    phones.append((pos, end))
+                pos += n
+            if start is not None:
+                found.append((start, end))
+            base += len(part.audio)
+        if not words:
+            return Rendered(audio, self.rate_hz, ())
+        if all(p.phonemes for p in parts) and len(found) == len(words):
+            spans = tuple(WordSpan(w, s, e) for w, (s, e) in zip(words, found, strict=True))
+        elif phones:
+            spans = _share(words, [self._phoneme_count(w) for w in words], phones)
+        else:
+            spans = _share(words, [max(1, len(w)) for w in words], [(0, len(audio))] * max(1, len(words)))
+        return Rendered(audio, self.rate_hz, spans)
+
+    def _phoneme_count(self, word: str) -> int:
+        return max(1, sum(1 for sentence in self._voice.phonemize(word) for ph in sentence
+                          if ph not in _PAUSES and ph != " "))
+
+
+def _joined(parts: list[Speech]) -> np.ndarray:
+    return np.concatenate([p.audio for p in parts]) if parts else np.zeros(0, np.int16)
+
+
+def _share(words: list[str], counts: list[int], phones: list[tuple[int, int]]) -> tuple[WordSpan, ...]:
+    """Give word i the aligned phonemes in proportion to `counts[i]`; spans marked estimated."""
+    total, n, cum, out = sum(counts), len(phones), 0, []
+    for w, k in zip(words, counts, strict=True):
+        first = min(n - 1, round(cum * n / total))
+        cum += k
+        last = max(first, min(n - 1, round(cum * n / total) - 1))
+        out.append(WordSpan(w, phones[first][0], phones[last][1], estimated=True))
+    return tuple(out)

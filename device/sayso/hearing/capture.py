@@ -1,0 +1,212 @@
+"""Mic capture: 16 kHz mono int16 frames of 512 samples (32 ms), stamped with the audio clock.
+
+The PortAudio callback only copies and enqueues; a worker cuts frames, resamples
+with soxr when the device runs at another rate, and reopens the device when it
+fails or goes quiet (an unplugged USB mic can leave ALSA reads hanging).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sayso.audio import FRAME_SAMPLES, RATE_HZ
+from sayso.errors import DeviceNotFound
+from sayso.pipeline.channel import Channel
+from sayso.pipeline.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Frame:
+    samples: np.ndarray = field(repr=False)
+    """512 int16 samples at 16 kHz."""
+    index: int
+    """Audio clock: the sample index of samples[0] since capture started."""
+    t_ns: int
+    """monotonic_ns when samples[0] was captured (approximately)."""
+
+
+def find_device(pa, name: str, direction: str) -> tuple[int, dict]:
+    """The first `direction` ("input"/"output") device whose name contains `name` (any, when empty)."""
+    key = "maxInputChannels" if direction == "input" else "maxOutputChannels"
+    devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
+    usable = [d for d in devices if d.get(key, 0) > 0]
+    if not name:
+        try:
+            default = pa.get_default_input_device_info() if direction == "input" else \
+                pa.get_default_output_device_info()
+            return int(default["index"]), default
+        except OSError:
+            pass
+    for d in usable:
+        if name.lower() in d["name"].lower():
+            return int(d["index"]), d
+    names = ", ".join(repr(d["name"]) for d in usable)
+    wanted = f"no {direction} device matching {name!r}" if name else f"no default {direction} device"
+    if not names:
+        raise DeviceNotFound(f"{wanted}, and no {direction} devices at all: is the sound card or USB "
+                             f"{'mic' if direction == 'input' else 'speaker'} plugged in? `arecord -l` and "
+                             "`aplay -l` list what ALSA sees; `sayso doctor` checks the rest.")
+    raise DeviceNotFound(f"{wanted}; {direction} devices here: {names}. "
+                         f"Set audio.{direction}_device in the config to part of one of these names.")
+
+
+class PyAudioMic:
+    """The microphone through PortAudio, opened by name, at 16 kHz or the device's own rate."""
+
+    def __init__(self, name: str = "", block_ms: float = 32.0, rate_hz: int | None = None):
+        """`rate_hz` forces a device rate (some USB mics only run at 44.1 or 48 kHz); None tries 16 kHz first."""
+        self.name, self.block_ms, self.forced_rate = name, block_ms, rate_hz
+        self.rate_hz = RATE_HZ
+        self._pa = self._stream = None
+
+    def open(self, deliver: Callable[[bytes, int], None]) -> None:
+        """Start capturing; `deliver(raw_int16_bytes, monotonic_ns)` runs on PortAudio's thread."""
+        import pyaudio
+
+        self._pa = pyaudio.PyAudio()
+        try:
+            index, info = find_device(self._pa, self.name, "input")
+            try:
+                self.rate_hz = self.forced_rate or RATE_HZ
+                self._pa.is_format_supported(self.rate_hz, input_device=index, input_channels=1,
+                                             input_format=pyaudio.paInt16)
+            except ValueError:
+                self.rate_hz = int(info["defaultSampleRate"])
+
+            def callback(in_data, frame_count, time_info, status):
+                deliver(bytes(in_data), time.monotonic_ns())  # copy and enqueue only
+                return None, pyaudio.paContinue
+
+            self._stream = self._pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate_hz, input=True,
+                                         input_device_index=index, stream_callback=callback,
+                                         frames_per_buffer=int(self.rate_hz * self.block_ms / 1000))
+            log.info("mic %r open at %d Hz", info["name"], self.rate_hz)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.stop_stream()
+                self._stream.close()
+            except OSError as e:
+                log.debug("closing the mic stream: %s", e)
+        if self._pa is not None:
+            self._pa.terminate()
+        self._pa = self._stream = None
+
+
+class Capture(Stage):
+    """Turns raw mic blocks into stamped frames and keeps the mic open.
+
+    Args:
+        mic: has `open(deliver)`, `close()` and `rate_hz` (PyAudioMic, or a test's wrapper of it).
+        frames: where 16 kHz frames go (the listener).
+        stall_s: no audio for this long means the device is gone: close, reinitialise, reopen.
+        backoff_s: waits between failed opens; the last repeats.
+    """
+
+    name = "capture"
+
+    def __init__(self, mic, frames: Channel, clock: Callable[[], int] = time.monotonic_ns, stall_s: float = 2.0,
+                 backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)):
+        super().__init__()
+        self.backoff_s = backoff_s
+        self.mic, self.frames, self.clock, self.stall_ns = mic, frames, clock, int(stall_s * 1e9)
+        self.raw: Channel = Channel("mic-raw", capacity=256)
+        self.index = 0
+        self.reopens = 0
+        self.dropped = 0
+        """Mic samples thrown away because the worker fell behind."""
+        self._reported_drops, self._drops_said = 0, 0.0
+        self.muted = threading.Event()
+        """Set: frames go on as digital silence, so nothing said reaches the VAD or STT (privacy)."""
+        self.last_audio = time.monotonic()
+        """When the mic last delivered audio (for the service watchdog)."""
+        self._open = False
+        self._failures = 0
+        self._last_ns = 0
+        self._buf = np.zeros(0, np.int16)
+        self._resampler = None
+
+    def _deliver(self, data: bytes, t_ns: int) -> None:
+        try:
+            self.raw.put(data, timeout=0)
+        except TimeoutError:
+            self.dropped += len(data) // 2  # counted here, reported from the stage's own thread
+
+    def _report_drops(self) -> None:
+        """One warning per few seconds at most: an overloaded Pi must not also flood its journal."""
+        now = time.monotonic()
+        if self.dropped > self._reported_drops and now - self._drops_said > 5.0:
+            log.warning("capture is behind: %.2f s of mic audio dropped so far (CPU overloaded?)",
+                        self.dropped / (self.mic.rate_hz or RATE_HZ))
+            self._reported_drops, self._drops_said = self.dropped, now
+
+    def step(self) -> None:
+        if not self._open:
+            self._try_open()
+            return
+        data = self.raw.get(timeout=0.1)
+        now = self.clock()
+        self._report_drops()
+        if data is None:
+            if now - self._last_ns > self.stall_ns:
+                log.warning("no audio from the mic for %.1fs; reopening it", (now - self._last_ns) / 1e9)
+                self._close()
+            return
+        self._last_ns, self.last_audio = now, time.monotonic()
+        samples = np.frombuffer(data, dtype=np.int16)
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        if self.muted.is_set():
+            samples = np.zeros_like(samples)
+        self._buf = np.concatenate([self._buf, samples])
+        n_frames = len(self._buf) // FRAME_SAMPLES
+        for k in range(n_frames):
+            chunk = self._buf[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES].copy()
+            behind = len(self._buf) - (k * FRAME_SAMPLES)
+            self.frames.put(Frame(chunk, self.index, now - int(behind * 1e9 / RATE_HZ)))
+            self.index += FRAME_SAMPLES
+        self._buf = self._buf[n_frames * FRAME_SAMPLES:]
+
+    def _try_open(self) -> None:
+        try:
+            self.mic.open(self._deliver)
+        except (OSError, DeviceNotFound) as e:
+            delay = self.backoff_s[min(self._failures, len(self.backoff_s) - 1)]
+            self._failures += 1
+            log.warning("mic not available (%s); trying again in %.1fs", e, delay)
+            self.stopping.wait(delay)
+            return
+        now = self.clock()
+        if self._last_ns:
+            # keep the audio clock on time across the outage
+            self.index += int((now - self._last_ns) * RATE_HZ / 1e9) // FRAME_SAMPLES * FRAME_SAMPLES
+        self._failures, self._open, self._last_ns = 0, True, now
+        self._buf = np.zeros(0, np.int16)
+        if self.mic.rate_hz != RATE_HZ:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.mic.rate_hz, RATE_HZ, 1, dtype="int16")
+        else:
+            self._resampler = None
+
+    def _close(self) -> None:
+        self.mic.close()
+        self.raw.flush(lambda _: True)
+        self._open = False
+        self.reopens += 1
+
+    def join(self, timeout: float) -> None:
+        super().join(timeout)
+        self.mic.close()

@@ -1,0 +1,430 @@
+"""The appliance's own voice in its mic: the reference it played, the delay, the canceller, the guard.
+
+The speaker publishes every block it plays, at the mic's 16 kHz, at the time it
+becomes audible (`EchoReference`). The listener takes each mic frame through
+`EchoCanceller` before the VAD: it finds the delay between reference and mic by
+cross-correlation (`DelayEstimator`), lines the reference up by it and lets
+libspeexdsp subtract the echo. What the canceller leaves is judged by
+`EchoGuard`, which only believes speech clearly louder than the echo expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+import numpy as np
+
+from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms
+from sayso.config import BargeInSettings
+from sayso.hearing.aec import SpeexAEC
+from sayso.hearing.capture import Frame
+
+log = logging.getLogger(__name__)
+
+LEVEL_CHUNK = RATE_HZ // 50
+"""The reference's level is taken over 20 ms chunks."""
+
+
+def sample_at(t_ns: int) -> int:
+    """The 16 kHz sample of the audio clock at `t_ns`."""
+    return t_ns * RATE_HZ // 1_000_000_000
+
+
+class MicClock:
+    """Where mic frames sit on the audio clock, without the capture thread's scheduling jitter.
+
+    A frame's stamp is read when the capture thread gets to it, late by however
+    long that took (milliseconds, varying); its sample index is exact. So the
+    least-late offset between the two over the last few seconds maps one to the
+    other, and consecutive frames stay exactly 512 samples apart, which the
+    canceller needs: a reference that jitters against the mic cannot be cancelled.
+
+    The offset in use moves only when the least-late one is more than `HOLD`
+    away from it (the first frames of a stream read late, the mic reopened).
+    A frame read a sample or two earlier than any before it, or the earliest
+    leaving the window, moved every later frame by that much against the
+    reference, and Speex needs the two to stay put to the sample: a one-sample
+    step mid-answer took its cancelling from 20 dB to none, and the appliance
+    paused for its own voice (the simulated room, loaded, -6 dB).
+    """
+
+    HOLD = RATE_HZ // 1000
+    """1 ms: a smaller difference is the stamps' own rounding and lateness, not the mic moving."""
+
+    def __init__(self, keep_frames: int = 160):
+        self._offsets: deque[int] = deque(maxlen=keep_frames)
+        self._offset: int | None = None
+
+    def start_of(self, frame: Frame) -> int:
+        """The audio-clock sample of the frame's first sample."""
+        self._offsets.append(sample_at(frame.t_ns) - frame.index)
+        least = min(self._offsets)
+        if self._offset is None or abs(least - self._offset) > self.HOLD:
+            self._offset = least
+        return frame.index + self._offset
+
+
+class EchoReference:
+    """What the speaker played, at 16 kHz, laid on the audio clock: written by the speaker, read by the listener.
+
+    Consecutive blocks are laid end to end even when their stamps wobble by a
+    few ms (a device's reported latency does), so the canceller sees one
+    continuous signal; a stamp further off (a new answer, a resumed one) starts
+    a new run there. Positions never played read as silence.
+
+    A run is placed to the sample by the stamps of blocks written once the
+    device was playing it, not by its first block's: that one goes into an idle
+    device whose next period is anything up to a period away, so its stamp was
+    0-10 ms early in the simulated room, and so were those of the blocks queued
+    behind it before the device started. Speex needs the reference where it
+    played to the sample, answer after answer: a run left 9 samples off (inside
+    the 1 ms that was once taken as agreement) cancelled nothing for seconds.
+    """
+
+    JITTER = RATE_HZ // 100
+    """Blocks stamped within 10 ms of where the last one ended continue it (20 ms while a run is placed)."""
+    PLACING_BLOCKS = 16
+    """A run is placed by the median of where its first 16 blocks (about 300 ms) say it began..."""
+    MOVE = 0.75
+    """...once two say so, moving when that is more than 3/4 of a sample from where it is (not on rounding)."""
+
+    def __init__(self, keep_s: float = 4.0):
+        self._buf = np.zeros(int(keep_s * RATE_HZ), np.int16)
+        self._end: int | None = None
+        """Clock sample just after the last one written."""
+        self._run_start = 0
+        self._run_blocks = 0
+        """Blocks in the current run so far (counted while it is placed)."""
+        self._said: list[float] = []
+        """Where the current run began, in (fractional) samples, by each stamp taken with the device playing it."""
+        self._lock = threading.Lock()
+
+    def played(self, block: np.ndarray, audible_ns: int, queued_ns: int | None = None) -> None:
+        """`block` (16 kHz int16) becomes audible at `audible_ns` on the audio clock.
+
+        `queued_ns`: how much audio the device held ahead of the block (None: the
+        stamp is exact, as in tests). Under a block's worth, the device ran dry or
+        is about to, and plays this at its next period: the block starts a new run
+        however near its stamp is (laid end to end, everything after a 5 ms
+        underrun sat 5 ms early for the rest of the answer). Less than the run
+        written so far, the device is playing the run, and the stamp places it.
+        """
+        start = sample_at(audible_ns)
+        block_ns = len(block) * 1_000_000_000 // RATE_HZ
+        after_gap = queued_ns is not None and queued_ns < block_ns
+        with self._lock:
+            placing = self._run_blocks < self.PLACING_BLOCKS
+            near = self._end is not None and abs(start - self._end) <= self.JITTER * (2 if placing else 1)
+            if near and not after_gap:
+                if placing:
+                    self._run_blocks += 1
+                    written = self._end - self._run_start
+                    if queued_ns is None or queued_ns + 1_000_000 <= written * 1_000_000_000 // RATE_HZ:
+                        self._said.append(audible_ns * RATE_HZ / 1e9 - written)
+                        self._place_run()
+                start = self._end
+            else:
+                if self._end is not None and start > self._end:
+                    self._write(self._end, np.zeros(min(start - self._end, len(self._buf)), np.int16))
+                self._run_start, self._run_blocks = start, 1
+                self._said = [audible_ns * RATE_HZ / 1e9] if queued_ns is None else []
+            self._write(start, np.asarray(block, np.int16))
+            self._end = start + len(block)
+
+    def _place_run(self) -> None:
+        """Move the run (still in its first blocks) to where its stamps say it began.
+
+        The median, so one block stamped late (its thread held up between reading
+        the device and the clock) moves nothing; from two stamps on, because the
+        listener reads a block's reference well under 100 ms after the speaker
+        wrote it, and the run's first frames are being cancelled by the fifth.
+        """
+        if len(self._said) < 2:
+            return
+        said = float(np.median(self._said))
+        if abs(said - self._run_start) <= self.MOVE:
+            return
+        to = int(round(said))
+        run = self._buf[np.arange(self._run_start, self._end) % len(self._buf)].copy()
+        self._write(self._run_start, np.zeros(len(run), np.int16))
+        self._write(to, run)
+        self._run_start, self._end = to, to + len(run)
+
+    def cut(self, at_ns: int) -> None:
+        """The speaker went quiet at `at_ns`: what it had queued beyond that was never played."""
+        at = sample_at(at_ns)
+        with self._lock:
+            if self._end is not None and at < self._end:
+                self._write(at, np.zeros(min(self._end - at, len(self._buf)), np.int16))
+                self._end = at
+
+    def _write(self, start: int, data: np.ndarray) -> None:
+        n = len(self._buf)
+        if len(data) > n:  # only the last n samples can be kept
+            start, data = start + len(data) - n, data[-n:]
+        self._buf[np.arange(start, start + len(data)) % n] = data
+
+    def samples(self, start: int, count: int) -> np.ndarray:
+        """The reference from clock sample `start`; zeros where nothing was (or is yet) played."""
+        out = np.zeros(count, np.int16)
+        with self._lock:
+            if self._end is None:
+                return out
+            lo, hi = max(start, self._end - len(self._buf)), min(start + count, self._end)
+            if lo < hi:
+                out[lo - start:hi - start] = self._buf[np.arange(lo, hi) % len(self._buf)]
+        return out
+
+    def level(self, start: int, end: int) -> float:
+        """Loudest 20 ms level of the reference in clock samples [start, end)."""
+        ref = self.samples(start, end - start)
+        k = len(ref) // LEVEL_CHUNK
+        if not k or not ref.any():
+            return 0.0
+        x = ref[:k * LEVEL_CHUNK].astype(np.float32).reshape(k, LEVEL_CHUNK) / 32768.0
+        return float(np.sqrt((x * x).mean(axis=1)).max())
+
+
+class DelayEstimator:
+    """The delay from the reference to its echo in the mic, by GCC-PHAT over the last second.
+
+    PHAT whitening makes the peak sharp on speech, so one clear peak names the
+    lag; an estimate is only taken when the peak stands well out of the rest and
+    two in a row agree, so the person talking over the answer cannot move it.
+    It correlates at 8 kHz (0.13 ms steps, well inside the 4 ms the canceller
+    leaves before the echo), which keeps one estimate under a millisecond here.
+
+    Args:
+        max_ms: the longest delay looked for (device buffers plus the room).
+        lead_ms: lag allowed the other way (the reference stamped late).
+    """
+
+    WINDOW = RATE_HZ
+    SEARCHING_FRAMES = 16
+    """An estimate every half second of mic audio until the delay is found..."""
+    LOCKED_FRAMES = 64
+    """...then every two seconds, to follow a device whose latency changes."""
+    MIN_PEAK_RATIO = 3.0
+    """How far the peak must stand over the highest lag outside its own 4 ms."""
+
+    def __init__(self, max_ms: float = 400.0, lead_ms: float = 80.0):
+        self.max_lag = int(max_ms * RATE_HZ / 1000) // 2 * 2
+        self.lead = int(lead_ms * RATE_HZ / 1000) // 2 * 2
+        self._mic: deque[np.ndarray] = deque(maxlen=self.WINDOW // FRAME_SAMPLES)
+        self._mic_start = 0
+        self._frames = 0
+        self._last: int | None = None
+        self.delay: int | None = None
+        """Samples from the reference's stamp to its echo in the mic; None until found."""
+
+    def observe(self, samples: np.ndarray, start: int, reference: EchoReference) -> bool:
+        """One mic frame starting at clock sample `start`; True when the delay estimate changed."""
+        if self._mic and abs(start - (self._mic_start + len(self._mic) * FRAME_SAMPLES)) > 32:
+            self._mic.clear()  # a gap in the mic stream: start the window again
+        if not self._mic:
+            self._mic_start = start
+        elif len(self._mic) == self._mic.maxlen:
+            self._mic_start += FRAME_SAMPLES
+        self._mic.append(samples)
+        self._frames += 1
+        every = self.SEARCHING_FRAMES if self.delay is None else self.LOCKED_FRAMES
+        if len(self._mic) < self._mic.maxlen or self._frames % every:
+            return False
+        lag = self._estimate(reference)
+        if lag is None:
+            return False
+        agreed = self._last is not None and abs(lag - self._last) <= 16
+        self._last = lag
+        if not agreed or (self.delay is not None and abs(lag - self.delay) <= 16):
+            return False
+        self.delay = lag
+        return True
+
+    def _estimate(self, reference: EchoReference) -> int | None:
+        mic = np.concatenate(self._mic)
+        ref = reference.samples(self._mic_start - self.max_lag, len(mic) + self.max_lag + self.lead)
+        if (np.abs(ref) > 100).mean() < 0.3 or rms(mic) < 1e-4:
+            return None  # too little played (or heard) to correlate
+        mic8, ref8 = _halve(mic), _halve(ref)
+        n = 1 << int(np.ceil(np.log2(len(mic8) + len(ref8))))
+        cross = np.fft.rfft(mic8, n) * np.conj(np.fft.rfft(ref8, n))
+        cross /= np.abs(cross) + 1e-9
+        corr = np.fft.irfft(cross, n)
+        # mic[t] ~ ref[t + max_lag - lag]: the peak sits at circular index (lag - max_lag), at 8 kHz
+        lags = np.arange(-self.lead, self.max_lag + 1, 2)
+        values = np.abs(corr[((lags - self.max_lag) // 2) % n])
+        best = int(np.argmax(values))
+        rest = np.concatenate([values[:max(0, best - 32)], values[best + 33:]])
+        if not len(rest) or values[best] < self.MIN_PEAK_RATIO * rest.max():
+            return None
+        return int(lags[best])
+
+
+def _halve(x: np.ndarray) -> np.ndarray:
+    """16 kHz int16 to 8 kHz float by averaging pairs: enough of a low-pass for a correlation peak."""
+    x = x[:len(x) // 2 * 2].astype(np.float32)
+    return x[0::2] + x[1::2]
+
+
+class EchoCanceller:
+    """The mic frame with the appliance's own voice taken out, before anything listens to it.
+
+    The reference is taken 16 ms ahead of the delay in use, so the echo lands
+    inside the filter's tail rather than at its edge, and the filter itself
+    models where in the tail it sits. So a measured delay is applied only when
+    the setting in use cannot cover it (the echo would come before the
+    reference, or past half the tail): the usual 30-40 ms of a speaker beside
+    the mic never moves it, and the filter learnt over the first answer cancels
+    the second from its first word. Moving it restarts the filter, and only
+    once nothing has played for a tail (between answers): moving the reference
+    under a converged filter mid-answer leaves it subtracting the wrong echo,
+    which measured louder than no cancelling at all, and a restarted filter
+    takes 2.5-3.5 s of speech to converge again. `resets` counts those fresh
+    starts, so the guard can forget what it learnt of the old filter. Idle
+    costs nothing: with no reference in the last tail, frames pass through.
+
+    Args:
+        reference: what the speaker played.
+        tail_ms: how long an echo the filter models after the delay.
+    """
+
+    def __init__(self, reference: EchoReference, tail_ms: float = 200.0, estimator: DelayEstimator | None = None):
+        self.reference = reference
+        self.estimator = estimator or DelayEstimator()
+        self.aec = SpeexAEC(RATE_HZ, FRAME_SAMPLES, tail_ms)
+        self.tail = int(tail_ms * RATE_HZ / 1000)
+        self.margin = RATE_HZ * 16 // 1000
+        """The reference is taken 16 ms ahead of the delay, so the echo's onset is inside the filter, not before it."""
+        self.delay = self.margin
+        """The delay in use, in samples: at first the margin, so the reference read is the mic frame's own
+        time (never ahead of what the speaker has stamped) and the filter covers echoes from 4 to 100 ms."""
+        self.resets = 0
+        self._silent_frames = 0
+
+    def process(self, samples: np.ndarray, start: int) -> np.ndarray:
+        """One mic frame whose first sample is clock sample `start` (from a MicClock), the echo taken out."""
+        if self.estimator.observe(samples, start, self.reference):
+            log.info("echo delay measured: %.1f ms from the speaker's stamp to the mic",
+                     self.estimator.delay * 1000 / RATE_HZ)
+        ref = self.reference.samples(start - self.delay + self.margin, FRAME_SAMPLES)
+        if ref.any():
+            self._silent_frames = 0
+        else:
+            self._silent_frames += 1
+            if self._silent_frames * FRAME_SAMPLES > self.tail + 2 * FRAME_SAMPLES:
+                found = self.estimator.delay
+                if found is not None and not self.covers(found):
+                    self.delay, self.resets = found, self.resets + 1
+                    self.aec.reset()
+                return samples
+        out = self.aec.process(samples, ref)
+        # a filter that adds energy is misadjusted (a changed room): the mic as it is is better
+        return samples if rms(out) > rms(samples) else out
+
+    def covers(self, delay: int) -> bool:
+        """Whether an echo `delay` samples after the reference's stamp falls where the filter models it:
+        at least a quarter of the margin after the reference it is given, and in the first half of the
+        tail (the rest is for the room's own reverberation)."""
+        at = delay - self.delay + self.margin
+        return self.margin // 4 <= at <= self.tail // 2
+
+    def close(self) -> None:
+        self.aec.close()
+
+
+class EchoGuard:
+    """Decides whether mic energy (after the canceller) is more than the appliance's own voice.
+
+    The speaker-to-mic coupling is learnt while the appliance talks: a high
+    percentile of mic/reference ratios over the last seconds of frames that are
+    echo, so the echo's loudest frames set the bar and the person's speech does
+    not. Behind a canceller, what tells them apart is how much the canceller
+    took: once it has converged (takes more than 6 dB from typical echo frames),
+    a frame it takes almost nothing from holds a voice it does not know, the
+    person's. Before that, every frame is learnt from, so the bar starts high.
+    Until it is learnt, a loud coupling (-6 dB) is assumed. A frame it took
+    nothing from at all is the canceller having lost the echo (it came out no
+    quieter than it went in, which a person's voice over a filter that still
+    knows the echo never does), so it is judged against the echo before the
+    canceller: taken for a person, such frames paused answers for their own voice.
+    """
+
+    MEASURED_WINDOW = RATE_HZ * 64 // 1000
+    """Once the delay is measured, echo is expected from the reference up to 64 ms before it (the room's tail)."""
+    CONVERGED = 0.5
+    """The canceller has converged when its median output/input over recent echo frames is below this (6 dB)."""
+    UNTOUCHED = 0.7
+    """A frame a converged canceller left above this (took under 3 dB from) is not its echo."""
+    ABOVE_FLOOR = 2.0
+    """While the appliance talks, a frame must be 6 dB over the room's noise floor: Silero's memory of
+    the echo keeps its probability up for a frame or two into a quiet gap, and a gap is not a person."""
+
+    def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
+        self.margin = 10 ** (settings.echo_margin_db / 20)
+        self.window = int(window_ms * RATE_HZ / 1000)
+        self.initial = initial_coupling
+        self._ratios: deque[float] = deque(maxlen=94)  # about 3 s of frames
+        self._raw_ratios: deque[float] = deque(maxlen=94)  # the same frames before the canceller
+        self._removed: deque[float] = deque(maxlen=32)  # the canceller's output/input over the last echo frames
+        self._levels: deque[float] = deque(maxlen=160)  # every frame's level, about 5 s: the noise floor
+        self.above_echo = True
+        """Whether the last frame was louder than the expected echo at all (no margin)."""
+
+    @property
+    def coupling(self) -> float:
+        """The echo expected after the canceller, per unit of reference level."""
+        return _p90(self._ratios, self.initial)
+
+    @property
+    def raw_coupling(self) -> float:
+        """The echo expected in the mic before the canceller, per unit of reference level."""
+        return _p90(self._raw_ratios, self.initial)
+
+    def allows(self, samples: np.ndarray, start: int, ref: EchoReference, delay: int | None = None,
+               raw: np.ndarray | None = None) -> bool:
+        """Observe one frame at clock sample `start` (every frame, so the coupling keeps learning).
+
+        False if it may be echo. The reference is looked at over the delays a room
+        and a device may add, or only around `delay` once the canceller has measured
+        it, so the guard stops expecting echo soon after the speaker stops (a pause).
+        `raw` is the frame before the canceller, None without one.
+        """
+        at, window = (start, self.window) if delay is None else (start - delay, self.MEASURED_WINDOW)
+        ref_level = ref.level(at - window, at + FRAME_SAMPLES + LEVEL_CHUNK)
+        mic = rms(samples)
+        self._levels.append(mic)
+        self.above_echo = True
+        if ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4:
+            return True  # nothing playing: nothing to mistake
+        raw_level = None if raw is None else rms(raw)
+        echo = self.coupling * ref_level
+        if raw_level is not None and mic >= raw_level:
+            # the canceller took nothing (it added energy and the raw mic went on): it has lost the echo,
+            # and what it passed is judged as if there were no canceller. A person's voice over a filter
+            # that still knows the echo always comes out quieter than it went in.
+            echo = max(echo, self.raw_coupling * ref_level)
+        self.above_echo = mic > echo
+        floor = float(np.percentile(self._levels, 10)) if len(self._levels) >= 16 else 0.0
+        allowed = mic > echo * self.margin and mic > floor * self.ABOVE_FLOOR
+        # learn only from frames that are echo: the person's own words would otherwise lift
+        # the coupling within 300 ms and the guard would shut them out
+        if raw_level is None:
+            is_echo = not allowed
+        else:
+            left = mic / max(raw_level, 1e-6)
+            converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
+            is_echo = not (converged and left > self.UNTOUCHED)
+            if is_echo:
+                self._removed.append(left)
+        if is_echo and ref_level >= 1e-4:
+            self._ratios.append(mic / ref_level)
+            if raw_level is not None:
+                self._raw_ratios.append(raw_level / ref_level)
+        return allowed
+
+
+def _p90(ratios: deque[float], initial: float) -> float:
+    """A high percentile of echo/reference ratios (the loudest echo sets the bar); `initial` until 8 are known."""
+    return initial if len(ratios) < 8 else float(np.percentile(ratios, 90))

@@ -1,0 +1,309 @@
+"""The listener and the transcriber: echo cancelling, endpointing, barge-in, streaming STT.
+
+The listener takes each 32 ms frame through the echo canceller, runs the VAD on
+what is left, sends each utterance (with its pre-roll, so the first word is
+whole) to the transcriber while the person is still speaking, and acts on
+speech over an answer as `barge_in.mode` says: pause it (the conductor commits
+or resumes on the words that follow), interrupt it, or ignore it. The echo
+guard only believes speech clearly louder than the echo the canceller leaves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sayso.audio import FRAME_SAMPLES, RATE_HZ
+from sayso.config import BargeInSettings
+from sayso.hearing.capture import Frame
+from sayso.hearing.echo import EchoCanceller, EchoGuard, EchoReference, MicClock
+from sayso.hearing.stt import Recognizer, Transcript
+from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
+from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
+from sayso.pipeline.channel import Channel
+from sayso.pipeline.messages import (
+    Kind,
+    PartialTranscript,
+    Reason,
+    SpeechDropped,
+    SpeechResumed,
+    SpeechStarted,
+    State,
+    TentativeTranscript,
+    Utterance,
+)
+from sayso.pipeline.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StartOfSpeech:
+    """To the transcriber: an utterance begins; its pre-roll follows, then the frames from `onset_sample`."""
+
+    onset_sample: int
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """To the transcriber: a short pause that may end the utterance; post the words so far as tentative."""
+
+    pause: int
+    """The endpointer's count of pauses: which pause the words belong to."""
+    t_ns: int
+
+
+@dataclass(frozen=True)
+class EndOfSpeech:
+    """To the transcriber: the utterance is over, give the final."""
+
+    eos_ns: int
+    eos_sample: int
+    speech_end_ns: int | None = None
+    endpoint: str = "silence"
+    turn_probability: float | None = None
+
+
+class Listener(Stage):
+    """VAD, endpointing and barge-in over the mic's frames.
+
+    Args:
+        conductor: what it reports to (`post`, `interrupt`, `pause`, `state`).
+        audio: the transcriber's channel: utterance frames, then EndOfSpeech.
+        echo: the speaker's reference; None where nothing plays (tests of listening alone).
+        canceller: takes the echo out of each frame first; None to listen to the raw mic.
+        turns: the end-of-turn model, asked at each short pause (the endpointer's SpeechPause); None
+            to end utterances on silence alone.
+
+    At a short pause the transcriber is asked for the words so far (an answer may start on them)
+    and the frames after it are held back: if the person goes on they follow, if the utterance
+    ends there the final is exactly those words.
+    """
+
+    name = "listener"
+
+    def __init__(self, vad: SileroVAD, endpointer: Endpointer, frames: Channel, audio: Channel, conductor,
+                 barge_in: BargeInSettings, preroll_ms: int = 320, echo: EchoReference | None = None,
+                 canceller: EchoCanceller | None = None, turns: TurnDetector | None = None):
+        super().__init__()
+        self.turns = turns
+        self._answers: deque[TurnAnswer] = deque()
+        self._utterance: deque[np.ndarray] = deque(maxlen=WINDOW_S * RATE_HZ // FRAME_SAMPLES)
+        """The utterance's last 8 s, for the end-of-turn model."""
+        self._held: list[Frame] | None = None
+        """Frames after a short pause, kept from the transcriber until the person goes on."""
+        self._probability: float | None = None
+        self._words: tuple[int, str] | None = None
+        """The transcriber's words at the newest pause, (pause, text)."""
+        self.vad, self.endpointer, self.frames, self.audio = vad, endpointer, frames, audio
+        self.conductor, self.barge_in, self.echo, self.canceller = conductor, barge_in, echo, canceller
+        self.guard = EchoGuard(barge_in)
+        self.clock = MicClock()
+        self._resets = 0
+        # SpeechStart comes min_speech_ms after the onset, so keep that much more than the pre-roll
+        keep_ms = preroll_ms + endpointer.settings.min_speech_ms
+        self._preroll: deque[Frame] = deque(maxlen=keep_ms * RATE_HZ // 1000 // FRAME_SAMPLES + 2)
+        self.preroll_samples = preroll_ms * RATE_HZ // 1000
+        self._in_utterance = False
+        self._barged = False
+        self._recent: deque[tuple[int, bool]] = deque(maxlen=10)
+
+    @property
+    def in_utterance(self) -> bool:
+        """Whether the person may be speaking now (speech started or starting, not yet ended)."""
+        return self.endpointer.state is not VADState.QUIET
+
+    def step(self) -> None:
+        frame: Frame | None = self.frames.get(timeout=0.1)
+        if frame is None:
+            return
+        delay, mic = None, None
+        at = self.clock.start_of(frame)
+        if self.canceller is not None:
+            # everything after this (VAD, pre-roll, STT) hears the room without the appliance in it
+            mic, frame = frame.samples, dataclasses.replace(frame, samples=self.canceller.process(frame.samples, at))
+            delay = self.canceller.estimator.delay
+            if self.canceller.resets != self._resets:
+                self._resets = self.canceller.resets
+                self.guard = EchoGuard(self.barge_in)  # what it learnt was of the old filter
+        raw = prob = self.vad.probability(frame.samples)
+        if self.echo is not None and not self.guard.allows(frame.samples, at, self.echo, delay, mic):
+            prob = 0.0  # the appliance hearing itself
+        if self.barge_in.mode == "off" and self.conductor.state in (State.THINKING, State.SPEAKING):
+            prob = 0.0  # half duplex: nothing said over an answer counts
+        # frames where a person may already be talking: speech-like and louder than the echo alone
+        self._recent.append((frame.index, raw >= self.endpointer.settings.start_threshold and self.guard.above_echo))
+        self._preroll.append(frame)
+        was = self.endpointer.state
+        events = self.endpointer.update(prob, frame.index)
+        if was is VADState.STARTING and self.endpointer.state is VADState.QUIET and self._barged:
+            self.conductor.post(SpeechDropped(frame.t_ns))  # what paused the answer was not speech after all
+        if self._held is not None and was is VADState.STOPPING and self.endpointer.state is VADState.SPEAKING:
+            for f in self._held:  # the person went on: the pause belongs to the utterance
+                self.audio.put(f)
+            self._held = None
+            self.conductor.post(SpeechResumed(frame.t_ns))
+        for event in events:
+            if isinstance(event, SpeechStart):
+                self.conductor.post(SpeechStarted(_ns_at(frame, event.onset_sample), event.onset_sample))
+                self._in_utterance, self._probability = True, None
+                self.audio.put(StartOfSpeech(event.onset_sample))
+                self._utterance.clear()
+                for f in self._preroll:  # pre-roll: the first word arrives whole
+                    if f is not frame and f.index + FRAME_SAMPLES > event.onset_sample - self.preroll_samples:
+                        self.audio.put(f)
+                        self._utterance.append(f.samples)
+            elif isinstance(event, SpeechPause):
+                self.audio.put(Checkpoint(self.endpointer.pauses, frame.t_ns))
+                self._held = []
+                self._utterance.append(frame.samples)
+                if self.turns is not None:
+                    self.turns.ask(TurnQuestion(self.endpointer.pauses, np.concatenate(self._utterance),
+                                                frame.t_ns))
+            elif isinstance(event, SpeechEnd):
+                if self._held is None:
+                    self.audio.put(frame)
+                self._end(frame, event, "silence")
+        if self._in_utterance:
+            if not events or not isinstance(events[-1], SpeechPause):
+                self._utterance.append(frame.samples)
+            if self._held is not None:
+                self._held.append(frame)
+            else:
+                self.audio.put(frame)
+        self._check_turn(frame)
+        self._check_barge_in(frame)
+
+    def answer(self, a: TurnAnswer) -> None:
+        """The end-of-turn model's verdict (from its thread): acted on at the next frame."""
+        self._answers.append(a)
+
+    def words_at_pause(self, pause: int, text: str) -> None:
+        """The transcriber's words at a pause (from its thread): a turn never ends on "the" or "of"."""
+        self._words = (pause, text)
+
+    def _check_turn(self, frame: Frame) -> None:
+        """At a pause, end the utterance once the model says complete and the words do not trail off."""
+        pause = self.endpointer.pauses
+        while self._answers and self._answers[0].pause != pause:
+            self._answers.popleft()  # an older pause's: the person went on
+        words = self._words
+        if not self._answers or words is None or words[0] != pause:
+            return
+        a = self._answers.popleft()
+        if self.endpointer.state is not VADState.STOPPING:
+            return  # the utterance already ended on silence
+        self._probability = a.probability
+        complete = a.complete and not trails_off(words[1])
+        log.debug("end of turn at %r: p=%.2f in %.0f ms: %s", words[1], a.probability, a.cost_ms,
+                  "complete" if complete else "incomplete")
+        if complete:
+            self._end(frame, self.endpointer.end_now(frame.index + FRAME_SAMPLES), "smart-turn")
+
+    def _end(self, frame: Frame, end: SpeechEnd, endpoint: str) -> None:
+        """The utterance is over: frames held since its pause were silence and are dropped."""
+        self.audio.put(EndOfSpeech(_ns_at(frame, end.decided_sample), end.decided_sample,
+                                   _ns_at(frame, end.end_sample), endpoint, self._probability))
+        self._in_utterance, self._held = False, None
+
+    def _check_barge_in(self, frame: Frame) -> None:
+        if self.endpointer.state is VADState.QUIET:
+            self._barged = False
+            return
+        if self._barged or self.endpointer.speech_ms < self.barge_in.min_speech_ms:
+            return
+        if self.conductor.state in (State.THINKING, State.SPEAKING):
+            onset = frame.index + FRAME_SAMPLES - int(self.endpointer.speech_ms * RATE_HZ / 1000)
+            # the guard's margin delays the decision, not the onset: walk back over the frames
+            # that were already louder than the echo (a stop consonant's 64 ms closure included)
+            gap = 0
+            for index, rising in reversed(self._recent):
+                if index >= onset:
+                    continue
+                gap = 0 if rising else gap + 1
+                if gap > 2:
+                    break
+                if rising:
+                    onset = index
+            self._barged = True
+            if self.barge_in.mode == "pause":
+                if self.conductor.pause(onset_ns=_ns_at(frame, onset)):
+                    log.info("barge-in: speech from sample %d over the answer; paused until words come", onset)
+            elif self.conductor.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=_ns_at(frame, onset)):
+                log.info("barge-in: speech from sample %d over the answer", onset)
+
+
+class Transcriber(Stage):
+    """Feeds utterance audio to the recogniser as it arrives; posts partials and the final.
+
+    At a short pause (Checkpoint) it takes the recogniser's final for the words
+    so far and posts it as tentative: if the utterance ends there, that is the
+    final, word for word. If the person goes on, the utterance's audio is fed
+    again from its start, so the recogniser hears the sentence whole rather
+    than two fragments.
+
+    With a VAD of its own it also measures each utterance's longest run of sure
+    speech (p >= 0.9) from its onset, heard afresh: the listener's VAD carries
+    the appliance's voice in its memory and calls a cough's tail speech, and
+    the pre-roll over an answer holds what the canceller left of the
+    appliance's voice. A fresh stream from the onset gives a cough 0 ms and a
+    short word 320 ms and more (pause.py uses it).
+    """
+
+    name = "transcriber"
+    SURE = 0.9
+    KEEP_S = 30
+    """Most audio of one utterance kept to feed again after a pause."""
+
+    def __init__(self, recognizer: Recognizer, audio: Channel, post: Callable[[object], None],
+                 vad: SileroVAD | None = None, at_pause: Callable[[int, str], None] = lambda pause, text: None):
+        super().__init__()
+        self.recognizer, self.audio, self.post, self.vad, self.at_pause = recognizer, audio, post, vad, at_pause
+        self._run = self._longest = self._onset = 0
+        self._heard: deque[bytes] = deque(maxlen=self.KEEP_S * RATE_HZ // FRAME_SAMPLES)
+        """The utterance's audio so far."""
+        self._at_pause: Transcript | None = None
+        """The final taken at the last pause, while nothing has been heard after it."""
+
+    def step(self) -> None:
+        item = self.audio.get(timeout=0.1)
+        if isinstance(item, StartOfSpeech):
+            self._onset, self._run, self._longest = item.onset_sample, 0, 0
+            self._heard.clear()
+            self._at_pause = None
+            if self.vad is not None:
+                self.vad.reset()
+        elif isinstance(item, Frame):
+            if self.vad is not None and item.index >= self._onset:
+                self._run = self._run + 1 if self.vad.probability(item.samples) >= self.SURE else 0
+                self._longest = max(self._longest, self._run)
+            pcm = item.samples.tobytes()
+            if self._at_pause is not None:  # the person went on: hear the sentence again from its start
+                self._at_pause = None
+                for earlier in self._heard:
+                    self.recognizer.accept(earlier)
+            self._heard.append(pcm)
+            partial = self.recognizer.accept(pcm)
+            if partial is not None and partial.text:
+                self.post(PartialTranscript(partial.text))
+        elif isinstance(item, Checkpoint):
+            self._at_pause = self.recognizer.end()
+            self.at_pause(item.pause, self._at_pause.text)
+            self.post(TentativeTranscript(self._at_pause.text, item.t_ns))
+        elif isinstance(item, EndOfSpeech):
+            final, self._at_pause = self._at_pause or self.recognizer.end(), None
+            self._heard.clear()
+            sustained = None if self.vad is None else self._longest * FRAME_SAMPLES * 1000 // RATE_HZ
+            # an empty final is posted too: the conductor goes back from listening to idle
+            self.post(Utterance(final.text, item.eos_ns, item.eos_sample, final.confidence or None, sustained,
+                                item.speech_end_ns, item.endpoint, item.turn_probability))
+
+
+def _ns_at(frame: Frame, sample: int) -> int:
+    """monotonic_ns of an audio-clock sample, from a nearby frame's stamp."""
+    return frame.t_ns + int((sample - frame.index) * 1e9 / RATE_HZ)

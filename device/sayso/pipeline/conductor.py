@@ -1,0 +1,700 @@
+"""The conductor: the one owner of conversation state and the only writer of the turn log.
+
+`interrupt()` may be called from any thread (listener, button, thinker). It
+cancels the turn's scope at once, so the speaker is silent within one block and
+the thinker stops within one token, and then posts a control message that
+overtakes queued data; the conductor flushes the cancelled turn's items, waits
+for the thinker and speaker to acknowledge, and writes the one final status.
+
+`pause()` is barge-in's softer first step: the speaker goes quiet just as fast
+but generation goes on, and the conductor then commits the interrupt when the
+recogniser's final has words it stands by, or resumes the answer from where it
+stopped when none come (a cough, a door) and logs a `false_interruption` with
+the turn. `pause.py` holds that policy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sayso.config import BargeInSettings, ConversationSettings, TurnSettings
+from sayso.errors import SaysoError
+from sayso.pipeline.cancel import Cancellation, Scope, Scopes
+from sayso.pipeline.channel import Channel, of_turn
+from sayso.pipeline.events import EventBus
+from sayso.pipeline.messages import (
+    Cancel,
+    Event,
+    FirstAudio,
+    FirstToken,
+    GenerateRequest,
+    GenerationEnded,
+    Heard,
+    InterruptRequested,
+    Kind,
+    PartialTranscript,
+    Paused,
+    PauseRequested,
+    PlaybackEnded,
+    Reason,
+    SpeechDropped,
+    SpeechResumed,
+    SpeechStarted,
+    StageFailed,
+    State,
+    TentativeTranscript,
+    TextCheckpoint,
+    Utterance,
+)
+from sayso.pipeline.pause import Pause, commits, continues
+from sayso.pipeline.stage import Stage
+from sayso.pipeline.turnlog import TurnLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Turn:
+    """The conductor's private, mutable view of the assistant turn in flight."""
+
+    id: int
+    """The pipeline's id for the answer (channels, cancel scopes)."""
+    row: int | None
+    """Its row in the turn log; None while it is preemptive (nothing is logged for it yet)."""
+    reply_to: int | None
+    scope: Scope
+    eos_ns: int
+    user_text: str = ""
+    """What the person said, as the LLM was given it."""
+    speech_end_ns: int | None = None
+    endpoint: str = ""
+    turn_probability: float | None = None
+    preemptive: bool = False
+    """Started at a short pause, before the end of the turn was certain."""
+    text: str = ""
+    heard: tuple[str, ...] = ()
+    gen_ended: bool = False
+    gen_outcome: str = ""
+    llm_busy_ms: float | None = None
+    backend: dict | None = None
+    play_ended: bool = False
+    playback_completed: bool = False
+    underruns: int = 0
+    started_ns: int | None = None
+    """When the LLM was asked (at the pause, for a preemptive answer)."""
+    final_ns: int | None = None
+    """When the final transcript arrived."""
+    first_token_ns: int | None = None
+    first_chunk_ns: int | None = None
+    first_audio_ns: int | None = None
+    llm_stop_ns: int | None = None
+    silence_ns: int | None = None
+    ack_deadline_ns: int | None = None
+    pause: Pause | None = None
+    committed: Pause | None = None
+    """The pause that became this turn's interrupt."""
+    false_interruptions: list[float] = field(default_factory=list)
+    """How long each pause that resumed kept the answer quiet, in ms."""
+
+    @property
+    def complete(self) -> bool:
+        """Every sample played and generation done: an interrupt that raced the natural end and lost
+        leaves the turn complete."""
+        return self.playback_completed and self.gen_outcome == "done"
+
+
+CANNOT_REMEMBER = "I can't remember our conversation right now, but I can still answer."
+"""Said once, before the next answer, when the turn log cannot be written."""
+
+
+@dataclass(frozen=True)
+class _Join:
+    """A user turn whose answer was dropped unheard because the person went on: their next words join it."""
+
+    user_row: int
+    text: str
+
+
+def _ms(a: int | None, b: int | None) -> float | None:
+    return None if a is None or b is None else round((b - a) / 1e6, 3)
+
+
+class Conductor(Stage):
+    """Owns state (idle -> listening -> thinking -> speaking) and the turn log.
+
+    Args:
+        turnlog: the SQLite log; this stage is its only writer.
+        requests, clauses, segments: the channels into thinker, voice and speaker.
+        ack_timeout_s: after an interrupt, how long the thinker and speaker get to
+            acknowledge before the turn is closed without them (and the hang logged).
+        turn: end-of-turn settings: whether an answer may start preemptively at a short pause,
+            and when the person's next words join their last turn.
+    """
+
+    name = "conductor"
+
+    def __init__(self, turnlog: TurnLog, requests: Channel, clauses: Channel, segments: Channel, scopes: Scopes,
+                 bus: EventBus, system_prompt: str, conversation: ConversationSettings | None = None,
+                 clock: Callable[[], int] = time.monotonic_ns, ack_timeout_s: float = 3.0,
+                 button_debounce_s: float = 0.3, barge_in: BargeInSettings | None = None,
+                 turn: TurnSettings | None = None):
+        super().__init__()
+        self.turnlog, self.requests, self.clauses, self.segments = turnlog, requests, clauses, segments
+        self.scopes, self.bus, self.clock = scopes, bus, clock
+        self.system_prompt = system_prompt
+        self.settings = conversation or ConversationSettings()
+        self.barge_in = barge_in or BargeInSettings()
+        self.turn_settings = turn or TurnSettings()
+        self.ack_timeout_ns = int(ack_timeout_s * 1e9)
+        self.button_debounce_ns = int(button_debounce_s * 1e9)
+        self.inbox: Channel = Channel("conductor", capacity=1024)
+        self._lock = threading.Condition()
+        self._ids = itertools.count(1)
+        self._active: _Turn | None = None
+        self._preempt: _Turn | None = None
+        """An answer started at a short pause, generated and synthesized but held until the turn is final."""
+        self._state = State.IDLE
+        self._state_changes = 0
+        self._queued: tuple[int, Utterance, str] | None = None
+        self._join: _Join | None = None
+        """Set when an answer was dropped unheard and closed before the words that dropped it were final."""
+        self._conversation: str | None = None
+        self._last_activity = 0.0
+        self._last_press_ns: int | None = None
+        self._hearing = False
+        """Between a SpeechStarted and its final: a pause waits for that final."""
+        self._notice = ""
+        """Said before the next answer: the turn log cannot be written (once per outage)."""
+        turnlog.watch(self._cannot_remember, self._remembers_again)
+
+    # ---- called from any thread
+
+    def post(self, message: object) -> None:
+        """A stage's report (or the listener's news) for the conductor."""
+        self.inbox.put(message)
+
+    def interrupt(self, kind: Kind | str, reason: Reason | str, onset_ns: int | None = None) -> bool:
+        """Cancel the answer in flight; True if this call cancelled (or escalated) anything.
+
+        While idle it does nothing. Two racing interrupts give one final status:
+        the first fixes the reason, a later `full` still stops generation. The
+        person's speech over an answer of which nothing was heard yet (see
+        `_joins`) supersedes it: their words join their last turn.
+        """
+        kind, reason = Kind(kind), Reason(reason)
+        with self._lock:
+            turn = self._active
+            if turn is None:
+                log.debug("interrupt(%s, %s) while idle: nothing to stop", kind.value, reason.value)
+                return False
+            if reason is Reason.USER_SPEAKING and self._joins(turn, onset_ns):
+                reason = Reason.SUPERSEDED
+            c = Cancellation(kind, reason, self.clock(), onset_ns)
+            if not turn.scope.cancel(c):
+                return False
+        self.inbox.put_control(InterruptRequested(turn.id, kind, reason, c.t_ns, onset_ns))
+        return True
+
+    def pause(self, onset_ns: int | None = None) -> bool:
+        """Silence the answer in flight now and let generation go on; True if there was one to pause.
+
+        The conductor then commits `interrupt(full, user_speaking)` once a
+        final has `min_words` words the recogniser stands by, or resumes the
+        answer when the speech is dropped as too short, ends without such words,
+        or none is heard within `commit_window_s`. A cancel (the button) is
+        never undone by a resume.
+        """
+        with self._lock:
+            turn = self._active
+            if turn is None or turn.scope.speech.is_set():
+                return False
+            turn.scope.paused.set()
+        self.inbox.put_control(PauseRequested(turn.id, self.clock(), onset_ns))
+        return True
+
+    def button(self) -> bool:
+        """The stop button: a hard full interrupt, debounced."""
+        now = self.clock()
+        if self._last_press_ns is not None and now - self._last_press_ns < self.button_debounce_ns:
+            log.debug("button bounce ignored")
+            return False
+        self._last_press_ns = now
+        return self.interrupt(Kind.FULL, Reason.BUTTON)
+
+    def stage_failed(self, stage: str, turn: int | None, exc: BaseException) -> None:
+        self.inbox.put_control(StageFailed(stage, turn, f"{type(exc).__name__}: {exc}"))
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def active_turn(self) -> int | None:
+        """The turn log's id of the answer in flight."""
+        t = self._active
+        return t.row if t else None
+
+    @property
+    def state_changes(self) -> int:
+        """How many times the state has changed so far: pass it as `since` to `wait_state`."""
+        return self._state_changes
+
+    def wait_state(self, state: State | str, timeout_s: float, since: int | None = None) -> bool:
+        """Block until the conductor is in `state` (for the simulator and tests).
+
+        With `since` (a `state_changes` value), only a state entered after that point
+        counts: "speaking" then means the next answer, not the one already playing.
+        """
+        state = State(state)
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: self._state is state and (since is None or self._state_changes > since), timeout_s)
+
+    def _cannot_remember(self, why: str) -> None:
+        """The turn log stopped taking writes (from whichever thread noticed): answer on, and say so once."""
+        log.error("the turn log cannot be written (%s): answering on, keeping turns in memory", why)
+        self._notice = CANNOT_REMEMBER
+        self._emit("turn_log", writable=False, why=why)
+
+    def _remembers_again(self) -> None:
+        log.info("the turn log takes writes again; the turns kept in memory are written")
+        self._notice = ""
+        self._emit("turn_log", writable=True)
+
+    # ---- the conductor's own thread
+
+    def step(self) -> None:
+        msg = self.inbox.get(timeout=0.02)
+        if msg is not None:
+            self._handle(msg)
+        turn = self._active
+        why = turn and turn.pause and turn.pause.resume_reason(self.clock(), self._hearing,
+                                                               self.barge_in.commit_window_s)
+        if why:
+            self._resume(turn, why)
+        if turn and turn.ack_deadline_ns and self.clock() > turn.ack_deadline_ns:
+            missing = [n for n, done in (("thinker", turn.gen_ended), ("speaker", turn.play_ended)) if not done]
+            log.error("turn %s: %s did not acknowledge the interrupt within %.1fs; closing the turn without them",
+                      turn.row, " and ".join(missing), self.ack_timeout_ns / 1e9)
+            turn.gen_ended = turn.play_ended = True
+            self._maybe_finish(turn)
+
+    def _handle(self, msg: object) -> None:
+        match msg:
+            case Utterance():
+                self._on_utterance(msg)
+                return
+            case TentativeTranscript():
+                self._on_tentative(msg)
+                return
+            case SpeechResumed():
+                self._discard_preempt("the person went on")
+                return
+            case SpeechStarted():
+                self._hearing = True
+                if self._state is State.IDLE:
+                    self._set_state(State.LISTENING)
+                return
+            case PartialTranscript():
+                self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
+                return
+            case SpeechDropped():
+                if self._active and self._active.pause:
+                    self._active.pause.sound_dropped(msg.t_ns)
+                elif (join := self._join_of(self._active)) is not None:
+                    self._answer_again(join)
+                return
+        preempt = self._preempt
+        if preempt is not None and getattr(msg, "turn", None) == preempt.id:
+            self._on_preempt_report(preempt, msg)
+            return
+        turn = self._active
+        if turn is None or getattr(msg, "turn", None) != turn.id:
+            log.debug("dropping %s: not for the turn in flight", type(msg).__name__)
+            return
+        match msg:
+            case InterruptRequested():
+                self._on_interrupt(turn, msg)
+            case PauseRequested():
+                self._on_pause(turn, msg)
+            case Paused():
+                if turn.pause is not None and turn.pause.silence_ns is None:
+                    turn.pause.silence_ns = msg.silence_ns
+                turn.heard = msg.words
+            case FirstToken():
+                turn.first_token_ns = msg.t_ns
+                self._emit("first_token", turn=turn.row)
+            case TextCheckpoint():
+                turn.text = msg.text
+                turn.first_chunk_ns = turn.first_chunk_ns or self.clock()
+                self._write(self.turnlog.checkpoint, turn.row, text=msg.text)
+            case FirstAudio():
+                turn.first_audio_ns = msg.t_ns
+                self._set_state(State.SPEAKING)
+                self._emit("first_audio", turn=turn.row)
+            case Heard():
+                turn.heard = msg.words
+                self._write(self.turnlog.checkpoint, turn.row, heard_text=" ".join(msg.words))
+            case GenerationEnded():
+                self._generation_ended(turn, msg)
+                self._maybe_finish(turn)
+            case PlaybackEnded():
+                turn.play_ended, turn.playback_completed, turn.underruns = True, msg.completed, msg.underruns
+                turn.heard, turn.silence_ns = msg.words, msg.silence_ns
+                self._maybe_finish(turn)
+            case StageFailed():
+                self._on_stage_failed(turn, msg)
+
+    @staticmethod
+    def _generation_ended(turn: _Turn, msg: GenerationEnded) -> None:
+        turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, msg.outcome, msg.t_ns
+        turn.text, turn.llm_busy_ms, turn.backend = msg.text or turn.text, msg.busy_ms, msg.backend
+
+    def _on_utterance(self, u: Utterance) -> None:
+        self._hearing = False
+        text = u.text.strip()
+        turn = self._active
+        if turn is not None and turn.pause is not None:
+            going_on = self._joins(turn, turn.pause.onset_ns) and continues(u)
+            if not (going_on or commits(u, self.barge_in)):
+                # a cough the recogniser heard as "oh" or "i bought", or an "uh-huh": the answer
+                # goes on, and it is no turn
+                log.info("turn %s: final over the pause %r (posteriors %s, sustained speech %s ms) does not commit",
+                         turn.row, text, u.confidence, u.sustained_ms)
+                self._resume(turn, f"too few words: {text!r}" if text else "the speech had no words", text)
+                return
+            turn.committed, turn.pause = turn.pause, None
+            log.info("turn %s: words over the paused answer (%r, posteriors %s, sustained speech %s ms): "
+                     "interrupting it", turn.row, text, u.confidence, u.sustained_ms)
+            self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
+        elif turn is not None and text:
+            self.interrupt(Kind.FULL, Reason.USER_SPEAKING)  # cancel-then-send
+        join = self._join_of(turn)
+        if not text:
+            if join is not None:
+                self._answer_again(join)
+                return
+            log.debug("a final transcript with no words is not a turn")
+            self._discard_preempt("the final had no words")
+            if self._state is State.LISTENING:
+                self._set_state(State.IDLE)
+            return
+        if join is not None:
+            text = f"{join.text} {text}"
+            user_id: int | None = join.user_row
+            self._write(self.turnlog.amend_user, join.user_row, text)
+            log.info("turn %s: the person went on before hearing its answer; it now reads %r", user_id, text)
+            self._emit("user_turn", turn=user_id, text=text, joined=True)
+        else:
+            user_id = self._write(self.turnlog.add_user, self._conversation_id(), text)
+            self._emit("user_turn", turn=user_id, text=text)
+        if self._active is not None:
+            # cancel-then-send: the new utterance waits until the cut answer is closed
+            self._queued = (user_id, u, text)
+            return
+        self._start(user_id, u, text)
+
+    def _join_of(self, cut: _Turn | None) -> _Join | None:
+        """The user turn these words join, if the answer they cut was dropped unheard."""
+        join, self._join = self._join, None
+        if cut is not None:
+            first = cut.scope.first
+            if first is None or first.reason is not Reason.SUPERSEDED or cut.reply_to is None:
+                return None
+            return _Join(cut.reply_to, cut.user_text)
+        return join
+
+    def _joins(self, turn: _Turn, onset_ns: int | None) -> bool:
+        """Whether the person's speech over `turn` goes on with the turn it answers rather than cutting in:
+        nothing of the answer heard yet, and it is still thinking or the speech came within the join window."""
+        window_ns = int(self.turn_settings.join_window_s * 1e9)
+        if window_ns <= 0 or turn.reply_to is None or turn.heard:
+            return False
+        if turn.first_audio_ns is None:
+            return True
+        since = turn.speech_end_ns if turn.speech_end_ns is not None else turn.eos_ns
+        return (onset_ns if onset_ns is not None else self.clock()) - since <= window_ns
+
+    def _answer_again(self, join: _Join) -> None:
+        """The sound that dropped an unheard answer had no words: answer the person's turn after all,
+        once the dropped answer is closed."""
+        log.info("turn %s: what cut its answer had no words; answering it again", join.user_row)
+        again = (join.user_row, Utterance(join.text, self.clock()), join.text)
+        if self._active is not None:
+            self._queued = again
+        else:
+            self._start(*again)
+
+    # ---- preemptive answers
+
+    def _on_tentative(self, t: TentativeTranscript) -> None:
+        """A short pause: start the answer on the words so far, held unheard until the turn is final."""
+        text = t.text.strip()
+        if not (self.turn_settings.preemptive and text) or self._active is not None or self._queued is not None:
+            return
+        if self._join is not None:
+            text = f"{self._join.text} {text}"
+        if self._preempt is not None:
+            if self._preempt.user_text == text:
+                return
+            self._discard_preempt("the words changed")
+        pid = next(self._ids)
+        turn = _Turn(pid, None, None, self.scopes.open(pid, playable=False), t.t_ns, user_text=text,
+                     preemptive=True, started_ns=self.clock())
+        self._preempt = turn
+        history = self._history(text, self._join)
+        self._emit("preemptive_start", text=text)
+        self.requests.put(GenerateRequest(pid, (("system", self.system_prompt), *history)))
+
+    def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
+        """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
+        history = self.turnlog.history(self._conversation_id(), self.settings.history_turns + 1)
+        if join is not None and ("user", join.text) in history:
+            last = len(history) - 1 - history[::-1].index(("user", join.text))
+            history = history[:last]
+        return [*history, ("user", text)]
+
+    def _on_preempt_report(self, turn: _Turn, msg: object) -> None:
+        match msg:
+            case FirstToken():
+                turn.first_token_ns = msg.t_ns
+            case TextCheckpoint():
+                turn.text = msg.text
+                turn.first_chunk_ns = turn.first_chunk_ns or self.clock()
+            case GenerationEnded():
+                self._generation_ended(turn, msg)
+            case StageFailed():
+                self._discard_preempt(f"stage {msg.stage} failed: {msg.error}")
+
+    def _discard_preempt(self, why: str) -> None:
+        """Drop the preemptive answer: nothing of it was played or logged."""
+        turn, self._preempt = self._preempt, None
+        if turn is None:
+            return
+        turn.scope.cancel(Cancellation(Kind.FULL, Reason.USER_SPEAKING, self.clock()))
+        self.requests.flush(of_turn(turn.id))
+        self.clauses.flush(of_turn(turn.id))
+        self.segments.flush(of_turn(turn.id))
+        self.segments.put_control(Cancel(turn.id))
+        log.info("preemptive answer to %r dropped: %s", turn.user_text, why)
+        self._emit("preemptive_discarded", why=why, text=turn.user_text)
+
+    def _adopt(self, turn: _Turn, row: int, user_id: int | None, u: Utterance) -> None:
+        """The turn is final and its words are the ones the preemptive answer was started on: play it."""
+        self._preempt = None
+        turn.row, turn.reply_to = row, user_id
+        self._fill(turn, u)
+        with self._lock:
+            self._active = turn
+        self._emit("turn_started", turn=row, reply_to=user_id, preemptive=True)
+        self._set_state(State.THINKING)
+        if turn.first_token_ns is not None:
+            self._emit("first_token", turn=row)
+        if turn.text:
+            self._write(self.turnlog.checkpoint, row, text=turn.text)
+        turn.scope.playable.set()
+
+    # ---- answers
+
+    def _start(self, user_id: int | None, u: Utterance, text: str) -> None:
+        conversation = self._conversation_id()
+        preempt = self._preempt
+        if preempt is not None and (preempt.user_text != text or preempt.scope.generation.is_set()):
+            self._discard_preempt("the final transcript differs from the words at the pause")
+            preempt = None
+        assistant_id = self._write(self.turnlog.begin_assistant, conversation, user_id)
+        if assistant_id is None:
+            self._discard_preempt("the turn log refused the answer")
+            self._set_state(State.IDLE)
+            return
+        if preempt is not None:
+            self._adopt(preempt, assistant_id, user_id, u)
+            return
+        pid = next(self._ids)
+        turn = _Turn(pid, assistant_id, user_id, self.scopes.open(pid), u.eos_ns, user_text=text,
+                     started_ns=self.clock())
+        self._fill(turn, u)
+        with self._lock:
+            self._active = turn
+        history = self.turnlog.history(conversation, self.settings.history_turns + 1)
+        self._emit("turn_started", turn=turn.row, reply_to=user_id)
+        self._set_state(State.THINKING)
+        preface, self._notice = self._notice, ""
+        self.requests.put(GenerateRequest(turn.id, (("system", self.system_prompt), *history), preface))
+
+    def _fill(self, turn: _Turn, u: Utterance) -> None:
+        """What the final tells about the end of the person's turn, for the answer's metrics."""
+        turn.eos_ns, turn.speech_end_ns, turn.final_ns = u.eos_ns, u.speech_end_ns, self.clock()
+        turn.endpoint, turn.turn_probability = u.endpoint, u.turn_probability
+
+    def _on_interrupt(self, turn: _Turn, msg: InterruptRequested) -> None:
+        self.clauses.flush(of_turn(turn.id))
+        self.segments.flush(of_turn(turn.id))
+        self.segments.put_control(Cancel(turn.id))
+        if msg.kind is Kind.FULL and self.requests.flush(of_turn(turn.id)):
+            # the thinker never saw this request, so it will not acknowledge it
+            turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, "cancelled", self.clock()
+        turn.ack_deadline_ns = self.clock() + self.ack_timeout_ns
+        first = turn.scope.first
+        self._emit("speech_interrupted", turn=turn.row, reason=first.reason.value, kind=first.kind.value)
+        self._maybe_finish(turn)
+
+    def _on_pause(self, turn: _Turn, msg: PauseRequested) -> None:
+        if turn.scope.speech.is_set():
+            return  # cancelled meanwhile (the button): nothing to hold
+        turn.scope.paused.set()  # again: a resume may have raced this request
+        deadline = msg.t_ns + int(self.barge_in.commit_window_s * 1e9)
+        if turn.pause is None:
+            turn.pause = Pause(msg.t_ns, msg.onset_ns, deadline)
+            self._emit("speech_paused", turn=turn.row)
+        else:
+            turn.pause.more_sound(deadline)
+
+    def _resume(self, turn: _Turn, why: str, words: str = "") -> None:
+        pause, turn.pause = turn.pause, None
+        if pause is None or turn.scope.speech.is_set():
+            return  # cancelled while paused: the button (or a real interrupt) is never undone
+        with self._lock:
+            turn.scope.paused.clear()
+        paused_ms = round((self.clock() - pause.requested_ns) / 1e6, 1)
+        turn.false_interruptions.append(paused_ms)
+        log.info("turn %s: resumed after %.0f ms paused (%s)", turn.row, paused_ms, why)
+        self._emit("false_interruption", turn=turn.row, paused_ms=paused_ms, why=why, words=words)
+
+    def _on_stage_failed(self, turn: _Turn, msg: StageFailed) -> None:
+        log.error("stage %s failed during turn %s: %s", msg.stage, turn.row, msg.error)
+        self.interrupt(Kind.FULL, Reason.ERROR)
+        if msg.stage == "thinker":
+            turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, "error", self.clock()
+        elif msg.stage == "speaker":
+            turn.play_ended, turn.silence_ns = True, self.clock()
+        self._maybe_finish(turn)
+
+    def _maybe_finish(self, turn: _Turn) -> None:
+        if not (turn.gen_ended and turn.play_ended) or self._active is not turn:
+            return
+        first = turn.scope.first
+        complete = turn.complete
+        if first is None and turn.gen_outcome == "timeout":
+            # generation was cut at a sentence's end and all of that was played
+            first = Cancellation(Kind.FULL, Reason.TIMEOUT, turn.llm_stop_ns or self.clock())
+        metrics = turn_metrics(turn)
+        if complete:
+            status, heard, reason, kind = "complete", turn.text, None, None
+        else:
+            first = first or Cancellation(Kind.FULL, Reason.ERROR, self.clock())
+            status, heard, reason, kind = "interrupted", " ".join(turn.heard), first.reason.value, first.kind.value
+        self._write(self.turnlog.finish, turn.row, text=turn.text, heard_text=heard, status=status,
+                    reason=reason, kind=kind, metrics=metrics)
+        with self._lock:
+            self._active = None
+        self._last_activity = time.time()
+        self._emit("turn_finished", turn=turn.row, status=status, reason=reason, kind=kind, text=turn.text,
+                   heard_text=heard, metrics=metrics)
+        self._emit("answer_timeline", turn=turn.row, **timeline(turn))
+        queued, self._queued = self._queued, None
+        if reason == Reason.SUPERSEDED and queued is None and turn.reply_to is not None:
+            self._join = _Join(turn.reply_to, turn.user_text)  # the words that dropped it are not final yet
+        if queued:
+            self._start(*queued)
+        else:
+            self._set_state(State.IDLE)
+
+    def close_for_shutdown(self) -> None:
+        """After the stages stopped: close a turn still in flight with what is known."""
+        self._discard_preempt("shutting down")
+        turn = self._active
+        if turn is None:
+            return
+        turn.scope.cancel(Cancellation(Kind.FULL, Reason.SHUTDOWN, self.clock()))
+        turn.gen_ended = turn.play_ended = True
+        turn.silence_ns = turn.silence_ns or self.clock()
+        self._queued = None
+        self._maybe_finish(turn)
+
+    # ---- helpers
+
+    def _conversation_id(self) -> str:
+        now = time.time()
+        if self._conversation is None:
+            last = self.turnlog.last_conversation()
+            if last and now - last[1] < self.settings.idle_timeout_s:
+                self._conversation, self._last_activity = last[0], last[1]
+        if self._conversation is None or now - self._last_activity > self.settings.idle_timeout_s:
+            self._conversation = uuid.uuid4().hex[:12]
+        self._last_activity = now
+        return self._conversation
+
+    def _write(self, fn, *args, **kwargs):
+        """A turn-log write; a failure is logged loudly and the appliance keeps talking."""
+        try:
+            return fn(*args, **kwargs)
+        except SaysoError as e:
+            log.error("turn log: %s", e)
+            return None
+
+    def _set_state(self, state: State) -> None:
+        with self._lock:
+            if self._state is state:
+                return
+            self._state = state
+            self._state_changes += 1
+            self._lock.notify_all()
+        self._emit("state", state=state.value)
+
+    def _emit(self, type_: str, **data) -> None:
+        self.bus.emit(Event(type_, self.clock(), data))
+
+
+def timeline(turn: _Turn) -> dict[str, float]:
+    """An answer's milestones in ms on the pipeline's clock, for the waterfall plot."""
+    stamps = {"speech_end": turn.speech_end_ns, "endpoint": turn.eos_ns, "final": turn.final_ns,
+              "llm_asked": turn.started_ns, "first_token": turn.first_token_ns, "first_chunk": turn.first_chunk_ns,
+              "first_audio": turn.first_audio_ns}
+    return {f"{k}_ms": round(v / 1e6, 1) for k, v in stamps.items() if v is not None}
+
+
+def turn_metrics(turn: _Turn) -> dict:
+    """An answer's metrics (ms on the pipeline's clock) from what the conductor saw of it."""
+    first = turn.scope.first
+    metrics = {"eos_to_first_token_ms": _ms(turn.eos_ns, turn.first_token_ns),
+               "eos_to_first_audio_ms": _ms(turn.eos_ns, turn.first_audio_ns)}
+    if turn.speech_end_ns is not None:
+        metrics["speech_end_to_first_audio_ms"] = _ms(turn.speech_end_ns, turn.first_audio_ns)
+        metrics["endpoint_ms"] = _ms(turn.speech_end_ns, turn.eos_ns)
+        metrics["endpoint"] = turn.endpoint
+        if turn.turn_probability is not None:
+            metrics["turn_probability"] = round(turn.turn_probability, 3)
+    if turn.preemptive:
+        metrics["preemptive"] = "used"
+    if turn.llm_busy_ms is not None and turn.gen_outcome == "timeout":
+        metrics["llm_busy_ms"] = round(turn.llm_busy_ms, 1)
+    if turn.underruns:
+        metrics["underruns"] = turn.underruns
+    if turn.backend:
+        metrics["llm_backend"] = turn.backend.get("backend")
+        if turn.backend.get("fell_back"):
+            metrics["llm_fell_back"] = turn.backend["fell_back"]
+    if turn.false_interruptions:
+        metrics["false_interruptions"] = len(turn.false_interruptions)
+        metrics["false_interruption_paused_ms"] = turn.false_interruptions
+    if not turn.complete and first is not None:
+        quiet_from, p = first.t_ns, turn.committed
+        silence_ns = turn.silence_ns
+        if p is not None and first.reason in (Reason.USER_SPEAKING, Reason.SUPERSEDED):
+            # the person heard silence from the pause on: that is the interrupt's silence
+            metrics["pause_to_commit_ms"] = _ms(p.requested_ns, first.t_ns)
+            quiet_from, silence_ns = p.requested_ns, p.silence_ns or silence_ns
+        if turn.first_audio_ns is not None:
+            metrics["interrupt_to_silence_ms"] = max(0.0, _ms(quiet_from, silence_ns) or 0.0)
+        if first.kind is Kind.FULL and turn.llm_stop_ns is not None and turn.llm_stop_ns >= first.t_ns:
+            metrics["interrupt_to_llm_stop_ms"] = _ms(first.t_ns, turn.llm_stop_ns)
+        if first.onset_ns is not None and silence_ns is not None and turn.first_audio_ns is not None:
+            metrics["speech_onset_to_silence_ms"] = _ms(first.onset_ns, silence_ns)
+    return {k: v for k, v in metrics.items() if v is not None}

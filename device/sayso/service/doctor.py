@@ -1,0 +1,374 @@
+"""`sayso doctor`: is this machine ready to be the appliance? One line per check, a fix for each problem.
+
+It uses the same code the appliance runs (device lookup by name, the PortAudio
+mic and sink, the model store's hashes, the gpiozero controls, the turn log), so
+a check that passes here means that part will work under `sayso run`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sayso.audio import rms
+from sayso.config import Settings
+from sayso.errors import SaysoError
+from sayso.hearing.capture import PyAudioMic, find_device
+from sayso.hearing.turn import TURN_MODEL
+from sayso.hearing.vad import VAD_MODEL
+from sayso.models.manifest import ModelStore
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+RUNTIME_MB = 550
+"""Memory on top of the model files: measured peak RSS 1082 MB with 554 MB of default models (issue 6 bench)."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    """OK, WARN (works, but not as well as it could) or FAIL (the appliance cannot do this)."""
+    detail: str
+    fix: str = ""
+
+
+def dbfs(x: float) -> float:
+    """A full-scale level (0..1) in dBFS."""
+    return 20 * math.log10(max(x, 1e-9 / 32768))
+
+
+class Doctor:
+    """Runs every check in order; `print` receives each line as it is known (the meter is live).
+
+    Args:
+        pin_factory: for the GPIO check (MockFactory in tests); None picks the board's own from config.
+        meter_s: how much mic audio the level meter takes.
+    """
+
+    def __init__(self, settings: Settings, store: ModelStore, print: Callable[[str], None] = print,
+                 pin_factory=None, meter_s: float = 3.0, meminfo: Path = Path("/proc/meminfo")):
+        self.settings, self.store, self.print = settings, store, print
+        self.pin_factory, self.meter_s, self.meminfo = pin_factory, meter_s, meminfo
+        self.checks: list[Check] = []
+
+    def run(self) -> list[Check]:
+        found = self._record(self.audio_devices())
+        if found.status == FAIL:
+            self._record(Check("mic level", FAIL, "skipped: no mic to listen to"))
+            self._record(Check("speaker", FAIL, "skipped: no speaker to play to"))
+        else:
+            self._record(self.mic_level())
+            self._record(self.speaker())
+        server = (self.llm_server,) if self.settings.llm.backend == "server" else ()
+        for check in (self.models, *server, self.echo_canceller, self.gpio, self.turn_log, self.disk,
+                      self.cpu_and_memory):
+            self._record(check())
+        return self.checks
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    def _record(self, check: Check) -> Check:
+        self.checks.append(check)
+        self.print(f"{check.status:4}  {check.name}: {check.detail}")
+        if check.fix and check.status != OK:
+            self.print(f"      fix: {check.fix}")
+        return check
+
+    # ---- the checks
+
+    def audio_devices(self) -> Check:
+        import pyaudio
+
+        pa = pyaudio.PyAudio()
+        try:
+            devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
+            for d in devices:
+                ways = "/".join(w for w, k in (("in", "maxInputChannels"), ("out", "maxOutputChannels")) if d[k])
+                if ways:
+                    self.print(f"      device {d['index']}: {d['name']!r} ({ways}, {d['defaultSampleRate']:.0f} Hz)")
+            picked, problems = [], []
+            for direction, name in (("input", self.settings.audio.input_device),
+                                    ("output", self.settings.audio.output_device)):
+                key = "maxInputChannels" if direction == "input" else "maxOutputChannels"
+                if not any(d[key] for d in devices):
+                    problems.append(f"no {direction} devices at all")
+                    continue
+                try:
+                    _, info = find_device(pa, name, direction)
+                    picked.append(f"{'mic' if direction == 'input' else 'speaker'} {info['name']!r}")
+                except SaysoError as e:
+                    problems.append(str(e))
+        finally:
+            pa.terminate()
+        if problems:
+            return Check("audio devices", FAIL, " / ".join(problems),
+                         "plug in the mic and speaker (a USB mic and speaker, or a HAT whose overlay is in "
+                         "/boot/firmware/config.txt), then check `arecord -l` and `aplay -l`; set "
+                         "audio.input_device / audio.output_device in the config to part of their names")
+        return Check("audio devices", OK, ", ".join(picked) + " (from audio.input_device / audio.output_device)")
+
+    def mic_level(self) -> Check:
+        """A live level meter over `meter_s` of mic audio: a bar per quarter second."""
+        blocks: queue.Queue[bytes] = queue.Queue()
+        mic = PyAudioMic(self.settings.audio.input_device)
+        chunks, got = [], 0
+        try:
+            mic.open(lambda data, t_ns: blocks.put(data))
+            rate = mic.rate_hz
+            want = int(self.meter_s * rate)
+            deadline = time.monotonic() + self.meter_s + 2.0
+            quarter, pending = rate // 4, np.zeros(0, np.int16)
+            while got < want and time.monotonic() < deadline:
+                try:
+                    samples = np.frombuffer(blocks.get(timeout=0.1), np.int16)
+                except queue.Empty:
+                    continue
+                chunks.append(samples)
+                got += len(samples)
+                pending = np.concatenate([pending, samples])
+                while len(pending) >= quarter:
+                    q, pending = pending[:quarter], pending[quarter:]
+                    level = dbfs(rms(q))
+                    bar = "#" * max(0, int((level + 70) / 2))
+                    self.print(f"      mic {level:6.1f} dBFS |{bar:35}|")
+        except (OSError, SaysoError) as e:
+            return Check("mic level", FAIL, f"the mic would not open: {e}",
+                         "another program may hold it (`fuser -v /dev/snd/*`); stop it, or replug the mic")
+        finally:
+            mic.close()
+        if not got:
+            return Check("mic level", FAIL, f"no audio from the mic in {self.meter_s + 2:g} s",
+                         "replug the mic; check `arecord -D <device> -d 3 test.wav` records something")
+        audio = np.concatenate(chunks)[:want]
+        peak = int(np.max(np.abs(audio.astype(np.int32))))
+        heard = (f"{len(audio) / rate:.1f} s at {rate} Hz: peak {dbfs(peak / 32768):.0f} dBFS, "
+                 f"average {dbfs(rms(audio)):.0f} dBFS")
+        if peak == 0:
+            return Check("mic level", WARN, f"{heard}: digital silence",
+                         "the mic is muted or its gain is at zero: raise the capture level in `alsamixer` "
+                         "(F4 shows capture controls)")
+        if peak >= 32767:
+            return Check("mic level", WARN, f"{heard}: clipping",
+                         "lower the capture level in `alsamixer`; clipped speech is recognised worse")
+        return Check("mic level", OK, heard)
+
+    def speaker(self, seconds: float = 0.6, freq: float = 440.0) -> Check:
+        from sayso.answering.audio_out import PyAudioSink
+
+        try:
+            sink = PyAudioSink(self.settings.audio.output_device)
+        except (OSError, SaysoError) as e:
+            return Check("speaker", FAIL, f"the speaker would not open: {e}",
+                         "another program may hold it (`fuser -v /dev/snd/*`); stop it, or replug the speaker")
+        try:
+            t = np.arange(int(seconds * sink.rate_hz)) / sink.rate_hz
+            fade = np.minimum(1.0, np.minimum(t, seconds - t) / 0.02)  # no clicks
+            tone = (np.sin(2 * np.pi * freq * t) * fade * 0.25 * 32767).astype(np.int16)
+            for i in range(0, len(tone), sink.block):
+                sink.write(tone[i:i + sink.block])
+            while sink.pending_samples():
+                time.sleep(0.02)
+        except OSError as e:
+            return Check("speaker", FAIL, f"playing failed: {e}", "replug the speaker; try `speaker-test -t sine`")
+        finally:
+            sink.close()
+        return Check("speaker", OK, f"played a {freq:.0f} Hz tone for {seconds:g} s on {sink.device_name!r} at "
+                     f"{sink.rate_hz} Hz; if you heard nothing, raise the volume in `alsamixer`")
+
+    def models(self) -> Check:
+        s = self.settings
+        stt = "pocketsphinx-en-us" if s.stt.engine == "pocketsphinx" else s.stt.vosk_model
+        ok, bad, notes = [], [], []
+        wanted = [(s.llm.model, "llm"), (s.voice.model, "voice"), (VAD_MODEL, "vad"), (stt, "stt")]
+        if s.turn.detector == "smart-turn":
+            wanted.append((TURN_MODEL, "turn"))
+        for name, role in wanted:
+            try:
+                self.store.check(self.store.manifest.get(name, role), full=True)
+                ok.append(name)
+            except SaysoError as e:
+                if role == "stt" and s.stt.engine == "auto":  # auto falls back to pocketsphinx
+                    notes.append(f"{name} absent, pocketsphinx is used instead")
+                elif role == "turn":  # turns then end on silence alone
+                    notes.append(f"{name} absent or damaged, turns end on silence alone")
+                else:
+                    bad.append(str(e))
+        where = f"in {self.store.root}"
+        if bad:
+            return Check("models", FAIL, " / ".join(bad),
+                         f"run `sayso models fetch` (as the sayso user on a Pi: "
+                         f"`sudo -u sayso /opt/sayso/bin/sayso models fetch`); models go {where}")
+        detail = f"{', '.join(ok)} verified (sha256) {where}"
+        return Check("models", WARN if notes else OK, "; ".join([detail, *notes]),
+                     "`sayso models fetch` brings the missing models (where the Vosk model's source is "
+                     "reachable it gives better recognition)")
+
+    def llm_server(self) -> Check:
+        """With [llm] backend = "server": it is reachable, lists the model and answers "Say OK" in time."""
+        from sayso.answering.backends import server_llm
+        from sayso.errors import LLMServerFailed
+
+        s = self.settings.llm
+        if s.backend != "server":
+            return Check("llm server", OK, 'none: answers come from the local model (llm.backend = "local")')
+        fixes = {
+            "refused": "start the server, and make it listen on the LAN address (llama-server --host 0.0.0.0, "
+                       "OLLAMA_HOST=0.0.0.0), on the port in llm.server_url",
+            "unreachable": "check llm.server_url's address and that this board and the server share a LAN",
+            "connect_timeout": "check llm.server_url's address, and that no firewall on the server drops the port",
+            "http_401": "the server wants another API key: check llm.server_api_key_file / llm.server_api_key_env",
+            "http_404": "llm.server_url must be the OpenAI-compatible base URL, ending in /v1",
+            "no_first_token": "the server is busy or its model too big for it: a smaller model, or a larger "
+                              "llm.server_first_token_s",
+        }
+        try:
+            server = server_llm(s)
+        except SaysoError as e:
+            return Check("llm server", FAIL, str(e), "see docs/llm-server.md")
+        try:
+            listed = server.models()
+            if s.server_model and s.server_model not in listed:
+                return Check("llm server", FAIL, f"{s.server_url} serves {', '.join(listed) or 'no model'}, not "
+                             f"{s.server_model!r}", "set llm.server_model to one of those (with Ollama: "
+                             f"`ollama pull {s.server_model}` on the server)")
+            t0 = time.monotonic()
+            answer = "".join(server.stream([{"role": "user", "content": "Say OK"}], max_tokens=8)).strip()
+            took_ms = (time.monotonic() - t0) * 1000
+        except LLMServerFailed as e:
+            return Check("llm server", FAIL, str(e), fixes.get(e.why, "see docs/llm-server.md"))
+        finally:
+            server.close()
+        return Check("llm server", OK, f"{s.server_url} lists {', '.join(listed)}; answered {answer!r} to "
+                     f"\"Say OK\" in {took_ms:.0f} ms")
+
+    def echo_canceller(self) -> Check:
+        from sayso.hearing.aec import EchoCancellerUnavailable, SpeexAEC
+
+        b = self.settings.barge_in
+        if b.echo_canceller == "off":
+            return Check("echo canceller", WARN, 'off in the config (barge_in.echo_canceller = "off")',
+                         "with the speaker near the mic, barge-in needs the person louder than the echo; "
+                         'set it to "speex"')
+        try:
+            SpeexAEC(tail_ms=b.echo_tail_ms).close()
+        except EchoCancellerUnavailable as e:
+            return Check("echo canceller", FAIL, str(e), "sudo apt install libspeexdsp1")
+        return Check("echo canceller", OK, f"libspeexdsp, {b.echo_tail_ms} ms tail; barge-in mode {b.mode}")
+
+    def gpio(self) -> Check:
+        from sayso.service.gpio import GpioUnavailable, build_controls, gpio_hint
+
+        g = self.settings.gpio
+        if g.pin_factory == "none" and self.pin_factory is None:
+            return Check("gpio", OK, 'off in the config (gpio.pin_factory = "none"): no stop button, no LED')
+        try:
+            controls = build_controls(g, lambda: None, None, self.pin_factory)
+        except GpioUnavailable as e:
+            return Check("gpio", FAIL, f"no usable GPIO ({e}); the appliance runs without the stop button and "
+                         "status LED", gpio_hint())
+        try:
+            return Check("gpio", OK, controls.describe())
+        finally:
+            controls.close()
+
+    def turn_log(self) -> Check:
+        """The log opens, is sayso's, is whole, and takes a write lock; nothing is created or changed here."""
+        from sayso.pipeline.writelock import holder
+
+        db = Path(self.settings.log.db)
+        fix = (f"make {db.parent} a writable directory for the user that runs sayso, or set [log] db in the "
+               "config")
+        mute = ("until then sayso still answers, keeps the turns in memory and says it cannot remember right now")
+        if not db.exists():
+            folder = next((p for p in (db.parent, *db.parent.parents) if p.exists()), Path("/"))
+            if not folder.is_dir():
+                return Check("turn log", FAIL, f"{db} cannot be created: {folder} is a file, not a folder", fix)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return Check("turn log", FAIL, f"{db} cannot be created: {folder} is not writable", fix)
+            return Check("turn log", OK, f"{db.resolve()} does not exist yet; it can be created in {folder}")
+        pid = holder(db)
+        writer = f"; sayso (pid {pid}) is writing it" if pid else ""
+        if shutil.disk_usage(db.parent).free < 1_000_000:
+            return Check("turn log", FAIL, f"the disk holding {db} is full{writer}; {mute}",
+                         "free some space; the waiting turns are written once the log can grow")
+        try:
+            conn = sqlite3.connect(f"file:{db.resolve()}?mode=rw", uri=True, timeout=2)
+            try:
+                problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+                turns = conn.execute("SELECT count(*) FROM turns").fetchone()[0] if problem == "ok" else 0
+                conn.execute("BEGIN IMMEDIATE")  # takes the write lock, writes nothing
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                return Check("turn log", FAIL, f"another program holds a write lock on {db} for over 2 s; {mute}",
+                             f"find it with `fuser -v {db}` and end it (an open `sqlite3` shell in a transaction)")
+            return Check("turn log", FAIL, f"{db}: {e}", fix)
+        except sqlite3.DatabaseError as e:
+            return Check("turn log", FAIL, f"{db} is damaged or not a turn log: {e}",
+                         f"stop sayso, move {db} aside (a new log starts), keep the old one for its turns")
+        if problem != "ok":
+            return Check("turn log", FAIL, f"{db} is damaged: {problem}",
+                         f"stop sayso, move {db} aside (a new log starts), keep the old one for its turns")
+        return Check("turn log", OK, f"{db.resolve()} is writable ({turns} turns logged){writer}")
+
+    def disk(self) -> Check:
+        places = {Path(self.settings.log.db).resolve().parent, self.store.root.resolve()}
+        worst = min(((shutil.disk_usage(p).free, p) for p in places if p.exists()), default=None)
+        if worst is None:
+            return Check("disk", FAIL, "neither the turn log's folder nor the models folder exists", "")
+        free_mb, where = worst[0] / 1e6, worst[1]
+        detail = f"{free_mb:,.0f} MB free at {where}"
+        if free_mb < 100:
+            return Check("disk", FAIL, detail, "free some space: the turn log stops growing when the disk is full")
+        if free_mb < 1000:
+            return Check("disk", WARN, detail, "less than 1 GB free: a bigger model will not fit, the log may fill it")
+        return Check("disk", OK, detail)
+
+    def cpu_and_memory(self) -> Check:
+        cores = os.cpu_count() or 1
+        s = self.settings
+        model_mb = 0.0
+        for name, role in ((s.llm.model, "llm"), (s.voice.model, "voice")):
+            try:
+                model_mb += self.store.manifest.get(name, role).size / 1e6
+            except SaysoError:
+                pass
+        need_mb = model_mb + RUNTIME_MB
+        mem = _meminfo(self.meminfo)
+        total_mb, avail_mb = mem.get("MemTotal", 0) / 1e3, mem.get("MemAvailable", 0) / 1e3
+        detail = (f"{cores} cores, {total_mb:,.0f} MB memory ({avail_mb:,.0f} MB available); the configured models "
+                  f"need about {need_mb:,.0f} MB")
+        if total_mb and total_mb < need_mb:
+            return Check("cpu and memory", FAIL, detail,
+                         "choose a smaller LLM (llm.model) or a board with more memory (a Pi 4 with 2 GB or more)")
+        if avail_mb and avail_mb < need_mb:
+            return Check("cpu and memory", WARN, detail, "other programs use the memory sayso needs; stop them")
+        if cores < 4:
+            return Check("cpu and memory", WARN, detail, "fewer than 4 cores: answers will start slowly")
+        return Check("cpu and memory", OK, detail)
+
+
+def _meminfo(path: Path) -> dict[str, int]:
+    """/proc/meminfo in kB."""
+    out = {}
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            out[key] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out

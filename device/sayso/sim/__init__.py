@@ -1,0 +1,1 @@
+"""Tooling that never runs on the Pi: the simulated room, scenarios, reports, the bench and the demo."""

@@ -1,0 +1,281 @@
+"""`sayso bench`: the packaged bench scenarios N times at two echo levels, and the stages timed on their own.
+
+Every scenario runs with the speaker leaking into the mic at -20 dB (a speaker
+an arm's length away) and at -6 dB (a loud one close to the mic). Scenario
+latencies are on the simulated room's audio clock (see report.py); the stage
+numbers are wall-clock timings of one call at a time on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from sayso.answering.llm import generation_threads
+from sayso.audio import FRAME_SAMPLES, RATE_HZ
+from sayso.config import Settings
+from sayso.models.manifest import ModelStore
+from sayso.sim import scenario
+from sayso.sim.report import COUNT_KEYS, SUMMARY_KEYS, percentiles
+from sayso.sim.simulate import Kit, Simulation
+
+SCENARIOS = ("bench-answer", "bench-barge-in", "bench-button", "bench-coughs", "bench-questions", "bench-pauses",
+             "bench-reading")
+ECHO_LEVELS_DB = (-20.0, -6.0)
+COUNTS = COUNT_KEYS
+
+#: (echo level or None for the whole bench, metric, statistic, limit): the targets on the 2-core
+#: x86 CI machine with the default models.
+TARGETS = ((-20.0, "barge_in_latency_ms", "p95", 250.0), (-6.0, "barge_in_latency_ms", "p95", 300.0),
+           (-20.0, "button_latency_ms", "p95", 60.0), (-20.0, "llm_stop_ms", "p95", 150.0),
+           (-6.0, "llm_stop_ms", "p95", 150.0),
+           (-20.0, "speech_end_to_first_audio_ms", "p50", 1000.0),
+           (-20.0, "speech_end_to_first_audio_ms", "p95", 1500.0),
+           (-6.0, "speech_end_to_first_audio_ms", "p50", 1000.0),
+           (-6.0, "speech_end_to_first_audio_ms", "p95", 1500.0),
+           (-20.0, "pause_cut_off_rate", "total", 0.1), (-6.0, "pause_cut_off_rate", "total", 0.1),
+           (-20.0, "reading_runs_not_one_turn", "total", 0), (-6.0, "reading_runs_not_one_turn", "total", 0),
+           (-20.0, "preemptive_discard_rate", "total", 0.3), (-6.0, "preemptive_discard_rate", "total", 0.3),
+           (-20.0, "self_interruptions", "total", 0),
+           (-6.0, "self_interruptions", "total", 0), (-6.0, "noise_runs_not_completed", "total", 0),
+           (None, "aec_ms_per_frame", "p95", 1.0), (None, "peak_rss_mb", "max", 1200.0))
+
+_LINES = ("Tell me about the history of France.", "What is the capital of Germany?",
+          "Turn on the light in the kitchen.")
+
+
+def _stages(kit: Kit, settings: Settings) -> dict:
+    """VAD and echo canceller ms per frame, STT and TTS real-time factors, LLM tokens per second."""
+    lines = [kit.person.say(t) for t in _LINES]
+    speech = np.concatenate(lines)
+    frames = [speech[i:i + FRAME_SAMPLES] for i in range(0, len(speech) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
+    kit.vad.reset()
+    vad_ms = _ms_each(kit.vad.probability, ((f,) for f in frames))
+    aec_ms = _aec_ms(speech)
+    stt_rtf = []
+    for audio in lines:
+        t = time.perf_counter()
+        for i in range(0, len(audio), FRAME_SAMPLES):
+            kit.recognizer.accept(audio[i:i + FRAME_SAMPLES].tobytes())
+        kit.recognizer.end()
+        stt_rtf.append((time.perf_counter() - t) / (len(audio) / RATE_HZ))
+    tts_rtf = []
+    for line in _LINES:
+        t = time.perf_counter()
+        r = kit.tts.render(line)
+        tts_rtf.append((time.perf_counter() - t) / (len(r.audio) / r.rate_hz))
+    messages = [{"role": "system", "content": settings.llm.system_prompt},
+                {"role": "user", "content": "Tell me about the history of Rome."}]
+    stamps = [time.perf_counter() for _ in kit.llm.stream(messages, lambda: False)]
+    tps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else 0.0
+    def p(values: list[float]) -> list[float | None]:
+        return [_round(v, 3) for v in percentiles(values)]
+
+    out = {"vad_ms_per_frame": p(vad_ms), "aec_ms_per_frame": p(aec_ms), "stt_rtf": p(stt_rtf),
+           "tts_rtf": p(tts_rtf), "llm_tokens_per_s": round(tps, 1),
+           "turn_detector": settings.turn.detector if kit.turn is not None else "silence"}
+    if kit.turn is not None:
+        out["turn_ms_per_call"] = p(_ms_each(kit.turn.probability, ((a,) for a in lines for _ in range(3))))
+    return out
+
+
+def _aec_ms(speech: np.ndarray) -> list[float]:
+    """The echo canceller's cost per 32 ms frame, delay measurement included, on speech echoed at -6 dB."""
+    from sayso.hearing.echo import EchoCanceller, EchoReference
+
+    reference = EchoReference(keep_s=len(speech) / RATE_HZ + 2)
+    for i in range(0, len(speech), 320):
+        reference.played(speech[i:i + 320], int(i * 1e9 / RATE_HZ))
+    mic = np.concatenate([np.zeros(480, np.int16), speech // 2])
+    canceller = EchoCanceller(reference)
+    try:
+        return _ms_each(canceller.process, ((mic[i:i + FRAME_SAMPLES], i)
+                                            for i in range(0, len(speech) - FRAME_SAMPLES + 1, FRAME_SAMPLES)))
+    finally:
+        canceller.close()
+
+
+def _ms_each(call: Callable[..., object], args: Iterable[tuple]) -> list[float]:
+    """Wall-clock ms of `call(*a)` for each `a` in `args`, one at a time."""
+    ms = []
+    for a in args:
+        t = time.perf_counter()
+        call(*a)
+        ms.append((time.perf_counter() - t) * 1000)
+    return ms
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _idle_cpu(kit: Kit, settings: Settings, seconds: float) -> dict:
+    """CPU the appliance spends listening to a quiet room, in % of one core, the room's own cost taken out.
+
+    This is what a Pi pays all day: capture, VAD on every 32 ms frame, the
+    conductor's and the watchdog's rounds.
+    """
+    from sayso.pipeline.turnlog import TurnLog
+    from sayso.service.appliance import Appliance
+    from sayso.service.notify import Notifier
+    from sayso.sim.room import Room
+
+    quiet = dataclasses.replace(settings, gpio=dataclasses.replace(settings.gpio, pin_factory="none"))
+    room = Room(kit.tts.rate_hz, noise_dbfs=-60).start()
+    try:
+        t0 = _cpu_s()
+        time.sleep(seconds)
+        room_only = _cpu_s() - t0
+        with tempfile.TemporaryDirectory(prefix="sayso-idle-") as tmp:
+            kit.vad.reset()
+            app = Appliance(quiet, kit, room.mic, room.speaker, TurnLog(Path(tmp) / "idle.db"), notifier=Notifier({}),
+                            clock=room.clock).start()
+            try:
+                app.wait_listening(10.0)
+                time.sleep(1.0)
+                t0 = _cpu_s()
+                time.sleep(seconds)
+                both = _cpu_s() - t0
+            finally:
+                app.stop()
+                app.engine.turnlog.close()
+    finally:
+        room.stop()
+    return {"percent_of_one_core": round(max(0.0, both - room_only) / seconds * 100, 1), "seconds": seconds}
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def run_bench(settings: Settings, store: ModelStore, runs: int,
+              progress: Callable[[str], None] = lambda _: None, idle_s: float = 20.0,
+              plot_dir: Path | None = None, scenarios: tuple[str, ...] = SCENARIOS) -> dict:
+    t = time.monotonic()
+    kit = Kit.load(settings, store)
+    out: dict = {"runs": runs, "scenarios": list(scenarios), "machine": machine(), "echo": {},
+                 "llm_threads": settings.llm.threads or generation_threads(),
+                 "start_to_warm_s": round(time.monotonic() - t, 2)}
+    with tempfile.TemporaryDirectory(prefix="sayso-bench-") as tmp:
+        for level in ECHO_LEVELS_DB:
+            samples: dict[str, list[float]] = {k: [] for k in SUMMARY_KEYS}
+            counts = dict.fromkeys(COUNTS, 0)
+            noise_runs = completed = pause_questions = pause_cut_offs = reading_split = 0
+            for run in range(runs):
+                for name in scenarios:
+                    t = time.monotonic()
+                    sc = scenario.load(scenario.PACKAGED / f"{name}.toml")
+                    sc = dataclasses.replace(sc, room=dataclasses.replace(sc.room, echo_gain_db=level))
+                    plot = plot_dir is not None and run == 0
+                    result = Simulation(sc, kit, settings, Path(tmp) / f"{name}-{level:g}-{run}.db",
+                                        keep_tracks=plot).run()
+                    if plot:
+                        from sayso.sim.plot import waterfall
+
+                        waterfall(result.report, plot_dir / f"{name}-echo{level:g}dB.png", result.tracks)
+                    s = result.report["summary"]
+                    for k in SUMMARY_KEYS:
+                        samples[k] += s[k]
+                    for k in COUNTS:
+                        counts[k] += s[k]
+                    if name == "bench-coughs":
+                        noise_runs += 1
+                        completed += all(r["status"] == "complete" and r["heard_text"] == r["text"]
+                                         for r in result.report["turns"] if r["role"] == "assistant")
+                    elif name == "bench-pauses":
+                        pause_questions += sum(step.action == "say" for step in sc.steps)
+                        pause_cut_offs += s["cut_offs"]
+                    elif name == "bench-reading":
+                        reading_split += (s["user_turns"], s["answers"], s["cut_offs"]) != (1, 1, 0)
+                    progress(f"echo {level:g} dB, run {run + 1}/{runs} {name}: {time.monotonic() - t:.0f}s "
+                             + " ".join(f"{k}={s[k]}" for k in (*SUMMARY_KEYS, *COUNTS) if s[k]))
+            at: dict = {}
+            for k in SUMMARY_KEYS:
+                p50, p95 = percentiles(samples[k])
+                at[k] = {"p50": _round(p50, 1), "p95": _round(p95, 1), "n": len(samples[k])}
+            for k in COUNTS:
+                at[k] = {"total": counts[k]}
+            at["noise_runs"] = {"total": noise_runs}
+            at["noise_runs_not_completed"] = {"total": noise_runs - completed}
+            at["pause_cut_off_rate"] = {"total": round(pause_cut_offs / pause_questions, 3) if pause_questions
+                                        else None}
+            at["reading_runs_not_one_turn"] = {"total": reading_split}
+            started = counts["preemptive_used"] + counts["preemptive_discarded"]
+            at["preemptive_discard_rate"] = {"total": round(counts["preemptive_discarded"] / started, 3)
+                                             if started else None}
+            out["echo"][f"{level:g}"] = at
+    out.update(_stages(kit, settings))
+    if idle_s > 0:
+        progress(f"idle: {idle_s:g} s of a quiet room, then {idle_s:g} s of the appliance listening to it")
+        out["idle_cpu"] = _idle_cpu(kit, settings, idle_s)
+    out["peak_rss_mb"] = {"max": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    out["targets"] = [_verdict(out, *target) for target in TARGETS]
+    return out
+
+
+def machine() -> str:
+    """CPU model, cores and memory: the line every published number needs beside it."""
+    model = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}"
+
+
+def _verdict(out: dict, level: float | None, metric: str, stat: str, limit: float) -> dict:
+    if level is None:
+        value = out[metric]
+        value = value[1] if isinstance(value, list) else value[stat]  # stage timings are [p50, p95]
+    else:
+        value = out["echo"][f"{level:g}"][metric][stat]
+    met = value is not None and value <= limit
+    return {"echo_db": level, "metric": metric, "stat": stat, "limit": limit, "value": value, "met": met}
+
+
+def table(out: dict) -> str:
+    levels = list(out["echo"])
+    lines = [f"sayso bench: {out['runs']} run(s) of {', '.join(out['scenarios'])} at echo "
+             + " and ".join(f"{lv} dB" for lv in levels), f"machine: {out['machine']}", "",
+             f"{'metric':26}" + "".join(f" {'p50 @' + lv:>9} {'p95 @' + lv:>9} {'n':>4}" for lv in levels)]
+    for k in SUMMARY_KEYS:
+        row = f"{k:26}"
+        for lv in levels:
+            m = out["echo"][lv][k]
+            p50, p95 = ("-" if x is None else f"{x:.0f}" for x in (m["p50"], m["p95"]))
+            row += f" {p50:>9} {p95:>9} {m['n']:>4}"
+        lines.append(row)
+    for k in (*COUNTS, "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate", "reading_runs_not_one_turn",
+              "preemptive_discard_rate"):
+        lines.append(f"{k:26}" + "".join(f" {str(out['echo'][lv][k]['total']):>9} {'':>9} {'':>4}"
+                                         for lv in levels))
+    lines.append("")
+    for k in ("vad_ms_per_frame", "aec_ms_per_frame", "stt_rtf", "tts_rtf", "turn_ms_per_call"):
+        if k in out:
+            p50, p95 = out[k]
+            lines.append(f"{k:26} {p50:>9.3f} {p95:>9.3f}")
+    lines.append(f"{'turn_detector':26} {out['turn_detector']:>9}")
+    lines.append(f"{'llm_tokens_per_s':26} {out['llm_tokens_per_s']:>9.1f}   ({out['llm_threads']} LLM threads)")
+    lines.append(f"{'start_to_warm_s':26} {out['start_to_warm_s']:>9.2f}")
+    lines.append(f"{'peak_rss_mb':26} {out['peak_rss_mb']['max']:>9.0f}")
+    if "idle_cpu" in out:
+        lines.append(f"{'idle_cpu_%_of_one_core':26} {out['idle_cpu']['percent_of_one_core']:>9.1f}")
+    lines.append("\ntargets:")
+    for t in out["targets"]:
+        at = "" if t["echo_db"] is None else f" at echo {t['echo_db']:g} dB"
+        lines.append(f"  {'met   ' if t['met'] else 'MISSED'} {t['metric']} {t['stat']}{at} {t['value']} "
+                     f"(limit {t['limit']:g})")
+    return "\n".join(lines)

@@ -1,0 +1,434 @@
+"""A simulated room: one mic and one speaker on one 16 kHz sample clock, running in real time.
+
+Every 10 ms the room takes the next 10 ms of audio from the speaker's queue (as
+a sound card's DMA would) and delivers 10 ms of mic signal to whoever opened the
+mic: the person's injected speech, background noise, and the echo of what the
+speaker played, with a gain and a delay. Because both ends live on one clock,
+latencies are measured in samples, not in the scheduler's mood: the ground-truth
+onset of a person's speech and the last sample the speaker played are both
+sample indices of the same stream.
+
+`Room.clock()` is that audio clock in nanoseconds; handing it to the Engine puts
+every metric the engine logs on the audio clock too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from sayso.audio import RATE_HZ
+
+log = logging.getLogger(__name__)
+
+TICK_SAMPLES = 160
+"""10 ms at 16 kHz: the room's step."""
+TICK_NS = TICK_SAMPLES * 1_000_000_000 // RATE_HZ
+RESAMPLER_SAMPLES = 2
+"""How many output samples of soxr's "QQ" stream carry the input before (measured: an impulse spans two)."""
+
+
+def dbfs_gain(db: float) -> float:
+    return float(10 ** (db / 20))
+
+
+def onset_of(audio: np.ndarray, floor: float = 0.02) -> int:
+    """Index of the first sample louder than `floor` of the peak: where speech starts, not its leading silence."""
+    a = np.abs(np.asarray(audio, dtype=np.float32))
+    if not len(a) or a.max() == 0:
+        return 0
+    return int(np.argmax(a > a.max() * floor))
+
+
+def noise_burst(seconds: float, level_dbfs: float = -20.0, seed: int = 0) -> np.ndarray:
+    """A cough or a door: low-passed noise with a 5 ms attack and an exponential decay, int16 at 16 kHz."""
+    n = max(1, int(seconds * RATE_HZ))
+    rng = np.random.default_rng(seed)
+    x = np.convolve(rng.standard_normal(n + 7), np.ones(8) / 8, mode="valid")[:n]
+    t = np.arange(n) / RATE_HZ
+    envelope = np.minimum(1.0, t / 0.005) * np.exp(-3.0 * t / max(seconds, 1e-3))
+    x = x * envelope
+    rms = float(np.sqrt(np.mean(x * x))) or 1.0
+    return np.clip(x / rms * dbfs_gain(level_dbfs) * 32768, -32768, 32767).astype(np.int16)
+
+
+def cough(count: int = 1, level_dbfs: float = -20.0, seed: int = 0) -> np.ndarray:
+    """A synthetic cough (or a run of them), int16 at 16 kHz: enough like a voice to fool a VAD for a moment.
+
+    Each is a 250 ms burst with a sharp attack and a fast decay: breath noise
+    and a 170 Hz glottal buzz through three vowel-like resonances. Silero gives
+    it 64-96 ms of speech (measured), which pauses an answer, and a recogniser
+    gets no utterance from it: a real cough's problem for barge-in.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(0.25 * RATE_HZ)
+    t = np.arange(n) / RATE_HZ
+    f = np.fft.rfftfreq(n, 1 / RATE_HZ)
+    shape = sum(g * np.exp(-0.5 * ((f - fc) / bw) ** 2) for fc, bw, g in ((550, 150, 1.0), (1100, 200, 0.7),
+                                                                        (2500, 300, 0.4)))
+    parts = []
+    for _ in range(count):
+        buzz = np.zeros(n)
+        buzz[np.arange(0, n, RATE_HZ / 170).astype(int)] = 8.0
+        source = 0.6 * buzz + 0.4 * rng.standard_normal(n)
+        burst = np.fft.irfft(np.fft.rfft(source) * shape, n) * np.minimum(1, t / 0.008) * np.exp(-t / 0.083)
+        parts += [burst, np.zeros(int(0.12 * RATE_HZ))]
+    x = np.concatenate(parts)
+    x = x / np.sqrt(np.mean(x[x != 0] ** 2)) * dbfs_gain(level_dbfs) * 32768
+    return np.clip(x, -32768, 32767).astype(np.int16)
+
+
+@dataclass(frozen=True)
+class Injection:
+    """Something played into the mic, with where it sits on the room's clock."""
+
+    kind: str
+    """say | wav | noise"""
+    label: str
+    start_sample: int
+    onset_sample: int
+    """The first sample of sound (speech), not of the leading silence."""
+    end_sample: int
+    sound_end_sample: int = 0
+    """Just after the last sample of sound, not of the trailing silence: where the person stopped."""
+
+    @property
+    def is_speech(self) -> bool:
+        return self.kind in ("say", "wav")
+
+
+@dataclass(frozen=True)
+class _Playing:
+    audio: np.ndarray
+    start_sample: int
+
+
+@dataclass
+class RoomLog:
+    """What happened in the room, on its clock; filled by the room's thread and the runner."""
+
+    injections: list[Injection] = field(default_factory=list)
+    presses: list[tuple[int, int]] = field(default_factory=list)
+    """(press_sample, release_sample)"""
+    aborts: list[tuple[int, int]] = field(default_factory=list)
+    """(abort_sample, last_played_sample): the speaker went quiet."""
+    late_ticks: int = 0
+    """Ticks the room's thread ran more than 50 ms behind real time (a machine too loaded for the pipeline)."""
+
+
+class SimSpeaker:
+    """The room's loudspeaker, an AudioSink: `write` queues, the room's clock plays.
+
+    `write` blocks while more than `buffer_ms` is queued, like a device buffer.
+    """
+
+    def __init__(self, room: Room, rate_hz: int, buffer_ms: float = 40.0):
+        self.room, self.rate_hz = room, rate_hz
+        self.buffer = int(rate_hz * buffer_ms / 1000)
+        self._queue: deque[np.ndarray] = deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._inflight_until_ns = 0
+        self.last_played_sample = 0
+        """Room sample just after the last speaker sample that played."""
+        self.aborts = 0
+        """How many times the speaker was aborted (so the room knows which of its audio an abort cut)."""
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.int16)
+        with self._cond:
+            while self._queued > self.buffer and not self.room.stopped:
+                self._cond.wait(0.05)
+            self._queue.append(block)
+            self._queued += len(block)
+
+    def pending_samples(self) -> int:
+        with self._cond:
+            inflight = max(0, self._inflight_until_ns - self.room.clock()) * self.rate_hz // 1_000_000_000
+            return self._queued + int(inflight)
+
+    def abort(self) -> None:
+        now = self.room.clock() * RATE_HZ // 1_000_000_000
+        with self._cond:
+            self._queue.clear()
+            self._queued = 0
+            # what is in the device's hands right now stops now, not at the end of its 10 ms
+            self.last_played_sample = min(self.last_played_sample, now)
+            self._inflight_until_ns = 0
+            self.aborts += 1
+            self._cond.notify_all()
+            self.room.silence_from(self.last_played_sample, self.aborts)
+        self.room.log.aborts.append((now, self.last_played_sample))
+
+    def take(self, n: int, tick_sample: int) -> tuple[np.ndarray, int]:
+        """The next `n` samples the room plays (zeros where nothing is queued), and how many aborts came first."""
+        out = np.zeros(n, np.int16)
+        got = 0
+        with self._cond:
+            aborts = self.aborts
+            while got < n and self._queue:
+                head = self._queue[0]
+                k = min(n - got, len(head))
+                out[got:got + k] = head[:k]
+                got += k
+                if k == len(head):
+                    self._queue.popleft()
+                else:
+                    self._queue[0] = head[k:]
+            self._queued -= got
+            if got:
+                played_ns = got * 1_000_000_000 // self.rate_hz
+                self._inflight_until_ns = tick_sample * 1_000_000_000 // RATE_HZ + played_ns
+                self.last_played_sample = tick_sample + got * RATE_HZ // self.rate_hz
+            self._cond.notify_all()
+        return out, aborts
+
+
+class SimMic:
+    """The room's microphone, opened like PyAudioMic: `open(deliver)` and 10 ms blocks at 16 kHz."""
+
+    rate_hz = RATE_HZ
+
+    def __init__(self, room: Room):
+        self.room = room
+        self.deliver: Callable[[bytes, int], None] | None = None
+
+    def open(self, deliver: Callable[[bytes, int], None]) -> None:
+        self.deliver = deliver
+
+    def close(self) -> None:
+        self.deliver = None
+
+
+class Room:
+    """The simulated room. Start it, hand `mic`, `speaker` and `clock` to the Engine, inject sound.
+
+    Args:
+        speaker_rate_hz: the voice's rate (what the speaker plays).
+        echo_gain_db: speaker -> mic coupling; None = no echo.
+        echo_delay_ms: acoustic plus device delay from the speaker to the mic.
+        noise_dbfs: background noise floor (white); None = digital silence.
+        record: keep every sample of mic and speaker for `write_recording`.
+    """
+
+    def __init__(self, speaker_rate_hz: int, echo_gain_db: float | None = None, echo_delay_ms: float = 0.0,
+                 noise_dbfs: float | None = None, record: bool = False, seed: int = 0):
+        self.echo_gain = None if echo_gain_db is None else dbfs_gain(echo_gain_db)
+        self.noise_std = None if noise_dbfs is None else dbfs_gain(noise_dbfs) * 32768
+        self.speaker = SimSpeaker(self, speaker_rate_hz)
+        self.mic = SimMic(self)
+        self.log = RoomLog()
+        self._rng = np.random.default_rng(seed)
+        # "QQ": one sample of latency and an even 160 samples out per tick. The better
+        # qualities hold back hundreds of samples and release them in bursts, which would
+        # stretch the echo's delay beyond what the scenario asked for.
+        self._to_mic = soxr.ResampleStream(speaker_rate_hz, RATE_HZ, 1, dtype="float32", quality="QQ")
+        # the echo path: played audio at 16 kHz waits here for its delay
+        self._echo_line = np.zeros(int(echo_delay_ms * RATE_HZ / 1000), np.float32)
+        self._line_end = 0
+        """Room sample just after the last played sample the echo line holds."""
+        self._cut: tuple[int, int] = (0, 0)
+        """(room sample, abort count) of the last abort: sound from there on, taken before it, never played."""
+        self._cut_done = 0
+        """The abort count whose cut the echo line has finished with."""
+        self._echo_lock = threading.Lock()
+        self._ticks = 0
+        self._tick_mono = 0
+        self._last_ns = 0
+        self._lock = threading.Condition()
+        self._playing: list[_Playing] = []
+        self._record = record
+        self._mic_track: list[np.ndarray] = []
+        self._speaker_track: list[np.ndarray] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="room", daemon=True)
+
+    # ---- the clock
+
+    @property
+    def now_sample(self) -> int:
+        with self._lock:
+            return self._ticks * TICK_SAMPLES
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def clock(self) -> int:
+        """The audio clock in ns: the room's sample count, interpolated within the current 10 ms."""
+        with self._lock:
+            within = min(max(0, time.monotonic_ns() - self._tick_mono), TICK_NS)
+            now = self._ticks * TICK_NS + within
+            self._last_ns = max(self._last_ns, now)
+            return self._last_ns
+
+    def wait_samples(self, n: int) -> bool:
+        """Sleep until the room's clock has advanced `n` samples; False if the room stopped first."""
+        target = self.now_sample + n
+        with self._lock:
+            return self._lock.wait_for(lambda: self._ticks * TICK_SAMPLES >= target or self._stop.is_set(),
+                                       timeout=n / RATE_HZ * 4 + 5) and not self._stop.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        return self.wait_samples(int(seconds * RATE_HZ))
+
+    # ---- what happens in the room
+
+    def inject(self, audio: np.ndarray, kind: str, label: str) -> Injection:
+        """Play int16 16 kHz `audio` into the mic from the next tick on; returns where it sits."""
+        audio = np.asarray(audio, dtype=np.int16)
+        with self._lock:
+            start = self._ticks * TICK_SAMPLES  # the 10 ms now under way: not yet delivered
+            self._playing.append(_Playing(audio, start))
+        inj = Injection(kind, label, start, start + onset_of(audio), start + len(audio),
+                        start + len(audio) - onset_of(audio[::-1]))
+        self.log.injections.append(inj)
+        return inj
+
+    def play_into_mic(self, audio: np.ndarray, kind: str, label: str) -> Injection:
+        """`inject`, then wait until the last sample of it has reached the mic."""
+        inj = self.inject(audio, kind, label)
+        self.wait_samples(inj.end_sample - self.now_sample + TICK_SAMPLES)
+        return inj
+
+    # ---- running
+
+    def start(self) -> Room:
+        self._tick_mono = time.monotonic_ns()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(2.0)
+        if self.log.late_ticks:
+            log.warning("the simulated room fell more than 50 ms behind real time %d times (an overloaded "
+                        "machine); its audio stayed on its own clock, but the pipeline saw bursts", self.log.late_ticks)
+
+    def _run(self) -> None:
+        t0 = time.monotonic_ns()
+        step = 0
+        speaker_due = 0.0
+        per_tick = self.speaker.rate_hz * TICK_SAMPLES / RATE_HZ  # 220.5 at 22.05 kHz
+        played = np.zeros(TICK_SAMPLES, np.float32)
+        try:
+            while not self._stop.is_set():
+                due = t0 + step * TICK_NS
+                ahead = due - time.monotonic_ns()
+                if ahead > 0:
+                    self._stop.wait(ahead / 1e9)
+                elif ahead < -50_000_000:
+                    self.log.late_ticks += 1
+                tick_sample = step * TICK_SAMPLES
+                # the speaker's next 10 ms leave before the clock shows this tick: by the time
+                # anyone can read time `tick_sample`, those samples are playing
+                speaker_due += per_tick
+                n = int(speaker_due)
+                speaker_due -= n
+                heard_next = self._echo(*self.speaker.take(n, tick_sample), tick_sample)
+                with self._lock:
+                    self._ticks = step
+                    self._tick_mono = time.monotonic_ns()
+                    self._lock.notify_all()
+                if step:
+                    # the 10 ms that just ended: the mic heard the person, the room and the echo
+                    self._deliver(tick_sample - TICK_SAMPLES, played)
+                played = heard_next
+                step += 1
+        except Exception:
+            log.exception("the simulated room failed")
+            self._stop.set()
+
+    def _echo(self, out: np.ndarray, taken_after: int, tick_sample: int) -> np.ndarray:
+        """The speaker's 10 ms at 16 kHz (float, full scale 32768), into the echo line; the delayed part out."""
+        at_mic_rate = self._to_mic.resample_chunk(out.astype(np.float32))
+        with self._echo_lock:
+            at, count = self._cut
+            if count > taken_after and at < tick_sample + len(at_mic_rate):
+                # taken just before an abort that came before the clock showed this tick: it never sounds
+                at_mic_rate[max(0, at - tick_sample):] = 0
+            elif count > self._cut_done and at <= tick_sample:
+                # the first 10 ms after an abort: the resampler still holds the last samples it stopped
+                at_mic_rate[:RESAMPLER_SAMPLES] = 0
+            self._cut_done = max(self._cut_done, taken_after)
+            self._echo_line = np.concatenate([self._echo_line, at_mic_rate])
+            self._line_end = tick_sample + len(at_mic_rate)
+            if self._record:
+                self._speaker_track.append(np.clip(at_mic_rate, -32768, 32767).astype(np.int16))
+            k = min(TICK_SAMPLES, len(self._echo_line))
+            echo = np.zeros(TICK_SAMPLES, np.float32)
+            echo[:k] = self._echo_line[:k]
+            self._echo_line = self._echo_line[k:]
+        return echo
+
+    def silence_from(self, sample: int, abort_count: int) -> None:
+        """The speaker was aborted with its last sound at room sample `sample`.
+
+        The room takes each 10 ms of the speaker's audio at the start of the
+        tick, so what the abort stopped mid-tick is already in the echo line:
+        without this the mic heard up to 10 ms of the appliance after the
+        report said it went quiet (the barge-in latency read short by that),
+        and that echo, past the reference's cut, reached the canceller uncancelled.
+        """
+        with self._echo_lock:
+            self._cut = (sample, abort_count)
+            drop = self._line_end - sample
+            if drop > 0:  # (with an echo delay under 10 ms, some of it has already gone to the mic)
+                self._echo_line[max(0, len(self._echo_line) - drop):] = 0
+            for chunk in reversed(self._speaker_track if self._record else []):
+                if drop <= 0:
+                    break
+                chunk[max(0, len(chunk) - drop):] = 0
+                drop -= len(chunk)
+
+    def _deliver(self, first_sample: int, played: np.ndarray) -> None:
+        mic = np.zeros(TICK_SAMPLES, np.float32)
+        if self.echo_gain is not None:
+            mic += played * self.echo_gain
+        if self.noise_std is not None:
+            mic += self._rng.standard_normal(TICK_SAMPLES).astype(np.float32) * self.noise_std
+        end = first_sample + TICK_SAMPLES
+        with self._lock:
+            playing = list(self._playing)
+            self._playing = [p for p in self._playing if p.start_sample + len(p.audio) > end]
+        for p in playing:
+            lo, hi = max(first_sample, p.start_sample), min(end, p.start_sample + len(p.audio))
+            if lo < hi:
+                mic[lo - first_sample:hi - first_sample] += p.audio[lo - p.start_sample:hi - p.start_sample]
+        block = np.clip(mic, -32768, 32767).astype(np.int16)
+        if self._record:
+            self._mic_track.append(block)
+        deliver = self.mic.deliver
+        if deliver is not None:
+            deliver(block.tobytes(), first_sample * 1_000_000_000 // RATE_HZ)
+
+    def tracks(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the mic heard and what the speaker played, int16 at 16 kHz (kept only with `record`)."""
+        mic = np.concatenate(self._mic_track) if self._mic_track else np.zeros(0, np.int16)
+        spk = np.concatenate(self._speaker_track) if self._speaker_track else np.zeros(0, np.int16)
+        return mic, spk
+
+    def write_recording(self, path: Path) -> None:
+        """Stereo 16 kHz WAV: the mic on the left, the speaker on the right."""
+        import wave
+
+        mic, spk = self.tracks()
+        n = max(len(mic), len(spk))
+        stereo = np.zeros((n, 2), np.int16)
+        stereo[:len(mic), 0] = mic
+        stereo[:len(spk), 1] = spk
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(RATE_HZ)
+            w.writeframes(stereo.tobytes())

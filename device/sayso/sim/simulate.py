@@ -1,0 +1,221 @@
+"""`sayso simulate`: the real pipeline (VAD, STT, LLM, TTS, turn log, gpiozero Button) in a simulated room.
+
+The person's lines are spoken by the installed Piper voice made slower and two
+semitones higher, so they are told apart from the appliance in a recording and
+the recogniser hears a different speaker. The stop button is a real gpiozero
+Button on a MockFactory pin, so a press takes the same code path as on a Pi.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sayso.answering.tts import PiperTTS
+from sayso.audio import read_wav_at_mic_rate, to_mic_rate
+from sayso.config import Settings
+from sayso.engine import Engine
+from sayso.errors import SaysoError, ScenarioFailed
+from sayso.models.manifest import ModelStore
+from sayso.pipeline.messages import Event, State
+from sayso.pipeline.turnlog import TurnLog
+from sayso.service.appliance import Models
+from sayso.service.gpio import Controls
+from sayso.sim.report import build_report
+from sayso.sim.room import RATE_HZ, Room, cough, noise_burst, onset_of
+from sayso.sim.scenario import Scenario, Step
+
+log = logging.getLogger(__name__)
+
+WAIT_S = 30.0
+"""How long a step's `wait` for a busy state may take before the scenario fails."""
+END_WAIT_S = 120.0
+"""How long a wait for idle may take: a long answer may still be playing."""
+
+
+class PersonVoice:
+    """The person in the room: Piper, slower, then played 12% fast, which is about two semitones higher.
+
+    It shares the appliance's loaded voice (`PiperTTS.paced`), so the simulator
+    does not hold a second copy of it; the simulation renders every line before
+    the pipeline starts, so the two never synthesize at once.
+    """
+
+    PITCH = 1.12
+
+    def __init__(self, voice: PiperTTS):
+        self.tts = voice.paced(1.25)
+
+    def say(self, text: str) -> np.ndarray:
+        """`text` spoken, as int16 at the mic's 16 kHz."""
+        return to_mic_rate(self.tts.audio(text), int(self.tts.rate_hz * self.PITCH))
+
+    def say_with_pauses(self, parts: tuple[str, ...], gap_s: float) -> np.ndarray:
+        """The parts spoken one after another, `gap_s` of silence between the end of one's sound and the next."""
+        pieces = []
+        for i, part in enumerate(parts):
+            audio = self.say(part)
+            if i:
+                audio = audio[onset_of(audio):]
+                pieces.append(np.zeros(int(gap_s * RATE_HZ), np.int16))
+            if i < len(parts) - 1:
+                audio = audio[:len(audio) - onset_of(audio[::-1])]
+            pieces.append(audio)
+        return np.concatenate(pieces)
+
+
+@dataclass
+class Kit(Models):
+    """The models a simulation runs on, and the person's voice: loaded once, shared by every run of `sayso bench`."""
+
+    person: PersonVoice | None = None
+
+    @classmethod
+    def load(cls, settings: Settings, store: ModelStore) -> Kit:
+        models = Models.load(settings, store)
+        models.warm(settings)  # as `sayso run` does before READY=1: the first answer is not the slow one
+        return cls(**vars(models), person=PersonVoice(models.tts))
+
+
+@dataclass(frozen=True)
+class Result:
+    report: dict
+    """The report JSON (a contract): scenario, turns, events, summary."""
+    per_turn: dict[int, dict]
+    """Assistant turn id -> its latencies (barge_in_latency_ms / button_latency_ms)."""
+    tracks: tuple[np.ndarray, np.ndarray] | None = None
+    """The mic and the speaker, int16 at 16 kHz, when the run was recorded (for the plot)."""
+
+
+class Simulation:
+    """One run of one scenario. `run()` returns the report; `ScenarioFailed` names a step that timed out.
+
+    Args:
+        db: the turn log to use; the report holds only the turns this run added.
+        wait_timeout_s: how long a step's `wait` may take.
+    """
+
+    def __init__(self, scenario: Scenario, kit: Kit, settings: Settings, db: Path, record: Path | None = None,
+                 wait_timeout_s: float = WAIT_S, keep_tracks: bool = False):
+        self.scenario, self.kit, self.settings = scenario, kit, settings
+        self.record, self.wait_timeout_s, self.keep_tracks = record, wait_timeout_s, keep_tracks
+        spec = scenario.room
+        self.room = Room(kit.tts.rate_hz, spec.echo_gain_db, spec.echo_delay_ms, spec.noise_dbfs,
+                         record=record is not None or keep_tracks)
+        self.events: list[Event] = []
+        self.turnlog = TurnLog(db)
+        self._first_id = max((r["id"] for r in self.turnlog.rows(last=1)), default=0)
+        kit.vad.reset()
+        kit.recognizer.end()  # a run cut off mid-utterance must not leak into this one
+        self.engine = Engine(llm=kit.llm, tts=kit.tts, sink=self.room.speaker, turnlog=self.turnlog,
+                             settings=settings, clock=self.room.clock, observers=[self.events.append],
+                             mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer, turn_model=kit.turn)
+        # everything the room will hear, made now: synthesis must not shift a step's timing
+        self._sounds = {step.number: self._sound(step) for step in scenario.steps
+                        if step.action in ("say", "wav", "noise_s", "cough")}
+
+    def run(self) -> Result:
+        from gpiozero.pins.mock import MockFactory
+
+        factory = MockFactory()
+        controls = Controls(self.settings.gpio, self.engine.conductor.button, None, factory)
+        pin = factory.pin(self.settings.gpio.button_pin)
+        since = None
+        self.room.start()
+        self.engine.start()
+        try:
+            for step in self.scenario.steps:
+                if step.wait is not None:
+                    # idle may be a whole answer away; a busy state is reached in seconds or never
+                    limit = self.wait_timeout_s if step.wait is not State.IDLE else max(self.wait_timeout_s,
+                                                                                         END_WAIT_S)
+                    self._wait(step, step.wait, since, limit)
+                if step.after_s:
+                    self._sleep(step.after_s)
+                if step.action:
+                    since = self.engine.conductor.state_changes
+                    self._act(step, pin)
+            last = self.scenario.steps[-1]
+            # the scenario ends when the appliance is idle again (an answer may run to its time limit)
+            self._wait(last, State.IDLE, since, max(self.wait_timeout_s, END_WAIT_S))
+            self._sleep(0.2)
+        finally:
+            self.engine.stop()
+            controls.close()
+            self.room.stop()
+            if self.record is not None:
+                self.room.write_recording(self.record)
+            turns = [r for r in self.turnlog.rows() if r["id"] > self._first_id]
+            self.turnlog.close()
+        report, per_turn = build_report(self.scenario.name, turns, self.events, self.room.log)
+        return Result(report, per_turn, self.room.tracks() if self.keep_tracks else None)
+
+    def _sleep(self, seconds: float) -> None:
+        if not self.room.sleep(seconds):
+            raise SaysoError("the simulated room stopped unexpectedly; run with -v for its log")
+
+    def _wait(self, step: Step, state: State, since: int | None, timeout_s: float) -> None:
+        """Until the appliance is in `state`.
+
+        A busy state must have been entered after the last action began: "speaking"
+        after a barge-in means the next answer, not the one being cut. Idle must be
+        settled instead (no speech being heard, no transcript on its way), which
+        also covers an action that changed nothing, like a cough nobody answers.
+        """
+        c = self.engine.conductor
+        since = None if state is State.IDLE else since
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ScenarioFailed(
+                    f"{self.scenario.source}, {step.describe()}: the appliance was not {state.value} within "
+                    f"{timeout_s:g}s ({self.engine.busy() or 'it was ' + c.state.value}); "
+                    f"check that the step before it leads there")
+            if not c.wait_state(state, min(left, 0.5), since):
+                continue
+            if state is not State.IDLE:
+                return
+            changes = c.state_changes
+            if self.engine.busy() is None:
+                self._sleep(0.15)
+                if self.engine.busy() is None and c.state_changes == changes:
+                    return
+            else:
+                self._sleep(0.05)
+
+    def _sound(self, step: Step) -> tuple[np.ndarray, str, str]:
+        if step.say_parts:
+            return self.kit.person.say_with_pauses(step.say_parts, step.gap_s), "say", step.say
+        if step.say is not None:
+            return self.kit.person.say(step.say), "say", step.say
+        if step.wav is not None:
+            return read_wav_at_mic_rate(step.wav), "wav", str(step.wav)
+        if step.cough is not None:
+            return cough(step.cough, seed=step.number), "noise", f"{step.cough} cough(s)"
+        return noise_burst(step.noise_s, seed=step.number), "noise", f"{step.noise_s:g}s"
+
+    def _act(self, step: Step, pin) -> None:
+        room = self.room
+        if step.number in self._sounds:
+            audio, kind, label = self._sounds[step.number]
+            log.info("into the mic: %s %r", kind, label)
+            room.play_into_mic(audio, kind, label)
+        elif step.press:
+            log.info("the stop button is pressed")
+            pressed = room.clock() * RATE_HZ // 1_000_000_000
+            pin.drive_low()
+            self._sleep(step.hold_s)
+            pin.drive_high()
+            room.log.presses.append((pressed, room.clock() * RATE_HZ // 1_000_000_000))
+
+
+def simulate(scenario: Scenario, settings: Settings, store: ModelStore, db: Path, record: Path | None = None,
+             kit: Kit | None = None, keep_tracks: bool = False) -> Result:
+    """Load the models (unless a kit is given) and run one scenario."""
+    return Simulation(scenario, kit or Kit.load(settings, store), settings, db, record,
+                      keep_tracks=keep_tracks).run()
