@@ -85,6 +85,25 @@ def test_word_spans_on_twenty_sentences_are_monotonic_and_cover_the_audio(voice)
           f"{estimated} spread by phoneme counts")
 
 
+@pytest.mark.slow
+def test_a_voice_not_patched_for_alignments_is_patched_in_memory(store, tmp_path, voice):
+    import shutil
+
+    import onnx
+
+    model = onnx.load(str(store.path("en_US-joe-medium")))
+    kept = [o for o in model.graph.output if o.name == "output"]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    plain = tmp_path / "plain.onnx"
+    onnx.save(model, str(plain))
+    shutil.copy(f"{store.path('en_US-joe-medium')}.json", f"{plain}.json")
+    text = "Add two cups of flour and one egg."
+    patched = PiperTTS(plain, repeatable=True).render(text)
+    assert [w.text for w in patched.words] == text.split()
+    assert [(w.start, w.end) for w in patched.words] == [(w.start, w.end) for w in voice.render(text).words]
+
+
 def play(sink, segment, cancel_at_sample=None):
     """Run a real Speaker stage on one segment; cancel once `cancel_at_sample` samples are audible."""
     scopes, segments, reports = Scopes(), Channel("segments", 4), []
