@@ -41,6 +41,9 @@ from sayso.pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
 
+RESUME_LEAD_FRAMES = 2
+"""Frames of a pause kept before speech resumes: Silero lags a soft onset by a frame or so."""
+
 
 @dataclass(frozen=True)
 class StartOfSpeech:
@@ -146,6 +149,13 @@ class Listener(Stage):
         if self._held is not None and was is VADState.STOPPING and self.endpointer.state is VADState.SPEAKING:
             for f in self._held:  # the person went on: the pause belongs to the utterance
                 self.audio.put(f)
+            # ...but the end-of-turn model hears it shortened to the early-endpoint wait: a long
+            # silence mid-utterance reads to it as hesitation, and it then calls the finished
+            # question incomplete.
+            lead = [self._utterance.pop() for _ in range(min(RESUME_LEAD_FRAMES, len(self._held)))]
+            for _ in range(min(len(self._held) - len(lead), len(self._utterance))):
+                self._utterance.pop()
+            self._utterance.extend(reversed(lead))
             self._held = None
             self.conductor.post(SpeechResumed(frame.t_ns))
         for event in events:
