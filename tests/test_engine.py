@@ -300,7 +300,7 @@ def test_late_tokens_after_cancel_never_reach_the_next_turn(rig):
     played = r.tts.words_in(r.sink.audible())
     alphas = [i for i, w in enumerate(played) if w.startswith("alpha")]
     bravos = [i for i, w in enumerate(played) if w.startswith("bravo")]
-    assert bravos and max(alphas) < min(bravos)
+    assert bravos and (not alphas or max(alphas) < min(bravos))
     assert played[min(bravos):] == second.split()
     assert_word_prefix(row1["heard_text"], first)
 
