@@ -11,6 +11,7 @@ from pathlib import Path
 from sayso import __version__, config
 from sayso.errors import FetchFailed, ModelCorrupt, ModelMissing, SaysoError
 from sayso.pipeline.writelock import check_free
+from sayso.service.malloc import limit_arenas
 
 log = logging.getLogger("sayso")
 
@@ -356,6 +357,7 @@ def _setup_logging(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
+    limit_arenas()
     try:
         settings = config.load(args.config)
         return args.func(args, settings)
