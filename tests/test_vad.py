@@ -11,7 +11,7 @@ import pytest
 from sayso.answering.tts import PiperTTS
 from sayso.audio import to_mic_rate
 from sayso.config import VADSettings
-from sayso.errors import ConfigError, ModelMissing
+from sayso.errors import ConfigError, ModelCorrupt, ModelMissing
 from sayso.hearing.vad import FRAME_SAMPLES, RATE_HZ, Endpointer, SileroVAD, SpeechEnd, SpeechStart, VADState
 
 UTTERANCES = (
@@ -217,6 +217,13 @@ def test_a_frame_of_the_wrong_size_or_type_is_refused(vad):
 def test_a_missing_model_says_how_to_fetch_it(tmp_path):
     with pytest.raises(ModelMissing, match="sayso models fetch"):
         SileroVAD(tmp_path / "silero_vad.onnx")
+
+
+def test_a_damaged_model_is_one_line_that_says_how_to_fetch_it(tmp_path):
+    damaged = tmp_path / "silero_vad.onnx"
+    damaged.write_bytes(b"not an onnx model")
+    with pytest.raises(ModelCorrupt, match=r"^Silero VAD model .* is damaged \(\w+\); run `sayso models fetch`\.$"):
+        SileroVAD(damaged)
 
 
 @pytest.mark.slow

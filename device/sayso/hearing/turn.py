@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sayso.audio import RATE_HZ
-from sayso.errors import ModelCorrupt, ModelMissing
+from sayso.models.onnx import cpu_session
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.stage import Stage
 
@@ -99,22 +99,7 @@ class SmartTurn:
 
     def __init__(self, model_path: Path, threads: int = 1):
         """Load the model; `threads` is onnxruntime's intra-op count (one leaves a core to the LLM)."""
-        import onnxruntime as ort
-
-        model_path = Path(model_path)
-        if not model_path.is_file():
-            raise ModelMissing(f"end-of-turn model {model_path} is missing; run `sayso models fetch`.")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(str(model_path), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf for a damaged file
-            raise ModelCorrupt(f"end-of-turn model {model_path} is damaged ({type(e).__name__}); "
-                               "run `sayso models fetch`.") from None
+        self._session = cpu_session(model_path, "end-of-turn model", threads, spinning=False)
         self._input = self._session.get_inputs()[0].name
 
     def probability(self, audio: np.ndarray) -> float:

@@ -11,7 +11,8 @@ import numpy as np
 
 from sayso.audio import FRAME_SAMPLES, RATE_HZ  # Silero v6 takes 512-sample frames at 16 kHz
 from sayso.config import VADSettings
-from sayso.errors import ConfigError, ModelMissing
+from sayso.errors import ConfigError
+from sayso.models.onnx import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,7 @@ class SileroVAD:
             threads: onnxruntime intra-op threads; one is plenty for a 32 ms frame and leaves
                 the other cores to the STT and the LLM.
         """
-        import onnxruntime as ort
-
-        model_path = Path(model_path)
-        if not model_path.is_file():
-            raise ModelMissing(f"Silero VAD model {model_path} is missing; run `sayso models fetch`.")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(model_path), sess_options=opts,
-                                             providers=["CPUExecutionProvider"])
+        self._session = cpu_session(model_path, "Silero VAD model", threads)
         self._sr = np.array(RATE_HZ, dtype=np.int64)
         self.reset()
 
