@@ -13,6 +13,7 @@ fail on its own), handed to the capture and the speaker before the engine starts
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -149,6 +150,9 @@ def test_soak_keeps_memory_and_threads_flat_through_every_kind_of_turn_and_fault
     sc = scenario.parse({"name": f"soak-{MINUTES:g}min", "room": {"echo_gain_db": -20, "noise_dbfs": -60},
                          "step": steps}, "soak")
     settings = Settings()
+    # Kits that earlier test modules dropped still hold threads and memory until a collection frees them;
+    # collect now so that the baseline is this run's own and nothing is freed under the measurement
+    gc.collect()
     sim = Simulation(sc, Kit.load(settings, store), settings, tmp_path / "turns.db", wait_timeout_s=90)
     mic = sim.engine.capture.mic = StallingMic(sim.engine.capture.mic)
     sink = sim.engine.speaker.sink = FailingSink(sim.engine.speaker.sink)
