@@ -89,6 +89,22 @@ def test_speech_after_a_pause_goes_on_and_the_next_pause_is_announced_again():
     assert end == SpeechEnd(34 * 512, 45 * 512) and ep.state.value == "quiet"
 
 
+def feed(ep: Endpointer, probs: list[float], first: int = 0) -> list[object]:
+    return [e for n, p in enumerate(probs, first) for e in ep.update(p, n * FRAME_SAMPLES)]
+
+
+def test_a_longer_wait_holds_for_its_pause_only():
+    ep = Endpointer(VADSettings(), end_silence_ms=1100, pause_ms=200)
+    events = feed(ep, [0.9] * 10 + [0.0] * 10)  # speech, then the pause is announced
+    ep.wait_for(2000)  # the words so far trail off
+    events += feed(ep, [0.0] * 30, 20)  # 1.28 s of quiet in all: past 1.1 s, yet not the end
+    assert [type(e) for e in events] == [SpeechStart, SpeechPause]
+    events += feed(ep, [0.9] * 10 + [0.0] * 50, 50)  # the person goes on, then stops
+    assert [type(e) for e in events] == [SpeechStart, SpeechPause, SpeechPause, SpeechEnd]
+    quiet = events[-1].decided_sample - 60 * FRAME_SAMPLES  # the usual 1.1 s again
+    assert 1100 * RATE_HZ // 1000 <= quiet < 1200 * RATE_HZ // 1000
+
+
 # ---- the listener and the transcriber deciding on real speech
 
 
@@ -149,14 +165,14 @@ def person(store):
     return say
 
 
-def listen(store, mic: np.ndarray, model) -> list:
+def listen(store, mic: np.ndarray, model, end_ms: int = 1600, trailing_ms: int | None = None) -> list:
     """Feed `mic` through a real listener and transcriber, frame by frame; what they posted, in order."""
     probe = Probe()
     frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
     detector = AtOnce(model)
     listener = Listener(SileroVAD(store.path(VAD_MODEL, role="vad")),
-                        Endpointer(VADSettings(), end_silence_ms=1600, pause_ms=200), frames, audio, probe,
-                        BargeInSettings(), turns=detector)
+                        Endpointer(VADSettings(), end_silence_ms=end_ms, pause_ms=200), frames, audio, probe,
+                        BargeInSettings(), turns=detector, trailing_silence_ms=trailing_ms)
     detector.answer = listener.answer
     transcriber = Transcriber(PocketsphinxRecognizer(), audio, probe.post, at_pause=listener.words_at_pause)
     for index in range(0, len(mic) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
@@ -200,6 +216,21 @@ def test_incomplete_keeps_listening_through_a_pause_mid_sentence(store, person):
     assert both[:len(first) - RATE_HZ // 10].tobytes() == first[:len(first) - RATE_HZ // 10].tobytes()
     assert said_after < len(both) - len(first) < said_after + 0.45 * RATE_HZ, \
         (len(first), len(both), said_after)
+
+
+@pytest.mark.slow
+def test_words_that_trail_off_wait_the_longer_silence_whatever_the_model_says(store, person):
+    """ "a timer for" cannot end a request: a 1.4 s search for the next word is not the end, even with
+    the model sure it is, and a finished question it doubts still ends on the shorter silence."""
+    posted = listen(store, person("Set a timer for", "ten minutes.", gap_s=1.4), ScriptedTurnModel(0.9),
+                    end_ms=1100, trailing_ms=2000)
+    tentative = [m.text for m in posted if isinstance(m, TentativeTranscript)]
+    (u,) = finals(posted)
+    assert tentative[0].endswith("timer for") and u.text.endswith("ten minutes"), (tentative, u.text)
+    assert u.endpoint == "smart-turn", "after the last words the model's verdict ends it"
+    (u,) = finals(listen(store, person("Who wrote the play Hamlet?"), ScriptedTurnModel(0.1), end_ms=1100,
+                         trailing_ms=2000))
+    assert u.endpoint == "silence" and 1100 <= (u.eos_ns - u.speech_end_ns) / 1e6 < 1600, u
 
 
 @pytest.mark.slow

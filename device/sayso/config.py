@@ -57,8 +57,11 @@ class TurnSettings:
                          choices=("smart-turn", "silence"))
     pause_ms: int = _opt(200, "Silence after which the end-of-turn model is asked and the answer may start "
                          "preemptively.", lo=64, hi=1500)
-    max_silence_ms: int = _opt(1600, "With smart-turn: silence that ends a turn the model called incomplete.",
+    max_silence_ms: int = _opt(1100, "With smart-turn: silence that ends a turn the model called incomplete.",
                                lo=300, hi=5000)
+    trailing_silence_ms: int = _opt(2000, "With smart-turn: silence that ends a turn whose words stop where a "
+                                    "sentence cannot end (\"the capital of\"), whatever the model says.",
+                                    lo=300, hi=8000)
     threshold: float = _opt(0.5, "With smart-turn: probability at or above which a pause ends the turn.",
                             lo=0.05, hi=0.99)
     threads: int = _opt(1, "CPU threads for the end-of-turn model.", lo=1, hi=16)

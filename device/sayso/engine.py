@@ -75,7 +75,7 @@ class Engine:
             end_ms = t.max_silence_ms if self.turns is not None else None
             self.listener = Listener(vad, Endpointer(settings.vad, end_silence_ms=end_ms, pause_ms=pause_ms),
                                      self.frames, self.utterance_audio, self.conductor, b, settings.vad.preroll_ms,
-                                     self.echo, self.canceller, self.turns)
+                                     self.echo, self.canceller, self.turns, t.trailing_silence_ms)
             self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post,
                                            vad.another_stream(), self.listener.words_at_pause)
             self.stages += [self.transcriber, self.listener, self.capture]

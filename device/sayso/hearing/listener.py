@@ -82,6 +82,8 @@ class Listener(Stage):
         canceller: takes the echo out of each frame first; None to listen to the raw mic.
         turns: the end-of-turn model, asked at each short pause (the endpointer's SpeechPause); None
             to end utterances on silence alone.
+        trailing_silence_ms: with `turns`, the silence that ends an utterance whose words so far stop
+            where a sentence cannot end; None keeps the endpointer's own.
 
     At a short pause the transcriber is asked for the words so far (an answer may start on them)
     and the frames after it are held back: if the person goes on they follow, if the utterance
@@ -92,9 +94,10 @@ class Listener(Stage):
 
     def __init__(self, vad: SileroVAD, endpointer: Endpointer, frames: Channel, audio: Channel, conductor,
                  barge_in: BargeInSettings, preroll_ms: int = 320, echo: EchoReference | None = None,
-                 canceller: EchoCanceller | None = None, turns: TurnDetector | None = None):
+                 canceller: EchoCanceller | None = None, turns: TurnDetector | None = None,
+                 trailing_silence_ms: int | None = None):
         super().__init__()
-        self.turns = turns
+        self.turns, self.trailing_silence_ms = turns, trailing_silence_ms
         self._answers: deque[TurnAnswer] = deque()
         self._utterance: deque[np.ndarray] = deque(maxlen=WINDOW_S * RATE_HZ // FRAME_SAMPLES)
         """The utterance's last 8 s, for the end-of-turn model."""
@@ -198,7 +201,8 @@ class Listener(Stage):
         self._words = (pause, text)
 
     def _check_turn(self, frame: Frame) -> None:
-        """At a pause, end the utterance once the model says complete and the words do not trail off."""
+        """At a pause: end the utterance if the model says complete and the words do not trail off; wait
+        the longer silence if they do (a person finding a word mid-sentence pauses after "of", "the")."""
         pause = self.endpointer.pauses
         while self._answers and self._answers[0].pause != pause:
             self._answers.popleft()  # an older pause's: the person went on
@@ -209,10 +213,13 @@ class Listener(Stage):
         if self.endpointer.state is not VADState.STOPPING:
             return  # the utterance already ended on silence
         self._probability = a.probability
-        complete = a.complete and not trails_off(words[1])
+        trailing = trails_off(words[1])
         log.debug("end of turn at %r: p=%.2f in %.0f ms: %s", words[1], a.probability, a.cost_ms,
-                  "complete" if complete else "incomplete")
-        if complete:
+                  "trails off" if trailing else "complete" if a.complete else "incomplete")
+        if trailing:
+            if self.trailing_silence_ms is not None:
+                self.endpointer.wait_for(self.trailing_silence_ms)
+        elif a.complete:
             self._end(frame, self.endpointer.end_now(frame.index + FRAME_SAMPLES), "smart-turn")
 
     def _end(self, frame: Frame, end: SpeechEnd, endpoint: str) -> None:

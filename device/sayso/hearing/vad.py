@@ -135,7 +135,7 @@ class Endpointer:
         self.rate_hz = rate_hz
         self._min_speech = settings.min_speech_ms * rate_hz // 1000
         self.end_silence_ms = settings.end_silence_ms if end_silence_ms is None else end_silence_ms
-        self._end_silence = self.end_silence_ms * rate_hz // 1000
+        self._default_end_silence = self.end_silence_ms * rate_hz // 1000
         self._pause = None if pause_ms is None else pause_ms * rate_hz // 1000
         # Silero's recurrent state carries speech about one frame past the sound (measured: ends
         # came a median +66 ms late at the last confident frame); one frame is taken back.
@@ -151,6 +151,11 @@ class Endpointer:
         self._speech_end = 0
         self._strong_end = 0
         self._paused = False
+        self._end_silence = self._default_end_silence
+
+    def wait_for(self, end_silence_ms: int) -> None:
+        """For the pause in progress only: the silence that ends the utterance (the words trail off)."""
+        self._end_silence = end_silence_ms * self.rate_hz // 1000
 
     @property
     def state(self) -> VADState:
@@ -207,6 +212,7 @@ class Endpointer:
             # Speech back within end_silence_ms: a pause inside the utterance, not its end.
             self._state = VADState.SPEAKING
             self._paused = False
+            self._end_silence = self._default_end_silence
         self._speech_end = frame_end
         if prob >= s.start_threshold:
             self._strong_end = frame_end
