@@ -1,4 +1,4 @@
-"""Bad and hostile input (issue 17): a message that says what to do, never a traceback, never a changed file.
+"""Bad and hostile input: a message that says what to do, never a traceback, never a changed file.
 
 Real files, real processes, the real CLI. Where a file must be unreadable and
 the tests run as root, the child runs without root's permission override

@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL the engine at random moments; the log must stay whole and honest.
 
-The suite runs 20 trials; the full harness is 200 (issue 17), run where the machine is quiet:
+The suite runs 20 trials; the full harness is 200, run where the machine is quiet:
     SAYSO_CRASH_TRIALS=200 .venv/bin/python -m pytest tests/test_crash.py -m slow -s
 It prints a one-line JSON summary (lost acknowledged user turns and rows left open must be 0).
 """

@@ -1,4 +1,4 @@
-"""Fault injection for the turn log (issue 17): a second writer, a held lock, a full disk, privacy.
+"""Fault injection for the turn log: a second writer, a held lock, a full disk, privacy.
 
 Real parts throughout: real SQLite, real files, real second processes, a real
 (tmpfs) disk that fills up. The LLM, voice and sound card are sayso.sim.fakes.

@@ -10,7 +10,7 @@ from sayso.errors import ScenarioError
 from sayso.pipeline.messages import State
 from sayso.sim import scenario
 
-ISSUE_EXAMPLE = """
+DOCUMENTED_EXAMPLE = """
 name = "barge-in then button"
 [room]
 echo_gain_db = -20
@@ -38,7 +38,7 @@ def parse(text: str, base=None) -> scenario.Scenario:
 
 
 def test_the_documented_example_parses():
-    sc = parse(ISSUE_EXAMPLE)
+    sc = parse(DOCUMENTED_EXAMPLE)
     assert sc.name == "barge-in then button"
     assert sc.room == scenario.RoomSpec(-20.0, 30.0, -60.0)
     assert [(s.number, s.wait, s.action) for s in sc.steps] == [

@@ -1,4 +1,4 @@
-"""Soak (issue 17): one appliance life of questions, barge-ins, buttons, coughs, mic stalls and speaker failures.
+"""Soak: one appliance life of questions, barge-ins, buttons, coughs, mic stalls and speaker failures.
 
 The real pipeline on the real models in the simulated room. RSS and the thread
 count are sampled all along and their slopes reported; both must stay flat.

@@ -131,7 +131,7 @@ PRAGMA user_version = 1;
 
 
 def test_a_version_1_log_is_migrated_keeping_every_row_and_id(tmp_path):
-    """Schema 2 allows reason 'superseded'; the v1 file (the seeds' DDL, verbatim) is rebuilt in one go."""
+    """Schema 2 allows reason 'superseded'; a v1 file (the first schema's DDL, verbatim) is rebuilt in one go."""
     path = tmp_path / "turns.db"
     db = sqlite3.connect(path)
     db.executescript(V1_SCHEMA)

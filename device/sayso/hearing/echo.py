@@ -35,19 +35,13 @@ def sample_at(t_ns: int) -> int:
 class MicClock:
     """Where mic frames sit on the audio clock, without the capture thread's scheduling jitter.
 
-    A frame's stamp is read when the capture thread gets to it, late by however
-    long that took (milliseconds, varying); its sample index is exact. So the
-    least-late offset between the two over the last few seconds maps one to the
-    other, and consecutive frames stay exactly 512 samples apart, which the
-    canceller needs: a reference that jitters against the mic cannot be cancelled.
-
-    The offset in use moves only when the least-late one is more than `HOLD`
-    away from it (the first frames of a stream read late, the mic reopened).
-    A frame read a sample or two earlier than any before it, or the earliest
-    leaving the window, moved every later frame by that much against the
-    reference, and Speex needs the two to stay put to the sample: a one-sample
-    step mid-answer took its cancelling from 20 dB to none, and the appliance
-    paused for its own voice (the simulated room, loaded, -6 dB).
+    A frame's sample index is exact; its stamp is late by however long the
+    capture thread took to read it. The least-late offset between the two over
+    the last few seconds maps one to the other. The offset in use moves only
+    when that is more than `HOLD` off (a stream's first frames, a reopened mic),
+    never by the sample or two the stamps wobble: Speex needs the mic and the
+    reference to stay put to the sample, and a one-sample step mid-answer
+    loses its cancelling for seconds.
     """
 
     HOLD = RATE_HZ // 1000
@@ -69,18 +63,12 @@ class MicClock:
 class EchoReference:
     """What the speaker played, at 16 kHz, laid on the audio clock: written by the speaker, read by the listener.
 
-    Consecutive blocks are laid end to end even when their stamps wobble by a
-    few ms (a device's reported latency does), so the canceller sees one
-    continuous signal; a stamp further off (a new answer, a resumed one) starts
-    a new run there. Positions never played read as silence.
-
-    A run is placed to the sample by the stamps of blocks written once the
-    device was playing it, not by its first block's: that one goes into an idle
-    device whose next period is anything up to a period away, so its stamp was
-    0-10 ms early in the simulated room, and so were those of the blocks queued
-    behind it before the device started. Speex needs the reference where it
-    played to the sample, answer after answer: a run left 9 samples off (inside
-    the 1 ms that was once taken as agreement) cancelled nothing for seconds.
+    Blocks whose stamps wobble by a few ms are laid end to end, so the canceller
+    sees one continuous signal; a stamp further off (a new or resumed answer)
+    starts a new run. A run is placed to the sample by the median stamp of the
+    blocks written while the device was playing it, not by its first block's,
+    which went into an idle device and is early by up to a period. Positions
+    never played read as silence.
     """
 
     JITTER = RATE_HZ // 100
@@ -105,11 +93,10 @@ class EchoReference:
         """`block` (16 kHz int16) becomes audible at `audible_ns` on the audio clock.
 
         `queued_ns`: how much audio the device held ahead of the block (None: the
-        stamp is exact, as in tests). Under a block's worth, the device ran dry or
-        is about to, and plays this at its next period: the block starts a new run
-        however near its stamp is (laid end to end, everything after a 5 ms
-        underrun sat 5 ms early for the rest of the answer). Less than the run
-        written so far, the device is playing the run, and the stamp places it.
+        stamp is exact, as in tests). Under a block's worth, the device ran dry and
+        plays this at its next period, so the block starts a new run however near
+        its stamp is. Less than the run written so far, the device is playing the
+        run, and the stamp helps place it.
         """
         start = sample_at(audible_ns)
         block_ns = len(block) * 1_000_000_000 // RATE_HZ
@@ -134,12 +121,10 @@ class EchoReference:
             self._end = start + len(block)
 
     def _place_run(self) -> None:
-        """Move the run (still in its first blocks) to where its stamps say it began.
+        """Move the run (still in its first blocks) to the median of where its stamps say it began.
 
-        The median, so one block stamped late (its thread held up between reading
-        the device and the clock) moves nothing; from two stamps on, because the
-        listener reads a block's reference well under 100 ms after the speaker
-        wrote it, and the run's first frames are being cancelled by the fifth.
+        The median, so one block stamped late moves nothing; from two stamps on,
+        so the run is placed before the canceller reads its first frames.
         """
         if len(self._said) < 2:
             return
@@ -193,8 +178,8 @@ class DelayEstimator:
     PHAT whitening makes the peak sharp on speech, so one clear peak names the
     lag; an estimate is only taken when the peak stands well out of the rest and
     two in a row agree, so the person talking over the answer cannot move it.
-    It correlates at 8 kHz (0.13 ms steps, well inside the 4 ms the canceller
-    leaves before the echo), which keeps one estimate under a millisecond here.
+    It correlates at 8 kHz, half the work: 0.13 ms steps are still well inside
+    the 4 ms the canceller leaves before the echo.
 
     Args:
         max_ms: the longest delay looked for (device buffers plus the room).
@@ -271,19 +256,13 @@ def _halve(x: np.ndarray) -> np.ndarray:
 class EchoCanceller:
     """The mic frame with the appliance's own voice taken out, before anything listens to it.
 
-    The reference is taken 16 ms ahead of the delay in use, so the echo lands
-    inside the filter's tail rather than at its edge, and the filter itself
-    models where in the tail it sits. So a measured delay is applied only when
-    the setting in use cannot cover it (the echo would come before the
-    reference, or past half the tail): the usual 30-40 ms of a speaker beside
-    the mic never moves it, and the filter learnt over the first answer cancels
-    the second from its first word. Moving it restarts the filter, and only
-    once nothing has played for a tail (between answers): moving the reference
-    under a converged filter mid-answer leaves it subtracting the wrong echo,
-    which measured louder than no cancelling at all, and a restarted filter
-    takes 2.5-3.5 s of speech to converge again. `resets` counts those fresh
-    starts, so the guard can forget what it learnt of the old filter. Idle
-    costs nothing: with no reference in the last tail, frames pass through.
+    The reference is read 16 ms ahead of the delay in use, so the echo lands
+    inside the filter's tail, which models where in the tail it sits. A measured
+    delay is applied only when the filter cannot cover it (a Bluetooth or HDMI
+    speaker), and only between answers, with the filter restarted: moving the
+    reference under a converged filter leaves it subtracting the wrong echo.
+    `resets` counts those restarts, so the guard can forget what it learnt.
+    With no reference in the last tail, frames pass through untouched.
 
     Args:
         reference: what the speaker played.
@@ -337,18 +316,12 @@ class EchoCanceller:
 class EchoGuard:
     """Decides whether mic energy (after the canceller) is more than the appliance's own voice.
 
-    The speaker-to-mic coupling is learnt while the appliance talks: a high
-    percentile of mic/reference ratios over the last seconds of frames that are
-    echo, so the echo's loudest frames set the bar and the person's speech does
-    not. Behind a canceller, what tells them apart is how much the canceller
-    took: once it has converged (takes more than 6 dB from typical echo frames),
-    a frame it takes almost nothing from holds a voice it does not know, the
-    person's. Before that, every frame is learnt from, so the bar starts high.
-    Until it is learnt, a loud coupling (-6 dB) is assumed. A frame it took
-    nothing from at all is the canceller having lost the echo (it came out no
-    quieter than it went in, which a person's voice over a filter that still
-    knows the echo never does), so it is judged against the echo before the
-    canceller: taken for a person, such frames paused answers for their own voice.
+    The echo expected per unit of reference is learnt from frames that are echo
+    (a high percentile, so the loudest echo sets the bar); -6 dB is assumed
+    until then. Once the canceller has converged, a frame it took almost nothing
+    from holds a voice it does not know, the person's, and teaches nothing. A
+    frame it took nothing at all from means it lost the echo, and is judged
+    against the echo before the canceller.
     """
 
     MEASURED_WINDOW = RATE_HZ * 64 // 1000

@@ -1,13 +1,12 @@
 """Barge-in's pause: which words over a paused answer commit the interrupt, and when it plays on.
 
-A paused answer is cut for good only by speech and words the recogniser
-stands by. A partial never commits: its words flip as the recogniser goes,
-and over a cough pocketsphinx's partials read "i bought", "bought our", "on or
-not" (measured on the simulator's coughs at echo -20 and -6 dB). The final
-carries each word's posterior, which drops most of what it writes for a
-cough (0.1-0.24); but it also wrote "up all" at 0.97 / 0.50 for one, so the
-final must also hold sustained speech, which a cough's decaying burst does
-not. The pause holds while the person is still speaking, however long.
+A paused answer is cut for good only by a final transcript that holds words
+the recogniser stands by and sustained speech. Partials never commit: their
+words flip as the recogniser goes, and a cough reads as words in them. A
+final's word posteriors drop most of what a recogniser writes for a cough,
+but not all, and a cough's decaying burst holds no sustained speech. The
+pause holds while the person is still speaking, however long. The
+measurements behind the constants are in docs/echo-cancelling.md.
 """
 
 from __future__ import annotations
@@ -21,20 +20,19 @@ FILLERS = frozenset({"ah", "oh", "uh", "um", "er", "eh", "hm", "hmm", "mm", "mhm
 """Sounds a recogniser writes for a cough or a hesitation: not words."""
 
 NOISE_WORDS = frozenset({"a", "an", "the", "i", "of", "and", "but", "or", "to", "by"})
-"""One-sound words a language model fills noise with ("the" at 0.48 for a cough): they count
-only beside a word that carries meaning, so "stop it" commits and a lone "the" does not."""
+"""One-sound words a language model fills noise with: they count only beside a word that carries
+meaning, so "stop it" commits and a lone "the" does not."""
 
 SUSTAINED_MS = 160
-"""A final commits only if a VAD that heard nothing before its onset found a run of sure speech this long
-in it. Measured (Silero, p >= 0.9): the simulator's coughs 0 ms; "Stop.", "Wait.", "No." said alone
-320-384 ms, longer commands 480 ms and more. Counted from the onset: over an answer the pre-roll holds
-the canceller's residue of the appliance's voice, which is speech (a cough over echo at -6 dB read
-"bottle" at 0.84 with it counted)."""
+"""A final commits only if a VAD that heard nothing before its onset found a run of sure speech
+(Silero, p >= 0.9) this long in it: a cough has none, a one-word command about twice this. Counted
+from the onset, because over an answer the pre-roll holds the canceller's residue of the appliance's
+own voice, which is speech."""
 
 COMMIT_CONFIDENCE = 0.3
-"""A final's word commits only at this posterior or above. Measured with pocketsphinx: its words for
-coughs 0.10-0.24 (a lone "the" 0.48); every test command it heard right has a word at 0.59 or more,
-though single words in them go as low as 0.1 (so one sure word is asked for, not all)."""
+"""A final's word commits only at this posterior or above: a recogniser's words for a cough score
+below it, and a command heard right has at least one word above it (so one sure word is asked for,
+not all)."""
 
 RESUME_QUIET_S = 0.5
 """After a sound too short to be speech, how long the room must stay quiet before the answer resumes.

@@ -2,11 +2,11 @@
 
 WAL with synchronous=FULL: a write that returned survives a power cut. One
 process writes a log, and holds `NAME.lock` for its life (writelock.py); the
-conductor is that process's only writer. Write order (the seeds' lesson): the
-user turn the moment its transcript is final; the assistant placeholder
-`pending` before the first token is asked for; `streaming` checkpoints at
-clause boundaries; one final status; and at start-up, leftovers of a crash
-become interrupted/crash.
+conductor is that process's only writer. Write order, so that a crash at any
+moment leaves an honest log: the user turn the moment its transcript is
+final; the assistant placeholder `pending` before the first token is asked
+for; `streaming` checkpoints at clause boundaries; one final status; and at
+start-up, leftovers of a crash become interrupted/crash (docs/turn-log.md).
 
 A write never raises out to the conductor: when the log cannot be written (a
 full disk, a lock held by another program, an I/O error) the turns wait in
@@ -57,9 +57,9 @@ MAX_PENDING = 2000
 def cut_in_note(heard: str) -> str:
     """The marker after an interrupted answer in the LLM's history: a system note, not part of the answer.
 
-    Measured with the default 0.5B model: a marker inside the assistant's text
-    ("France was founded in [the person cut in here]") is copied, and the next
-    answer comes out just as cut off; a separate note is not copied.
+    A small model copies a marker inside the assistant's text ("France was
+    founded in [the person cut in here]"), and its next answer comes out just
+    as cut off; a separate note is not copied.
     """
     if not heard:
         return "The person cut in before hearing any of that answer."

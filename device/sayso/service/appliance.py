@@ -43,7 +43,7 @@ from sayso.service.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 4.0
-"""How long stopping may take: systemd's stop and the issue allow 5 s in all."""
+"""How long stopping the stages may take: SIGTERM must end the process within 5 s in all."""
 
 
 @dataclass

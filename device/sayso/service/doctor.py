@@ -30,7 +30,7 @@ from sayso.models.manifest import ModelStore
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
 RUNTIME_MB = 550
-"""Memory on top of the model files: measured peak RSS 1082 MB with 554 MB of default models (issue 6 bench)."""
+"""Memory on top of the model files: `sayso bench` measured peak RSS 1082 MB with 554 MB of default models."""
 
 
 @dataclass(frozen=True)
