@@ -6,13 +6,13 @@ committed, so the parent knows which turns the log promised to keep.
 
 import random
 import sys
-import threading
 import time
 
 from sayso.engine import Engine
 from sayso.pipeline.messages import SpeechStarted, Utterance
 from sayso.pipeline.turnlog import TurnLog
 from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
+from waits import lasts
 
 
 def main(db: str, seed: int) -> None:
@@ -30,13 +30,12 @@ def main(db: str, seed: int) -> None:
                     tts=FakeTTS(ms_per_char=6.0, gap_ms=5.0), sink=FakeSpeakerSink(), turnlog=turnlog,
                     observers=[ack]).start()
     print("READY", flush=True)
-    pause = threading.Event()
     n = 0
     while True:
         n += 1
         engine.conductor.post(SpeechStarted(time.monotonic_ns()))
         engine.conductor.post(Utterance(f"question {seed}-{n}", time.monotonic_ns()))
-        pause.wait(rng.uniform(0.0, 0.25))
+        lasts(rng.uniform(0.0, 0.25))  # the person's next move comes at a random moment
         roll = rng.random()
         if roll < 0.3:
             engine.conductor.button()

@@ -32,8 +32,13 @@ from sayso.service.gpio import Mode
 from sayso.service.notify import Notifier
 from sayso.sim.fakes import FakeLLM, FakeTTS
 from sayso.sim.room import Room
+from waits import lasts, wait_until
+
+pytestmark = pytest.mark.slow
 
 WAIT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+"""The unit's TimeoutStopSec: systemd kills a service that has not stopped by then."""
 
 
 class NotifySocket:
@@ -142,11 +147,9 @@ def shut(app, room, stop, serving) -> None:
 def test_ready_pings_and_a_clean_stop_that_cuts_the_answer_in_flight(systemd, tmp_path, vad, recognizer):
     app, room, _, stop, serving = appliance(systemd, tmp_path, vad, recognizer)
     try:
-        ready = systemd.wait_for("READY=1")
-        systemd.wait_for("WATCHDOG=1", after=ready)
-        time.sleep(1.2)
-        pings = systemd.times("WATCHDOG=1")
-        assert len(pings) >= 3, f"pings are every 0.2 s here; {len(pings)} in 1.2 s"
+        ping = systemd.wait_for("READY=1")
+        for _ in range(3):  # pings go on while it is healthy
+            ping = systemd.wait_for("WATCHDOG=1", after=ping)
         # a question as the transcriber posts it; the answer is in flight when the service stops
         app.engine.conductor.post(Utterance("count to ten", room.clock(), 0))
         assert app.engine.conductor.wait_state(State.SPEAKING, WAIT_S)
@@ -170,7 +173,7 @@ def test_pings_stop_while_a_stage_hangs_and_resume_when_it_recovers(systemd, tmp
         stuck.stuck.set()
         error = systemd.wait_for("STATUS=error: stage listener has been stuck", timeout_s=10)
         quiet_from = max(t for t in systemd.times("WATCHDOG=1"))
-        time.sleep(1.5)
+        lasts(1.5)  # the listener stays hung for seven ping periods
         assert not [t for t in systemd.times("WATCHDOG=1") if t > error], "pinged while the listener hung"
         assert quiet_from < error
         assert app.mode is Mode.ERROR and app.controls.mode is Mode.ERROR
@@ -197,9 +200,10 @@ def test_holding_the_button_mutes_and_unmutes_the_mic_and_the_led_shows_it(syste
         seen = len(led.states)
         button.drive_high()
         assert app.muted and app.engine.capture.muted.is_set() and app.controls.mode is Mode.MUTED
-        time.sleep(2.2)  # one period of the muted pattern: a blip every 2 s
+        # the muted pattern: a blip every 2 s
+        assert wait_until(lambda: {s.state for s in led.states[seen:]} == {True, False}, 5), \
+            "the LED did not blink while muted"
         assert app.muted, "releasing the button must not unmute"
-        assert {s.state for s in led.states[seen:]} == {True, False}, "the LED did not blink while muted"
         button.drive_low()
         systemd.wait_for("STATUS=listening", after=muted_at)
         button.drive_high()
@@ -231,7 +235,7 @@ def test_the_appliance_runs_without_gpio_and_says_so_once(tmp_path, vad, recogni
         room.stop()
 
 
-def test_sayso_run_stops_on_sigterm_within_5_s(systemd, tmp_path, store):
+def test_sayso_run_stops_on_sigterm_before_systemd_would_kill_it(systemd, tmp_path, store):
     home = tmp_path / "alsa-home"
     home.mkdir()
     from conftest import ASOUNDRC
@@ -251,12 +255,10 @@ def test_sayso_run_stops_on_sigterm_within_5_s(systemd, tmp_path, store):
         systemd.wait_for("WATCHDOG=1", after=ready, timeout_s=5)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
-        took = time.monotonic() - sent
+        out, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
     finally:
         proc.kill()
     assert proc.returncode == 0, out
-    assert took < 5.0, f"stopping took {took:.1f}s"
     systemd.wait_for("STOPPING=1", after=sent, timeout_s=1)
     lines = out.splitlines()
     assert any(line.startswith("MainThread INFO sayso.service.appliance: ready in") for line in lines), out

@@ -10,6 +10,7 @@ from sayso.engine import Engine
 from sayso.pipeline.messages import State, Utterance
 from sayso.pipeline.turnlog import COLUMNS, TurnLog
 from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
+from waits import wait_until
 
 ANSWER = "Paris is the capital of France. It sits on the Seine and has many bridges and museums to see."
 
@@ -23,7 +24,7 @@ def db(tmp_path_factory):
     c = engine.conductor
     c.post(Utterance("capital of france", time.monotonic_ns()))
     assert c.wait_state(State.SPEAKING, 10)
-    c.wait_state(State.IDLE, 0.5)
+    assert wait_until(lambda: engine.turnlog.rows()[-1]["heard_text"]), "nothing was heard before the button"
     assert c.button()
     assert c.wait_state(State.IDLE, 10)
     c.post(Utterance("and germany", time.monotonic_ns()))

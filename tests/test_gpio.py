@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -12,6 +11,7 @@ from sayso import config
 from sayso.config import GpioSettings
 from sayso.errors import ConfigError
 from sayso.service.gpio import PATTERNS, Controls, Mode, factory_name, gpio_hint
+from waits import wait_until
 
 
 @pytest.mark.parametrize(("choice", "model", "name"), [
@@ -34,14 +34,13 @@ def test_the_hint_fits_the_board():
 def test_a_press_stops_and_a_hold_toggles_mute_once():
     factory = MockFactory()
     presses, holds = [], threading.Event()
-    controls = Controls(GpioSettings(bounce_ms=0, mute_hold_s=0.5), lambda: presses.append(time.monotonic()),
-                        holds.set, factory)
+    controls = Controls(GpioSettings(bounce_ms=0, mute_hold_s=0.5), lambda: presses.append("press"), holds.set,
+                        factory)
     pin = factory.pin(17)
     try:
-        pin.drive_low()
-        time.sleep(0.1)
+        pin.drive_low()  # a short press: released long before mute_hold_s
         pin.drive_high()
-        time.sleep(0.1)
+        assert wait_until(lambda: presses, 3), "the press was not reported"
         assert len(presses) == 1 and not holds.is_set(), "a short press is a stop, not a mute"
         pin.drive_low()
         assert holds.wait(3), "holding did not toggle mute"
@@ -58,13 +57,10 @@ def test_each_mode_has_its_own_led_pattern():
     led = factory.pin(27)
     try:
         controls.show(Mode.LISTENING)
-        time.sleep(0.4)
-        assert led.state and controls.mode is Mode.LISTENING
+        assert led.state and controls.mode is Mode.LISTENING, "listening is steady on"
         seen = len(led.states)
         controls.show(Mode.THINKING)
-        time.sleep(0.7)
-        flips = len(led.states) - seen
-        assert flips >= 3, f"thinking should flicker; the LED changed {flips} times in 0.7 s"
+        assert wait_until(lambda: len(led.states) - seen >= 4, 5), "thinking should flicker"
     finally:
         controls.close()
 

@@ -115,7 +115,8 @@ def test_pending_counts_what_is_queued_and_playing(room):
     pending = r.speaker.pending_samples()
     assert 0 < pending <= r.speaker.buffer + 22050 // 50 + 221
     writer.join(5)
-    r.sleep(0.2)
+    left = r.speaker.pending_samples()
+    assert r.wait_samples(left * RATE_HZ // 22050 + 2 * TICK_SAMPLES)  # what it held, played at the room's rate
     assert r.speaker.pending_samples() == 0
 
 
