@@ -90,20 +90,19 @@ def files_of(folder: Path) -> dict[str, str]:
 def test_a_second_writer_fails_at_once_naming_the_holder_and_the_live_answer_survives(tmp_path):
     db = tmp_path / "turns.db"
     config = tmp_path / "config.toml"
-    config.write_text(f'[log]\ndb = "{db}"\n')
+    # no models there: a command that got as far as loading them would fail on that instead
+    config.write_text(f'[log]\ndb = "{db}"\n[models]\ndir = "{tmp_path / "no-models"}"\n')
     child = Child(WRITER, db)
     try:
         answer = int(child.first[1])
         pid = str(child.proc.pid)
         with pytest.raises(SaysoError, match=f"in use by another sayso \\(pid {pid}\\)"):
             TurnLog(db)
-        for command in (["simulate", "demo", "--db", str(db)], ["--config", str(config), "run"]):
-            t0 = time.monotonic()
-            done = sayso(*command, timeout=30)
+        for command in (["simulate", "demo", "--db", str(db)], ["run"]):
+            done = sayso("--config", str(config), *command, timeout=30)
             assert done.returncode == 2, done.stderr
             assert f"pid {pid}" in done.stderr and "Traceback" not in done.stderr
             assert len(done.stderr.strip().splitlines()) == 1
-            assert time.monotonic() - t0 < 15, "the second writer must fail before loading models"
         # a reader works meanwhile, and sees the answer still open
         seen = sayso("turns", "--db", str(db), "--json")
         assert seen.returncode == 0, seen.stderr
@@ -181,11 +180,9 @@ def test_a_lock_held_by_another_program_delays_no_answer_and_the_turns_are_writt
     engine = engine_on(turnlog, rec)
     locker = Child(LOCKER, db)  # a real second process in a write transaction, for as long as it likes
     try:
-        t0 = time.monotonic()
-        first = ask(engine, rec, 1, "capital of france")
+        first = ask(engine, rec, 1, "capital of france")  # within WAIT: the lock wait is bounded
         # said once, out loud, before the answer: the appliance cannot remember right now
         assert first["status"] == "complete" and first["heard_text"] == f"{CANNOT_REMEMBER} {ANSWER}"
-        assert time.monotonic() - t0 < turnlog.busy_timeout_s + 5, "the lock wait must be bounded"
         second = ask(engine, rec, 2, "and again")
         assert second["status"] == "complete"
         assert len(outage.reasons) == 1 and "lock" in outage.reasons[0] and "\n" not in outage.reasons[0]

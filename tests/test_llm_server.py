@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from sayso.answering.backends import APOLOGY, RESTART, FailoverLLM, read_api_key
 from sayso.answering.llm import LlamaLLM
 from sayso.answering.llm_server import ServerLLM, ServerTimeouts
 from sayso.errors import ConfigError, LLMServerFailed, LLMUnavailable
+from waits import wait_until
 
 MODEL = "qwen2.5-coder-0.5b-instruct-q4"
 KEY = "sk-test-0123456789abcdef"
@@ -182,33 +183,37 @@ def ask(question: str, history: int = 0, nonce: str = "") -> list[dict[str, str]
     return msgs + [{"role": "user", "content": question}]
 
 
-def stream_and_cancel(llm, messages, after_pieces: int) -> tuple[list[str], float]:
-    """Stream, set the cancel from another thread once `after_pieces` came; ms from the set to the return.
+def stream_and_cancel(llm, messages, after_pieces: int = 0, when: Callable[[], bool] | None = None) -> list[str]:
+    """Stream; set the cancel from another thread once `after_pieces` came, or once `when()` returns True.
 
-    At most one piece may follow the cancel (taken off the queue just before it): the thinker drops it.
+    `when` may block; by default it waits until the stream has looked at the cancel ten times, so the
+    request is under way. At most one piece may follow the cancel (taken off the queue just before
+    it): the thinker drops it. How fast the stream returns is `sayso bench`'s to measure.
     """
-    cancel, set_at, pieces, late = threading.Event(), [], [], 0
+    cancel, pieces, polls, late = threading.Event(), [], [0], 0
 
-    def fire():
-        set_at.append(time.perf_counter())
-        cancel.set()
+    def should_stop() -> bool:
+        polls[0] += 1
+        return cancel.is_set()
+
+    def fire() -> None:
+        if (when or (lambda: wait_until(lambda: polls[0] >= 10)))():
+            cancel.set()
 
     if after_pieces == 0:
-        threading.Timer(0.3, fire).start()
-    for piece in llm.stream(messages, cancel.is_set):
+        threading.Thread(target=fire, daemon=True).start()
+    for piece in llm.stream(messages, should_stop):
         late += cancel.is_set()
         pieces.append(piece)
         if len(pieces) == after_pieces:
-            threading.Timer(0.005, fire).start()
-    returned = time.perf_counter()
-    assert set_at, "the stream ended before the cancel"
+            threading.Thread(target=cancel.set, daemon=True).start()
+    assert cancel.is_set(), "the stream ended before the cancel"
     assert late <= 1
-    return pieces, (returned - set_at[0]) * 1000
+    return pieces
 
 
-def p50_p95(ms: list[float]) -> tuple[float, float]:
-    ms = sorted(ms)
-    return statistics.median(ms), ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+def requests_in_flight() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "llm-server-request" and t.is_alive()}
 
 
 # ---- a real server: streaming, cancel, prefix cache, two appliances
@@ -226,23 +231,16 @@ def test_streams_an_answer(server):
 @pytest.mark.slow
 def test_cancel_mid_answer_closes_the_stream_and_the_server_stops(server):
     llm = client(server.url, max_tokens=400)
-    stops = []
     for i in range(10):
         mark = server.mark()
-        pieces, stop_ms = stream_and_cancel(llm, ask(f"Count from {i} to 300, one number a line."), 3)
-        stops.append(stop_ms)
+        pieces = stream_and_cancel(llm, ask(f"Count from {i} to 300, one number a line."), after_pieces=3)
         assert len(pieces) >= 3
         # the server's side: it saw the client go and stopped its generator
         assert server.wait_for("Disconnected from client", 10, since=mark), "".join(server.lines[mark:])
-    p50, p95 = p50_p95(stops)
-    print(f"\nserver backend, cancel mid-answer -> stream returned: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
-          f"over {len(stops)}: {[round(s, 1) for s in stops]}")
-    assert p95 <= 100
     # Nothing is still generating the 400-token answers: the server (one request at a time) answers
-    # the next question at once. Ten unfinished answers would hold it for minutes.
-    t0 = time.perf_counter()
-    first = next(iter(client(server.url).stream(ask("Say OK."))))
-    assert first and time.perf_counter() - t0 < 10
+    # the next question within a first-token timeout. Ten unfinished answers would hold it for minutes.
+    first = next(iter(client(server.url, first_token_s=10.0).stream(ask("Say OK."))))
+    assert first
 
 
 @pytest.mark.slow
@@ -250,12 +248,17 @@ def test_cancel_during_prompt_processing_returns_at_once(server):
     # ~1,500 prompt tokens, new to the server (the nonce defeats its prefix cache): seconds of prompt
     # processing on 2 cores, during which the server has sent nothing, not even its headers
     messages = ask("What is the capital of France?", history=24, nonce=f"[{uuid.uuid4()}] ")
+    list(client(server.url, max_tokens=1).stream(ask("Say OK.")))  # a context for the prefix match below
     mark = server.mark()
-    pieces, stop_ms = stream_and_cancel(client(server.url), messages, after_pieces=0)
-    print(f"\nserver backend, cancel during prompt processing -> stream returned in {stop_ms:.1f} ms")
-    assert pieces == [] and stop_ms <= 100
-    # llama-cpp-python's server only notices once its prompt processing ends; then it drops the answer
+    # the server's word that it is at the prompt: "Llama.generate: 5 prefix-match hit, remaining 1500 ..."
+    pieces = stream_and_cancel(client(server.url), messages,
+                               when=lambda: server.wait_for("prefix-match hit", 60, since=mark))
+    returned = server.mark()
+    assert pieces == []
+    # llama-cpp-python's server only notices once its prompt processing ends; then it drops the answer.
+    # The stream had returned before that: it did not wait for the server.
     assert server.wait_for("Disconnected from client", 120, since=mark)
+    assert not any("Disconnected from client" in line for line in server.lines[mark:returned])
 
 
 @pytest.mark.slow
@@ -264,12 +267,8 @@ def test_a_repeated_prefix_is_served_from_the_servers_cache(server):
     history = ask("What is the capital of France?", history=12, nonce=f"[{uuid.uuid4()}] ")
     llm = FailoverLLM(client(server.url, max_tokens=4), local=None)
     list(llm.stream(history))
-    cold = llm.last_answer["first_token_ms"]
     mark = server.mark()
     list(llm.stream(history[:-1] + [{"role": "user", "content": "And of Germany?"}]))
-    warm = llm.last_answer["first_token_ms"]
-    print(f"\nserver backend, first token with 12 turns of history: cold {cold:.0f} ms, prefix reused {warm:.0f} ms")
-    assert warm < cold
     # the server's own word: "Llama.generate: 700 prefix-match hit, remaining 12 prompt tokens to eval"
     assert server.wait_for("prefix-match hit", 10, since=mark), "".join(server.lines[mark:])
     hit = next(line for line in server.lines[mark:] if "prefix-match hit" in line)
@@ -304,10 +303,8 @@ def test_a_server_that_never_answers_falls_back_within_the_first_token_timeout(l
     finally:
         stub.close()
     info = llm.last_answer
-    assert answer and info["fell_back"] == "no_first_token"
-    print(f"\nfallback after a silent server (first-token timeout 1 s): given up at {info['fell_back_ms']:.0f} ms, "
-          f"the local model's first token at {info['first_token_ms']:.0f} ms")
-    assert 1000 <= info["fell_back_ms"] < 1000 + 500
+    # given up on for want of a first token (not some other timeout), and not before it was due
+    assert answer and info["fell_back"] == "no_first_token" and info["fell_back_ms"] >= 1000
 
 
 @pytest.mark.slow
@@ -387,21 +384,22 @@ def test_a_cancel_while_connecting_returns_at_once():
         with pytest.raises(LLMServerFailed) as e:
             list(client(stub.url, connect_s=0.5).stream(ask("hello")))
         assert e.value.why == "connect_timeout", "the stub must make connecting hang"
-        stops = [stream_and_cancel(client(stub.url, connect_s=5.0), ask("hello"), after_pieces=0)[1]
-                 for _ in range(3)]
+        for _ in range(3):
+            before = requests_in_flight()
+            assert stream_and_cancel(client(stub.url, connect_s=5.0), ask("hello")) == []
+            # returned while its request was still stuck connecting: it did not wait for the connect
+            assert requests_in_flight() - before
     finally:
         stub.close()
-    print(f"\nserver backend, cancel while connecting -> stream returned in {[round(s, 1) for s in stops]} ms")
-    assert max(stops) <= 100
 
 
 def test_a_cancel_while_the_server_is_silent_returns_at_once():
     stub = SilentStub()
     try:
-        pieces, stop_ms = stream_and_cancel(client(stub.url), ask("hello"), after_pieces=0)
+        # a stream that did not honour the cancel would raise no_first_token after 5 s
+        assert stream_and_cancel(client(stub.url, first_token_s=5.0), ask("hello")) == []
     finally:
         stub.close()
-    assert pieces == [] and stop_ms <= 100
 
 
 # ---- settings and the key
@@ -515,7 +513,7 @@ def test_the_pipeline_answers_from_the_server_and_a_button_stops_it(server, loca
         ms = [r["metrics"]["eos_to_first_audio_ms"] for r in (server_row, local_row)]
         print(f"\nend of speech to first audio, a follow-up: server {ms[0]:.0f} ms, local {ms[1]:.0f} ms "
               "(one model, the same 2 cores)")
-        stops = []
+        stopped = 0
         for i in range(10):
             since, mark = p.ask(f"tell me a long story about a dragon called number {i}"), server.mark()
             p.wait("first_token", since)
@@ -523,13 +521,9 @@ def test_the_pipeline_answers_from_the_server_and_a_button_stops_it(server, loca
             row = p.row(since)
             assert (row["status"], row["interrupt_reason"]) == ("interrupted", "button")
             if "interrupt_to_llm_stop_ms" in row["metrics"]:  # absent when the answer was all out already
-                stops.append(row["metrics"]["interrupt_to_llm_stop_ms"])
+                stopped += 1
                 assert server.wait_for("Disconnected from client", 10, since=mark)
-        assert len(stops) >= 8
-        p50, p95 = p50_p95(stops)
-        print(f"\npipeline on the server backend, interrupt_to_llm_stop_ms: p50 {p50:.1f}, p95 {p95:.1f} "
-              f"over {len(stops)}: {[round(s, 1) for s in stops]}")
-        assert p95 <= 100
+        assert stopped >= 8, "the button came after most answers were all out: it proved little"
     finally:
         p.engine.stop()
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import statistics
 import subprocess
-import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,31 +52,17 @@ class Heard:
     """(frame index it arrived after, partial) in order."""
     frames: int
     final: Transcript
-    audio_s: float
-    work_s: float
-    """Seconds spent in accept() and end() together."""
-    end_s: float
-    """Seconds end() took: end of speech to final transcript."""
-
-    @property
-    def rtf(self) -> float:
-        return self.work_s / self.audio_s
 
 
 def stream(rec, mic: np.ndarray) -> Heard:
-    """Feed `mic` frame by frame as the listener would, then end the utterance."""
-    partials, work = [], 0.0
+    """Feed `mic` frame by frame as the listener would, then end the utterance (speed is `sayso bench`'s)."""
+    partials = []
     frames = range(0, len(mic), FRAME_SAMPLES)
     for n, i in enumerate(frames):
-        t0 = time.perf_counter()
         p = rec.accept(mic[i:i + FRAME_SAMPLES].tobytes())
-        work += time.perf_counter() - t0
         if p is not None:
             partials.append((n, p))
-    t0 = time.perf_counter()
-    final = rec.end()
-    end_s = time.perf_counter() - t0
-    return Heard(tuple(partials), len(frames), final, len(mic) / RATE_HZ, work + end_s, end_s)
+    return Heard(tuple(partials), len(frames), rec.end())
 
 
 def word_errors(ref: str, hyp: str) -> int:
@@ -90,10 +74,6 @@ def word_errors(ref: str, hyp: str) -> int:
         for j, hw in enumerate(h, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
     return row[-1]
-
-
-def ms(seconds: list[float]) -> str:
-    return f"p50 {1000 * statistics.median(seconds):.0f} ms, max {1000 * max(seconds):.0f} ms"
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +139,7 @@ def test_pocketsphinx_hears_spoken_commands_while_they_are_spoken(english):
     wer = errors / sum(len(text.split()) for text in COMMANDS)
     for text, h in heard.items():
         print(f"  {text!r:32} -> {h.final.text!r}")
-    print(f"pocketsphinx: WER {wer:.3f} over {len(COMMANDS)} commands; "
-          f"RTF p50 {statistics.median(h.rtf for h in heard.values()):.3f}, "
-          f"max {max(h.rtf for h in heard.values()):.3f}; "
-          f"end of speech -> final {ms([h.end_s for h in heard.values()])}")
+    print(f"pocketsphinx: WER {wer:.3f} over {len(COMMANDS)} commands")
     assert wer < 0.40
 
     for text, h in heard.items():
@@ -177,7 +154,6 @@ def test_pocketsphinx_hears_spoken_commands_while_they_are_spoken(english):
             # Streaming: words show up while the speech is still coming in, not only at end().
             first_frame, first = h.partials[0]
             assert first.text and first_frame < h.frames - len(_TAIL) // FRAME_SAMPLES, text
-    assert max(h.rtf for h in heard.values()) < 1.0
 
 
 @pytest.mark.parametrize("engine", ["pocketsphinx", "vosk-ko"])
@@ -206,8 +182,7 @@ def test_vosk_streams_korean_speech_and_starts_afresh_after_end(korean_rec, kore
     gap = np.zeros(RATE_HZ * 3 // 2, np.int16)
     first = stream(korean_rec, np.concatenate([korean("안녕하세요"), gap, korean("감사합니다")]))
     second = stream(korean_rec, korean("불을 켜 주세요"))
-    print(f"vosk (ko): {first.final.text!r} then {second.final.text!r}; "
-          f"RTF {first.rtf:.3f} / {second.rtf:.3f}; end of speech -> final {ms([first.end_s, second.end_s])}")
+    print(f"vosk (ko): {first.final.text!r} then {second.final.text!r}")
 
     for h in (first, second):
         assert h.final.final and h.final.words and h.final.words == tuple(h.final.text.split())
@@ -215,7 +190,6 @@ def test_vosk_streams_korean_speech_and_starts_afresh_after_end(korean_rec, kore
         texts = [p.text for _, p in h.partials if p.text]
         assert texts and all(not p.final for _, p in h.partials)
         assert h.partials[0][0] < h.frames - len(_TAIL) // FRAME_SAMPLES
-        assert h.rtf < 1.0
     # Afresh means none of the first utterance's text is carried into the second. The words
     # themselves are not compared: espeak's Korean is far from the model's speakers, the words
     # it guesses differ between CPUs (CI read '요' in both), and Kaldi keeps its speaker

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import time
 
 import numpy as np
 import pytest
@@ -207,6 +206,7 @@ def test_a_short_pause_stays_inside_one_utterance_and_a_long_one_splits(vad, tts
     assert all(abs(ms) <= P.preroll_ms for ms in error_ms), error_ms
 
 
+@pytest.mark.slow
 def test_a_frame_of_the_wrong_size_or_type_is_refused(vad):
     for bad in (np.zeros(511, np.int16), np.zeros(513, np.int16), np.zeros((1, 512), np.int16),
                 np.zeros(512, np.float32)):
@@ -240,17 +240,14 @@ def test_reset_makes_the_probabilities_repeatable(vad, spoken):
 
 
 @pytest.mark.slow
-def test_time_per_frame_is_measured(vad, spoken, capsys):
-    audio = with_noise(np.concatenate(list(spoken.values())), seed=1)
-    frames = [audio[i:i + FRAME_SAMPLES] for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
-    frames = (frames * (1000 // len(frames) + 1))[:1000]
+def test_after_a_long_quiet_spell_speech_is_still_heard(vad, spoken):
+    # the appliance feeds Silero every frame all day: its carried state must not drift into
+    # hearing noise as speech, nor go deaf to speech after a thousand frames of noise
+    quiet = with_noise(np.zeros(1000 * FRAME_SAMPLES, np.int16), seed=1)
+    speech = with_noise(spoken["Turn on the kitchen lights."], seed=2)
     vad.reset()
-    took_ms = []
-    for f in frames:
-        t0 = time.perf_counter()
-        vad.probability(f)
-        took_ms.append((time.perf_counter() - t0) * 1000)
-    p50, p99 = np.percentile(took_ms, [50, 99])
-    with capsys.disabled():
-        print(f"\nSilero VAD: p50 {p50:.3f} ms, p99 {p99:.3f} ms per 32 ms frame over {len(took_ms)} frames")
-    assert len(took_ms) == 1000
+    noise_p = [vad.probability(quiet[i:i + FRAME_SAMPLES]) for i in range(0, len(quiet), FRAME_SAMPLES)]
+    speech_p = [vad.probability(speech[i:i + FRAME_SAMPLES])
+                for i in range(0, len(speech) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
+    assert len(noise_p) == 1000 and max(noise_p) < P.stop_threshold, max(noise_p)
+    assert max(speech_p) > P.start_threshold, max(speech_p)
