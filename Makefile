@@ -9,7 +9,7 @@ STAMP := $(VENV)/.sayso-installed
 # systemd gives systemd-analyze, which the tests run on the unit; libspeexdsp1 cancels echo (aec.py).
 SYS_PKGS := portaudio19-dev python3-dev python3-venv build-essential cmake espeak-ng alsa-utils systemd libspeexdsp1
 
-.PHONY: setup system-packages models test demo lint clean install uninstall
+.PHONY: setup system-packages models test test-fast demo lint clean install uninstall
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ models: setup
 
 test: models
 	$(BIN)/python -m pytest
+
+# Without the tests marked slow (the ones that load a real model or run the whole pipeline on them).
+test-fast: models
+	$(BIN)/python -m pytest -m "not slow"
 
 demo: models
 	$(BIN)/sayso demo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from pathlib import Path
 
@@ -10,6 +11,42 @@ import numpy as np
 import pytest
 
 from sayso.models.manifest import ModelStore
+
+MODEL_LOADERS = (("onnxruntime", "InferenceSession"), ("llama_cpp", "Llama"), ("pocketsphinx", "Decoder"),
+                 ("vosk", "Model"))
+"""What every real model loads through: Silero, Smart Turn and Piper, the LLM, the two recognisers."""
+
+_running: list[pytest.Item] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _running.append(item)
+    yield
+    _running.pop()
+
+
+def _watched(cls: type, what: str) -> type:
+    class Watched(cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            item = _running[-1] if _running else None
+            if item is not None and item.get_closest_marker("slow") is None:
+                pytest.fail(f"{item.nodeid} loads a real model ({what}): mark it slow, so that "
+                            "`make test-fast` runs without models", pytrace=False)
+
+    Watched.__name__ = Watched.__qualname__ = cls.__name__
+    return Watched
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_models_only_in_slow_tests():
+    """Fail a test that loads a real model (in a fixture too) without the `slow` mark."""
+    with pytest.MonkeyPatch.context() as patch:
+        for module, name in MODEL_LOADERS:
+            mod = importlib.import_module(module)
+            patch.setattr(mod, name, _watched(getattr(mod, name), f"{module}.{name}"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ def cancel(aec: SpeexAEC, mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.concatenate([aec.process(m[i:i + FRAME], r[i:i + FRAME]) for i in range(0, n, FRAME)]).astype(float)
 
 
+@pytest.mark.slow
 def test_the_echo_goes_and_the_person_stays(voices):
     answer, person = voices
     delay = 30 * 16  # 30 ms from the speaker to the mic
@@ -126,6 +127,7 @@ def test_after_the_device_ran_dry_the_audio_starts_where_its_stamp_says():
     assert np.array_equal(ref.samples(end + 80, 8000 - 4160), signal[4160:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay_ms", [30, 120, 250])
 def test_the_delay_is_measured_even_with_the_person_talking(voices, delay_ms):
     answer, person = voices

@@ -2,8 +2,12 @@
 
 import json
 
+import pytest
+
 from sayso import cli
 from sayso.pipeline.turnlog import TurnLog
+
+pytestmark = pytest.mark.slow
 
 
 def test_demo_shows_an_exchange_an_interruption_and_what_was_heard(tmp_path, capsys):

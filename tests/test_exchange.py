@@ -2,8 +2,12 @@
 
 import wave
 
+import pytest
+
 from sayso.config import Settings
 from sayso.sim.exchange import run_exchange
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_spoken_question_is_heard_answered_and_spoken(store, tmp_path):

@@ -23,6 +23,8 @@ from sayso.pipeline.pause import SUSTAINED_MS
 from sayso.pipeline.turnlog import TurnLog
 from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
 
+pytestmark = pytest.mark.slow
+
 T0_NS = 1_000_000_000_000
 ANSWER = ("The weather today is mild with a light breeze from the west, and later in the afternoon "
           "there may be a little rain, so take a coat if you go out for a long walk.")
