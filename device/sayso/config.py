@@ -14,7 +14,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, cast, get_type_hints
 
 from sayso.errors import ConfigError
 
@@ -209,7 +209,7 @@ def _check_value(key: str, value: Any, tp: type, meta: dict[str, Any]) -> Any:
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{key} = {value!r} ({type(value).__name__}): expected {_type_name(tp)}. "
                           f"{meta['doc']}")
-    if tp is float and not math.isfinite(value):
+    if tp is float and not math.isfinite(cast(float, value)):
         raise ConfigError(f"{key} = {value!r}: must be a finite number. {meta['doc']}")
     lo, hi, choices = meta["lo"], meta["hi"], meta["choices"]
     if choices is not None and value not in choices:
@@ -299,9 +299,10 @@ def template(state_dir: str | Path | None = None) -> str:
         placed = {("models", "dir"): f"{state_dir}/models", ("log", "db"): f"{state_dir}/turns.db"}
     lines = ["# sayso configuration. Every key is optional; shown values are the defaults.",
              "# After a change: `sayso config check`, then `sudo systemctl restart sayso`.", ""]
-    for section in dataclasses.fields(Settings):
+    defaults = Settings()
+    for section in dataclasses.fields(defaults):
         lines.append(f"[{section.name}]")
-        for f in dataclasses.fields(section.default_factory()):
+        for f in dataclasses.fields(getattr(defaults, section.name)):
             value = placed.get((section.name, f.name), f.default)
             shown = (json.dumps(value) if isinstance(value, str) else
                      str(value).lower() if isinstance(value, bool) else repr(value))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from sayso.answering.speaker import AudioSink, Speaker
 from sayso.answering.thinker import LLM, Thinker
@@ -60,6 +61,9 @@ class Engine:
                                echo=self.echo)
         self.stages: list[Stage] = [self.conductor, self.thinker, self.voice, self.speaker]
         self.channels = [self.requests, self.clauses, self.segments, self.conductor.inbox]
+        self.listener: Listener | None = None
+        self.canceller: EchoCanceller | None = None
+        self.turns: TurnDetector | None = None
         if mic is not None:
             if vad is None or recognizer is None:
                 raise ValueError("listening needs a mic, a VAD and a recognizer together")
@@ -70,7 +74,7 @@ class Engine:
             self.canceller = None if b.echo_canceller == "off" else EchoCanceller(self.echo, b.echo_tail_ms)
             t = settings.turn
             self.turns = None if turn_model is None else TurnDetector(turn_model, t.threshold,
-                                                                      lambda a: self.listener.answer(a))
+                                                                      lambda a: cast(Listener, self.listener).answer(a))
             pause_ms = t.pause_ms if self.turns is not None or t.preemptive else None
             end_ms = t.max_silence_ms if self.turns is not None else None
             self.listener = Listener(vad, Endpointer(settings.vad, end_silence_ms=end_ms, pause_ms=pause_ms),
@@ -82,8 +86,6 @@ class Engine:
             if self.turns is not None:
                 self.stages.append(self.turns)
             self.channels += [self.frames, self.utterance_audio]
-        else:
-            self.listener = self.canceller = self.turns = None
         self.recovered: list[int] = []
 
     def busy(self) -> str | None:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from llama_cpp import ChatCompletionRequestMessage, CreateChatCompletionStreamResponse
+
+    Chunks = Generator[CreateChatCompletionStreamResponse, None, None]
+    """What create_chat_completion(stream=True) returns."""
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,8 @@ class LlamaLLM:
             while f.read(8 << 20):
                 pass
         messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hello."}]
-        for _ in self._llama.create_chat_completion(messages=messages, max_tokens=1, stream=True):
+        for _ in self._llama.create_chat_completion(messages=cast("list[ChatCompletionRequestMessage]", messages),
+                                                    max_tokens=1, stream=True):
             pass
 
     def _abort_requested(self, _data) -> bool:
@@ -74,16 +82,16 @@ class LlamaLLM:
 
         Leaving the stream closes llama-cpp's generator, which ends decoding at once.
         """
-        stream = self._llama.create_chat_completion(
-            messages=messages, stream=True, max_tokens=self.max_tokens, temperature=self.temperature,
-            seed=None if self.seed < 0 else self.seed)
+        stream = cast("Chunks", self._llama.create_chat_completion(
+            messages=cast("list[ChatCompletionRequestMessage]", messages), stream=True, max_tokens=self.max_tokens,
+            temperature=self.temperature, seed=None if self.seed < 0 else self.seed))
         self._should_stop = should_stop
         try:
             for chunk in stream:
                 if should_stop():
                     return
                 piece = chunk["choices"][0]["delta"].get("content")
-                if piece:
+                if isinstance(piece, str) and piece:
                     yield piece
         except RuntimeError as e:
             if not should_stop():

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -138,7 +139,8 @@ class _Request(threading.Thread):
     def __init__(self, client: httpx.Client, url: str, body: dict):
         super().__init__(name="llm-server-request", daemon=True)
         self.client, self.url, self.body = client, url, body
-        self.events: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        """("piece", str), ("done", None) or ("failed", LLMServerFailed)."""
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._cancelled = False

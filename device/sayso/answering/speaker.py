@@ -121,7 +121,7 @@ class Speaker(Stage):
             elif pending == 0 and not self._after_pause:
                 self._underruns += 1  # the device ran dry mid-answer: the person heard a gap
             self._after_pause = False
-            if reference is not None:
+            if reference is not None and self.echo is not None:
                 # what the device holds ahead of the block tells the reference whether it ran dry (the block
                 # plays at its next period) and whether the stamp is one to place the run by (echo.py)
                 self.echo.played(reference, self.clock() + pending_ns, queued_ns=pending_ns)

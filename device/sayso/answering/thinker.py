@@ -58,7 +58,8 @@ class Thinker(Stage):
         if cancelled():
             self.report(GenerationEnded(turn, "", "cancelled", self.clock()))
             return
-        chunker, raw, spoken = ClauseChunker(), "", []
+        chunker, raw = ClauseChunker(), ""
+        spoken: list[str] = []
         messages = [{"role": role, "content": content} for role, content in req.messages]
         if req.preface:
             self._send(turn, spoken, req.preface)

@@ -68,8 +68,8 @@ class PiperTTS:
         from piper import SynthesisConfig
 
         self._voice = _load_voice(Path(model_path))
-        noise = {"noise_scale": 0.0, "noise_w_scale": 0.0} if repeatable else {}
-        self._config = SynthesisConfig(length_scale=length_scale, **noise)
+        noise = 0.0 if repeatable else None  # None: the voice's own
+        self._config = SynthesisConfig(length_scale=length_scale, noise_scale=noise, noise_w_scale=noise)
         self.rate_hz = self._voice.config.sample_rate
 
     def paced(self, length_scale: float) -> PiperTTS:
@@ -105,7 +105,7 @@ class PiperTTS:
         phones: list[tuple[int, int]] = []
         base = 0
         for part in parts:
-            pos, start, end = base, None, None
+            pos, start, end = base, None, 0
             for phoneme, n in part.phonemes:
                 if phoneme in (" ", "^", "$"):
                     if start is not None:

@@ -25,6 +25,9 @@ class Rendered:
 
 
 class TTS(Protocol):
+    rate_hz: int
+    """The rate every rendering comes at."""
+
     def render(self, text: str) -> Rendered:
         """Synthesize `text`, with the sample span of every word."""
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,8 @@ class PyAudioMic:
         """`rate_hz` forces a device rate (some USB mics only run at 44.1 or 48 kHz); None tries 16 kHz first."""
         self.name, self.block_ms, self.forced_rate = name, block_ms, rate_hz
         self.rate_hz = RATE_HZ
-        self._pa = self._stream = None
+        self._pa: Any = None  # pyaudio's PyAudio and Stream: pyaudio has no types
+        self._stream: Any = None
 
     def open(self, deliver: Callable[[bytes, int], None]) -> None:
         """Start capturing; `deliver(raw_int16_bytes, monotonic_ns)` runs on PortAudio's thread."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from typing import cast
 
 import numpy as np
 
@@ -105,13 +106,14 @@ class EchoReference:
             placing = self._run_blocks < self.PLACING_BLOCKS
             near = self._end is not None and abs(start - self._end) <= self.JITTER * (2 if placing else 1)
             if near and not after_gap:
+                # near: there is a run, so _end is set (and _place_run keeps it set)
                 if placing:
                     self._run_blocks += 1
-                    written = self._end - self._run_start
+                    written = cast(int, self._end) - self._run_start
                     if queued_ns is None or queued_ns + 1_000_000 <= written * 1_000_000_000 // RATE_HZ:
                         self._said.append(audible_ns * RATE_HZ / 1e9 - written)
                         self._place_run()
-                start = self._end
+                start = cast(int, self._end)
             else:
                 if self._end is not None and start > self._end:
                     self._write(self._end, np.zeros(min(start - self._end, len(self._buf)), np.int16))
@@ -215,7 +217,7 @@ class DelayEstimator:
         self._mic.append(samples)
         self._frames += 1
         every = self.SEARCHING_FRAMES if self.delay is None else self.LOCKED_FRAMES
-        if len(self._mic) < self._mic.maxlen or self._frames % every:
+        if len(self._mic) < self.WINDOW // FRAME_SAMPLES or self._frames % every:
             return False
         lag = self._estimate(reference)
         if lag is None:
@@ -286,7 +288,7 @@ class EchoCanceller:
         """One mic frame whose first sample is clock sample `start` (from a MicClock), the echo taken out."""
         if self.estimator.observe(samples, start, self.reference):
             log.info("echo delay measured: %.1f ms from the speaker's stamp to the mic",
-                     self.estimator.delay * 1000 / RATE_HZ)
+                     (self.estimator.delay or 0) * 1000 / RATE_HZ)
         ref = self.reference.samples(start - self.delay + self.margin, FRAME_SAMPLES)
         if ref.any():
             self._silent_frames = 0

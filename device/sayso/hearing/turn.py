@@ -31,7 +31,7 @@ N_FFT, HOP, N_MELS = 400, 160, 80
 """Whisper's front end: 25 ms windows every 10 ms, 80 mel bands (800 frames for 8 s)."""
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
     f = np.asarray(f, dtype=np.float64)
     return np.where(f < 1000.0, 3.0 * f / 200.0, 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) * 27.0 / np.log(6.4))

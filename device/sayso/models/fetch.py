@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from sayso.errors import DiskFull, FetchFailed, ModelCorrupt, ModelMissing
 from sayso.models.manifest import Model, ModelFile, ModelStore, Source, safe_name, sha256_of
@@ -103,7 +103,7 @@ class Fetcher:
             raise DiskFull(errno.ENOSPC, f"{f.name} needs {f.size / 1e6:.0f} MB but {self.store.root} has "
                                          f"{free / 1e6:.0f} MB free; free some space and fetch again.")
         part = self.store.root / (f.name + ".part")
-        errors = []
+        errors: list[str] = []
         for i, src in enumerate(f.sources, 1):
             try:
                 self._from_source(src, part, f)
@@ -198,7 +198,7 @@ class Fetcher:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _pump(src: BinaryIO, out: BinaryIO, h, advance: Callable[[int], None]) -> None:
+def _pump(src: IO[bytes], out: IO[bytes], h, advance: Callable[[int], None]) -> None:
     while block := src.read(_BLOCK):
         out.write(block)
         h.update(block)

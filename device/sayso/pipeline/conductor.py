@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from sayso.config import BargeInSettings, ConversationSettings, TurnSettings
 from sayso.errors import SaysoError
@@ -161,7 +162,7 @@ class Conductor(Stage):
         """An answer started at a short pause, generated and synthesized but held until the turn is final."""
         self._state = State.IDLE
         self._state_changes = 0
-        self._queued: tuple[int, Utterance, str] | None = None
+        self._queued: tuple[int | None, Utterance, str] | None = None
         self._join: _Join | None = None
         """Set when an answer was dropped unheard and closed before the words that dropped it were final."""
         self._conversation: str | None = None
@@ -276,7 +277,7 @@ class Conductor(Stage):
         turn = self._active
         why = turn and turn.pause and turn.pause.resume_reason(self.clock(), self._hearing,
                                                                self.barge_in.commit_window_s)
-        if why:
+        if turn is not None and why:
             self._resume(turn, why)
         if turn and turn.ack_deadline_ns and self.clock() > turn.ack_deadline_ns:
             missing = [n for n, done in (("thinker", turn.gen_ended), ("speaker", turn.play_ended)) if not done]
@@ -541,7 +542,7 @@ class Conductor(Stage):
             # the thinker never saw this request, so it will not acknowledge it
             turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, "cancelled", self.clock()
         turn.ack_deadline_ns = self.clock() + self.ack_timeout_ns
-        first = turn.scope.first
+        first = cast(Cancellation, turn.scope.first)  # set by the interrupt this message carries
         self._emit("speech_interrupted", turn=turn.row, reason=first.reason.value, kind=first.kind.value)
         self._maybe_finish(turn)
 
@@ -663,7 +664,7 @@ def timeline(turn: _Turn) -> dict[str, float]:
 def turn_metrics(turn: _Turn) -> dict:
     """An answer's metrics (ms on the pipeline's clock) from what the conductor saw of it."""
     first = turn.scope.first
-    metrics = {"eos_to_first_token_ms": _ms(turn.eos_ns, turn.first_token_ns),
+    metrics: dict[str, object] = {"eos_to_first_token_ms": _ms(turn.eos_ns, turn.first_token_ns),
                "eos_to_first_audio_ms": _ms(turn.eos_ns, turn.first_audio_ns)}
     if turn.speech_end_ns is not None:
         metrics["speech_end_to_first_audio_ms"] = _ms(turn.speech_end_ns, turn.first_audio_ns)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Kind(StrEnum):
@@ -139,8 +143,8 @@ class Segment:
     turn: int
     seq: int
     text: str
-    audio: object = field(repr=False)
-    """Mono int16 numpy array."""
+    audio: np.ndarray = field(repr=False)
+    """Mono int16."""
     rate_hz: int
     words: tuple[WordSpan, ...]
 

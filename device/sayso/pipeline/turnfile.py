@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -218,7 +219,7 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
         raise
 
 
-def recover_open(db: sqlite3.Connection, keep: list[int] = ()) -> None:
+def recover_open(db: sqlite3.Connection, keep: Sequence[int] = ()) -> None:
     keep_out = f"AND id NOT IN ({', '.join(map(str, keep))})" if keep else ""
     db.execute("UPDATE turns SET status = 'interrupted', interrupt_reason = 'crash', interrupt_kind = 'full', "
                "heard_text = COALESCE(heard_text, ''), ended_at = COALESCE(ended_at, ?) "

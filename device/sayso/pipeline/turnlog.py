@@ -355,7 +355,7 @@ class TurnLog(TurnReader):
 
     # ---- reads: the file plus what waits in memory
 
-    def _select(self, sql: str, args: tuple = ()) -> list[sqlite3.Row] | list[dict]:
+    def _select(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         try:
             with self._lock:
                 return self._db.execute(sql, args).fetchall()

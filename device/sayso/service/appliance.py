@@ -87,10 +87,11 @@ class Models:
         timed("vad", lambda: self.vad.probability(np.zeros(FRAME_SAMPLES, np.int16)))
         self.vad.reset()
         timed("stt", lambda: (self.recognizer.accept(bytes(2 * RATE_HZ // 10)), self.recognizer.end()))
-        if self.turn is not None:
+        turn = self.turn
+        if turn is not None:
             quiet = np.zeros(RATE_HZ, np.int16)
-            timed("turn", lambda: self.turn.probability(quiet))  # the first run allocates: time the second
-            timed("turn", lambda: self.turn.probability(quiet))
+            timed("turn", lambda: turn.probability(quiet))  # the first run allocates: time the second
+            timed("turn", lambda: turn.probability(quiet))
             if took["turn"] > settings.turn.max_cost_ms:
                 log.warning("the end-of-turn model takes %.0f ms here (turn.max_cost_ms = %g): ending turns on "
                             "silence alone", took["turn"], settings.turn.max_cost_ms)

@@ -32,7 +32,7 @@ def server_addresses(url: str) -> list[str]:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError as e:
         raise ConfigError(f"llm.server_url: cannot resolve {host!r} ({e}); use the server's IP address") from None
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 def dropin(settings: Settings) -> str:

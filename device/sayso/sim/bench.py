@@ -178,7 +178,7 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
                     plot = plot_dir is not None and run == 0
                     result = Simulation(sc, kit, settings, Path(tmp) / f"{name}-{level:g}-{run}.db",
                                         keep_tracks=plot).run()
-                    if plot:
+                    if plot and plot_dir is not None:
                         from sayso.sim.plot import waterfall
 
                         waterfall(result.report, plot_dir / f"{name}-echo{level:g}dB.png", result.tracks)

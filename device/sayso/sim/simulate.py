@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -72,13 +73,13 @@ class PersonVoice:
 class Kit(Models):
     """The models a simulation runs on, and the person's voice: loaded once, shared by every run of `sayso bench`."""
 
-    person: PersonVoice | None = None
+    person: PersonVoice = field(kw_only=True)
 
     @classmethod
     def load(cls, settings: Settings, store: ModelStore) -> Kit:
         models = Models.load(settings, store)
         models.warm(settings)  # as `sayso run` does before READY=1: the first answer is not the slow one
-        return cls(**vars(models), person=PersonVoice(models.tts))
+        return cls(**vars(models), person=PersonVoice(cast(PiperTTS, models.tts)))  # Models.load loads Piper
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class Simulation:
                 self._sleep(0.05)
 
     def _sound(self, step: Step) -> tuple[np.ndarray, str, str]:
-        if step.say_parts:
+        if step.say is not None and step.say_parts:
             return self.kit.person.say_with_pauses(step.say_parts, step.gap_s), "say", step.say
         if step.say is not None:
             return self.kit.person.say(step.say), "say", step.say
@@ -197,7 +198,8 @@ class Simulation:
             return read_wav_at_mic_rate(step.wav), "wav", str(step.wav)
         if step.cough is not None:
             return cough(step.cough, seed=step.number), "noise", f"{step.cough} cough(s)"
-        return noise_burst(step.noise_s, seed=step.number), "noise", f"{step.noise_s:g}s"
+        noise_s = cast(float, step.noise_s)  # a step that makes a sound and is none of the above is noise
+        return noise_burst(noise_s, seed=step.number), "noise", f"{noise_s:g}s"
 
     def _act(self, step: Step, pin) -> None:
         room = self.room
