@@ -9,7 +9,7 @@ STAMP := $(VENV)/.sayso-installed
 # systemd gives systemd-analyze, which the tests run on the unit; libspeexdsp1 cancels echo (aec.py).
 SYS_PKGS := portaudio19-dev python3-dev python3-venv build-essential cmake espeak-ng alsa-utils systemd libspeexdsp1
 
-.PHONY: setup system-packages models test test-fast demo lint clean install uninstall
+.PHONY: setup system-packages models test test-fast demo lint typecheck clean install uninstall
 
 setup: $(STAMP)
 
@@ -54,6 +54,9 @@ uninstall:
 
 lint: setup
 	$(BIN)/ruff check device tests
+
+typecheck: setup
+	$(BIN)/mypy device/sayso
 
 clean:
 	rm -rf $(VENV) demo-out
