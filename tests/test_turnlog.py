@@ -82,6 +82,23 @@ def test_history_gives_interrupted_answers_as_heard_with_a_marker(turnlog):
     assert turnlog.history("c1", 10)[-1] == ("system", cut_in_note(""))  # nothing heard: the note alone
 
 
+def test_the_history_window_moves_in_steps_so_its_start_stays_put_for_most_turns(turnlog):
+    starts = []
+    for n in range(12):
+        u = turnlog.add_user("c1", f"question {n}")
+        a = turnlog.begin_assistant("c1", u)
+        turnlog.finish(a, text=f"answer {n}", heard_text=f"answer {n}", status="complete")
+        history = turnlog.history("c1", 9, step=4)
+        assert history[0][0] == "user" and history[-1] == ("assistant", f"answer {n}")
+        assert min(2 * (n + 1), 9 - 4) <= len(history) <= 9
+        starts.append(history[0][1])
+    # 24 turns: the window starts at turn 0 until it is full, then jumps four turns (two exchanges)
+    assert starts == ["question 0"] * 4 + ["question 2"] * 2 + ["question 4"] * 2 + ["question 6"] * 2 \
+        + ["question 8"] * 2
+    # one step at a time it is the last nine, less the answer it would start on
+    assert turnlog.history("c1", 9)[:2] == [("user", "question 8"), ("assistant", "answer 8")]
+
+
 def test_a_newer_schema_is_refused_with_advice(tmp_path):
     path = tmp_path / "turns.db"
     TurnLog(path).close()

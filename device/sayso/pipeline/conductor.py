@@ -152,6 +152,8 @@ class Conductor(Stage):
         self.settings = conversation or ConversationSettings()
         self.barge_in = barge_in or BargeInSettings()
         self.turn_settings = turn or TurnSettings()
+        # the history window moves half its length at a time: llama.cpp reuses the prompt's prefix
+        self._history_step = max(1, (self.settings.history_turns + 1) // 2)
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
         self.button_debounce_ns = int(button_debounce_s * 1e9)
         self.inbox: Channel = Channel("conductor", capacity=1024)
@@ -455,7 +457,8 @@ class Conductor(Stage):
 
     def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
         """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
-        history = self.turnlog.history(self._conversation_id(), self.settings.history_turns + 1)
+        history = self.turnlog.history(self._conversation_id(), self.settings.history_turns + 1,
+                                       step=self._history_step)
         if join is not None and ("user", join.text) in history:
             last = len(history) - 1 - history[::-1].index(("user", join.text))
             history = history[:last]
@@ -523,7 +526,8 @@ class Conductor(Stage):
         self._fill(turn, u)
         with self._lock:
             self._active = turn
-        history = self.turnlog.history(conversation, self.settings.history_turns + 1)
+        history = self.turnlog.history(conversation, self.settings.history_turns + 1,
+                                       step=self._history_step)
         self._emit("turn_started", turn=turn.row, reply_to=user_id)
         self._set_state(State.THINKING)
         preface, self._notice = self._notice, ""

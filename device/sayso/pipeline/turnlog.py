@@ -52,6 +52,8 @@ OUTAGE_BUSY_TIMEOUT_S = 0.05
 RETRY_S = 1.0
 MAX_PENDING = 2000
 """Turns kept in memory while the log cannot be written (a few hours of talk); beyond it the oldest go."""
+HISTORY_SCAN_ROWS = 5000
+"""Turns of one conversation read to place the history window; past these it slides every turn."""
 
 
 def cut_in_note(heard: str) -> str:
@@ -391,14 +393,18 @@ class TurnLog(TurnReader):
         r = rows[-1]
         return r["conversation_id"], r["ended_at"] or r["started_at"]
 
-    def history(self, conversation_id: str, limit: int) -> list[tuple[str, str]]:
+    def history(self, conversation_id: str, limit: int, step: int = 1) -> list[tuple[str, str]]:
         """(role, content) for the LLM: an interrupted answer is what was heard, then a note that it was cut.
 
         An answer superseded (dropped before a word of it was heard, the person
         went on talking) is left out: it was never part of the conversation.
+        At most the last `limit` turns; past that the window's start moves `step` turns at a
+        time, so the prompt's prefix (which llama.cpp keeps evaluated) stays put for most turns
+        instead of changing with every one.
         """
         if limit <= 0:
             return []
+        step = max(1, min(step, limit))
 
         def counts(r: dict) -> bool:
             return (r["conversation_id"] == conversation_id and r["status"] in ("complete", "interrupted")
@@ -406,9 +412,12 @@ class TurnLog(TurnReader):
         found = self._select(
             "SELECT * FROM turns WHERE conversation_id = ? AND status IN ('complete', 'interrupted') "
             "AND NOT (role = 'assistant' AND interrupt_reason IS 'superseded') ORDER BY id DESC LIMIT ?",
-            (conversation_id, limit))
+            (conversation_id, HISTORY_SCAN_ROWS))
+        rows = self._overlay(found, counts)
+        if len(rows) > limit:
+            rows = rows[((len(rows) - limit) // step + 1) * step:]
         out = []
-        for r in self._overlay(found, counts)[-limit:]:
+        for r in rows:
             if r["role"] == "user":
                 out.append(("user", r["text"]))
             elif r["status"] == "complete":
