@@ -141,6 +141,33 @@ def test_a_complete_exchange_in_order(rig):
     assert rig_.tts.words_in(rig_.sink.audible()) == row["text"].split()
 
 
+class PrefillRecordingFakeLLM(FakeLLM):
+    """The fake LLM with a prompt cache to fill: records each prefill."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.prefilled: list[list[dict]] = []
+        self.prefill_seen = threading.Event()
+
+    def prefill(self, messages: list[dict], should_stop) -> None:
+        self.prefilled.append(messages)
+        self.prefill_seen.set()
+
+
+def test_when_an_answer_ends_the_next_prompts_beginning_is_prefilled(rig):
+    r = rig(["Paris.", "Berlin."])
+    r.llm = r.engine.thinker.llm = PrefillRecordingFakeLLM(["Paris.", "Berlin."])
+    r.say("What is the capital of France?")
+    assert r.finished()["status"] == "complete"
+    assert r.llm.prefill_seen.wait(WAIT), "no prefill after the answer"
+    (prefilled,) = r.llm.prefilled
+    assert [(m["role"], m["content"]) for m in prefilled[1:]] == [("user", "What is the capital of France?"),
+                                                                  ("assistant", "Paris.")]
+    r.say("And of Germany?")
+    assert r.finished(4)["status"] == "complete"
+    assert r.llm.calls[-1][:len(prefilled)] == prefilled, "the next prompt begins with what was prefilled"
+
+
 def test_interrupt_while_thinking_stops_before_any_sound(rig):
     r = rig([LONG], llm_kwargs={"first_token_delay_s": 0.5})
     r.say("tell me about paris")

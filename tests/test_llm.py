@@ -79,6 +79,23 @@ def test_a_repeated_prefix_is_not_processed_again(llm, monkeypatch):
     assert warm < 50, f"the shared prefix was evaluated again: {warm} of {cold} tokens"
 
 
+def test_a_prefill_while_idle_leaves_only_the_new_question_to_evaluate(llm, monkeypatch):
+    evaluated = []
+    real_eval = llm._llama.eval
+
+    def counting_eval(tokens):
+        evaluated.append(len(tokens))
+        return real_eval(tokens)
+
+    monkeypatch.setattr(llm._llama, "eval", counting_eval)
+    _prompt_tokens_evaluated(llm, long_history(0), evaluated)  # the cache holds another conversation
+    history = long_history(12)[:-1]  # the conversation so far, ending with an answer
+    llm.prefill(history)
+    prefilled = sum(evaluated)
+    asked = _prompt_tokens_evaluated(llm, history + [{"role": "user", "content": "And of Germany?"}], evaluated)
+    assert prefilled > 500 and asked < 50, (prefilled, asked)
+
+
 def _prompt_tokens_evaluated(llm, messages, evaluated: list[int]) -> int:
     """How many prompt tokens llama.cpp evaluated before the first piece of the answer."""
     evaluated.clear()

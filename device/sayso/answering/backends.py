@@ -106,6 +106,12 @@ class FailoverLLM:
         for piece in self.local.stream(messages, should_stop):
             yield first(piece)
 
+    def prefill(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Prefill the local model while it is the one answering; a server keeps its own cache."""
+        local_prefill = getattr(self.local, "prefill", None)
+        if local_prefill is not None and (self.server is None or self.clock() < self.retry_at):
+            local_prefill(messages, should_stop)
+
     def warm(self, system_prompt: str) -> None:
         """Warm the local model, and have the server cache the system prompt as every turn's prefix.
 

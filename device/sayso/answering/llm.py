@@ -70,6 +70,20 @@ class LlamaLLM:
                                                     max_tokens=1, stream=True):
             pass
 
+    def prefill(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Evaluate `messages` into the prompt cache: a later prompt that begins with them reuses it."""
+        self._should_stop = should_stop
+        try:
+            for _ in self._llama.create_chat_completion(messages=cast("list[ChatCompletionRequestMessage]", messages),
+                                                        max_tokens=1, stream=True):
+                pass
+        except RuntimeError as e:
+            if not should_stop():
+                raise
+            log.debug("llama.cpp aborted the prefill on request (%s)", e)
+        finally:
+            self._should_stop = lambda: False
+
     def _abort_requested(self, _data) -> bool:
         if self._should_stop():
             self.aborts += 1

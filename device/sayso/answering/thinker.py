@@ -17,6 +17,7 @@ from sayso.pipeline.messages import (
     FirstToken,
     GenerateRequest,
     GenerationEnded,
+    Prefill,
     TextCheckpoint,
 )
 from sayso.pipeline.stage import ErrorHandler, Stage
@@ -50,8 +51,11 @@ class Thinker(Stage):
         self.scopes, self.clock, self.max_seconds = scopes, clock, max_seconds
 
     def step(self) -> None:
-        req: GenerateRequest | None = self.requests.get(timeout=0.1)
+        req: GenerateRequest | Prefill | None = self.requests.get(timeout=0.1)
         if req is None:
+            return
+        if isinstance(req, Prefill):
+            self._prefill(req)
             return
         turn = self.current_turn = req.turn
         cancelled = lambda: self.scopes.generation_cancelled(turn) or self.stopping.is_set()  # noqa: E731
@@ -104,6 +108,19 @@ class Thinker(Stage):
         self.report(GenerationEnded(turn, " ".join(filter(None, spoken)), outcome, self.clock(), busy_ms,
                                     dict(backend) if backend else None))
         self.current_turn = None
+
+    def _prefill(self, req: Prefill) -> None:
+        """Evaluate the next prompt's beginning now; a backend that keeps no prompt cache skips it."""
+        prefill = getattr(self.llm, "prefill", None)
+        if prefill is None:
+            return
+        t = self.clock()
+        try:
+            prefill([{"role": role, "content": content} for role, content in req.messages], self.stopping.is_set)
+        except LLMUnavailable as e:
+            log.debug("prefill skipped: %s", e)
+            return
+        log.debug("prefilled %d messages in %.0f ms", len(req.messages), (self.clock() - t) / 1e6)
 
     def _let_the_voice_start(self, turn: int, cancelled: Callable[[], bool]) -> None:
         """Hold generation while the voice synthesizes the first clause.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from sayso.config import BargeInSettings, ConversationSettings, TurnSettings
-from sayso.errors import SaysoError
+from sayso.errors import ChannelClosed, SaysoError
 from sayso.pipeline.cancel import Cancellation, Scope, Scopes
 from sayso.pipeline.channel import Channel, of_turn
 from sayso.pipeline.events import EventBus
@@ -43,6 +43,7 @@ from sayso.pipeline.messages import (
     Paused,
     PauseRequested,
     PlaybackEnded,
+    Prefill,
     Reason,
     SpeechDropped,
     SpeechResumed,
@@ -610,6 +611,17 @@ class Conductor(Stage):
             self._start(*queued)
         else:
             self._set_state(State.IDLE)
+            if self._join is None and not self.stopping.is_set():
+                self._prefill_next()
+
+    def _prefill_next(self) -> None:
+        """While nobody waits, have the LLM evaluate how the next prompt will begin."""
+        history = self.turnlog.history(self._conversation_id(), self.settings.history_turns + 1,
+                                       step=self._history_step)
+        try:
+            self.requests.put(Prefill((("system", self.system_prompt), *history)), timeout=0)
+        except (ChannelClosed, TimeoutError):
+            pass  # shutting down, or requests already queued: they will fill the cache themselves
 
     def close_for_shutdown(self) -> None:
         """After the stages stopped: close a turn still in flight with what is known."""

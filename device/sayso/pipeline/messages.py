@@ -117,6 +117,20 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class Prefill:
+    """The conversation as the next prompt will begin, for the LLM to evaluate while nobody waits.
+
+    Sent when an answer ends: the next answer then starts on a cached prefix, even
+    where the history window has just moved and the whole of it is new.
+    """
+
+    messages: tuple[tuple[str, str], ...]
+    """(role, content) pairs, system prompt first."""
+    turn: int = 0
+    """No turn's: a cancel of any turn leaves it be."""
+
+
+@dataclass(frozen=True)
 class Clause:
     """A piece of the answer ready to be spoken."""
 
