@@ -61,15 +61,21 @@ def test_cancel_during_prompt_processing_aborts_llama_cpp(llm):
     assert "paris" in answer.lower()
 
 
-def test_a_repeated_prefix_is_not_processed_again(llm, monkeypatch):
-    evaluated = []
+@pytest.fixture
+def evaluated(llm, monkeypatch) -> list[int]:
+    """The sizes of the token batches llama.cpp evaluates, as they come."""
+    sizes: list[int] = []
     real_eval = llm._llama.eval
 
     def counting_eval(tokens):
-        evaluated.append(len(tokens))
+        sizes.append(len(tokens))
         return real_eval(tokens)
 
     monkeypatch.setattr(llm._llama, "eval", counting_eval)
+    return sizes
+
+
+def test_a_repeated_prefix_is_not_processed_again(llm, evaluated):
     history = long_history(12)
     cold = _prompt_tokens_evaluated(llm, history, evaluated)
     history = history + [{"role": "assistant", "content": "Paris."},
@@ -79,15 +85,7 @@ def test_a_repeated_prefix_is_not_processed_again(llm, monkeypatch):
     assert warm < 50, f"the shared prefix was evaluated again: {warm} of {cold} tokens"
 
 
-def test_a_prefill_while_idle_leaves_only_the_new_question_to_evaluate(llm, monkeypatch):
-    evaluated = []
-    real_eval = llm._llama.eval
-
-    def counting_eval(tokens):
-        evaluated.append(len(tokens))
-        return real_eval(tokens)
-
-    monkeypatch.setattr(llm._llama, "eval", counting_eval)
+def test_a_prefill_while_idle_leaves_only_the_new_question_to_evaluate(llm, evaluated):
     _prompt_tokens_evaluated(llm, long_history(0), evaluated)  # the cache holds another conversation
     history = long_history(12)[:-1]  # the conversation so far, ending with an answer
     llm.prefill(history)
