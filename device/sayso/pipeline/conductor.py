@@ -19,7 +19,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -29,6 +28,7 @@ from sayso.errors import SaysoError
 from sayso.pipeline.answer import Answer
 from sayso.pipeline.cancel import Cancellation, Scopes
 from sayso.pipeline.channel import Channel, of_turn
+from sayso.pipeline.conversation import Conversations
 from sayso.pipeline.events import EventBus
 from sayso.pipeline.messages import (
     Cancel,
@@ -119,8 +119,7 @@ class Conductor(Stage):
         self._queued: tuple[int | None, Utterance, str] | None = None
         self._join: _Join | None = None
         """Set when an answer was dropped unheard and closed before the words that dropped it were final."""
-        self._conversation: str | None = None
-        self._last_activity = 0.0
+        self.conversations = Conversations(turnlog, self.settings.idle_timeout_s, clock)
         self._last_press_ns: int | None = None
         self._hearing = False
         """Between a SpeechStarted and its final: a pause waits for that final."""
@@ -347,7 +346,7 @@ class Conductor(Stage):
             log.info("turn %s: the person went on before hearing its answer; it now reads %r", user_id, text)
             self._emit("user_turn", turn=user_id, text=text, joined=True)
         else:
-            user_id = self._write(self.turnlog.add_user, self._conversation_id(), text)
+            user_id = self._write(self.turnlog.add_user, self.conversations.current(), text)
             self._emit("user_turn", turn=user_id, text=text)
         if self._active is not None:
             # cancel-then-send: the new utterance waits until the cut answer is closed
@@ -409,7 +408,7 @@ class Conductor(Stage):
 
     def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
         """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
-        history = self.turnlog.history(self._conversation_id(), self.settings.history_turns + 1,
+        history = self.turnlog.history(self.conversations.current(), self.settings.history_turns + 1,
                                        step=self._history_step)
         if join is not None and ("user", join.text) in history:
             last = len(history) - 1 - history[::-1].index(("user", join.text))
@@ -459,7 +458,7 @@ class Conductor(Stage):
     # ---- answers
 
     def _start(self, user_id: int | None, u: Utterance, text: str) -> None:
-        conversation = self._conversation_id()
+        conversation = self.conversations.current()
         preempt = self._preempt
         if preempt is not None and (preempt.user_text != text or preempt.scope.generation.is_set()):
             self._discard_preempt("the final transcript differs from the words at the pause")
@@ -551,7 +550,7 @@ class Conductor(Stage):
                     reason=reason, kind=kind, metrics=metrics)
         with self._lock:
             self._active = None
-        self._last_activity = time.time()
+        self.conversations.touch()
         self._emit("turn_finished", turn=turn.row, status=status, reason=reason, kind=kind, text=turn.text,
                    heard_text=heard, metrics=metrics)
         self._emit("answer_timeline", turn=turn.row, **timeline(turn))
@@ -576,17 +575,6 @@ class Conductor(Stage):
         self._maybe_finish(turn)
 
     # ---- helpers
-
-    def _conversation_id(self) -> str:
-        now = time.time()
-        if self._conversation is None:
-            last = self.turnlog.last_conversation()
-            if last and now - last[1] < self.settings.idle_timeout_s:
-                self._conversation, self._last_activity = last[0], last[1]
-        if self._conversation is None or now - self._last_activity > self.settings.idle_timeout_s:
-            self._conversation = uuid.uuid4().hex[:12]
-        self._last_activity = now
-        return self._conversation
 
     def _write(self, fn, *args, **kwargs):
         """A turn-log write; a failure is logged loudly and the appliance keeps talking."""
