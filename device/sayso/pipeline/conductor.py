@@ -95,8 +95,7 @@ class Conductor(Stage):
     def __init__(self, turnlog: TurnLog, requests: Channel, clauses: Channel, segments: Channel, scopes: Scopes,
                  bus: EventBus, system_prompt: str, conversation: ConversationSettings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, ack_timeout_s: float = 3.0,
-                 button_debounce_s: float = 0.3, barge_in: BargeInSettings | None = None,
-                 turn: TurnSettings | None = None):
+                 barge_in: BargeInSettings | None = None, turn: TurnSettings | None = None):
         super().__init__()
         self.turnlog, self.requests, self.clauses, self.segments = turnlog, requests, clauses, segments
         self.scopes, self.bus, self.clock = scopes, bus, clock
@@ -107,7 +106,6 @@ class Conductor(Stage):
         # the history window moves half its length at a time: llama.cpp reuses the prompt's prefix
         self._history_step = max(1, (self.settings.history_turns + 1) // 2)
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
-        self.button_debounce_ns = int(button_debounce_s * 1e9)
         self.inbox: Channel = Channel("conductor", capacity=1024)
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
@@ -120,7 +118,6 @@ class Conductor(Stage):
         self._join: _Join | None = None
         """Set when an answer was dropped unheard and closed before the words that dropped it were final."""
         self.conversations = Conversations(turnlog, self.settings.idle_timeout_s, clock)
-        self._last_press_ns: int | None = None
         self._hearing = False
         """Between a SpeechStarted and its final: a pause waits for that final."""
         self._notice = ""
@@ -173,12 +170,7 @@ class Conductor(Stage):
         return True
 
     def button(self) -> bool:
-        """The stop button: a hard full interrupt, debounced."""
-        now = self.clock()
-        if self._last_press_ns is not None and now - self._last_press_ns < self.button_debounce_ns:
-            log.debug("button bounce ignored")
-            return False
-        self._last_press_ns = now
+        """The stop button (debounced by gpiozero): a hard full interrupt."""
         return self.interrupt(Kind.FULL, Reason.BUTTON)
 
     def stage_failed(self, stage: str, turn: int | None, exc: BaseException) -> None:
