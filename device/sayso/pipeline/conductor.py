@@ -232,38 +232,39 @@ class Conductor(Stage):
             self._maybe_finish(turn)
 
     def _handle(self, msg: object) -> None:
+        """One inbox message: the listener's news of the person, or a stage's report on an answer."""
         match msg:
             case Utterance():
                 self._on_utterance(msg)
-                return
             case TentativeTranscript():
                 self._on_tentative(msg)
-                return
             case SpeechResumed():
                 self._discard_preempt("the person went on")
-                return
             case SpeechStarted():
                 self._hearing = True
                 if self._state is State.IDLE:
                     self._set_state(State.LISTENING)
-                return
             case PartialTranscript():
                 self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
-                return
             case SpeechDropped():
                 if self._active and self._active.pause:
                     self._active.pause.sound_dropped(msg.t_ns)
                 elif (join := self._join_of(self._active)) is not None:
                     self._answer_again(join)
-                return
-        preempt = self._preempt
-        if preempt is not None and getattr(msg, "turn", None) == preempt.id:
-            self._on_preempt_report(preempt, msg)
-            return
-        turn = self._active
-        if turn is None or getattr(msg, "turn", None) != turn.id:
+            case _:
+                self._on_report(msg)
+
+    def _on_report(self, msg: object) -> None:
+        """A stage's report, for the preemptive answer or the one in flight by its turn id; others came late."""
+        turn_id = getattr(msg, "turn", None)
+        if self._preempt is not None and turn_id == self._preempt.id:
+            self._on_preempt_report(self._preempt, msg)
+        elif self._active is not None and turn_id == self._active.id:
+            self._on_answer_report(self._active, msg)
+        else:
             log.debug("dropping %s: not for the turn in flight", type(msg).__name__)
-            return
+
+    def _on_answer_report(self, turn: Answer, msg: object) -> None:
         match msg:
             case InterruptRequested():
                 self._on_interrupt(turn, msg)
