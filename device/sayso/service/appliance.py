@@ -29,7 +29,7 @@ from sayso.audio import FRAME_SAMPLES, RATE_HZ
 from sayso.config import Settings, TurnSettings
 from sayso.engine import Engine
 from sayso.errors import DeviceFailed, ModelCorrupt, ModelMissing
-from sayso.hearing.capture import PyAudioMic, find_device
+from sayso.hearing.capture import Mic, PyAudioMic, find_device
 from sayso.hearing.stt import Recognizer, open_recognizer
 from sayso.hearing.turn import TURN_MODEL, SmartTurn
 from sayso.hearing.vad import VAD_MODEL, SileroVAD
@@ -120,7 +120,7 @@ class Appliance:
     board's own from config.
     """
 
-    def __init__(self, settings: Settings, models: Models, mic, sink: AudioSink, turnlog: TurnLog, *,
+    def __init__(self, settings: Settings, models: Models, mic: Mic, sink: AudioSink, turnlog: TurnLog, *,
                  notifier: Notifier | None = None, pin_factory=None,
                  clock: Callable[[], int] = time.monotonic_ns):
         self.settings, self.clock = settings, clock
