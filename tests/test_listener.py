@@ -13,7 +13,8 @@ from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms, to_mic_rate
 from sayso.config import BargeInSettings, VADSettings
 from sayso.engine import Engine
 from sayso.hearing.capture import Frame, PyAudioMic
-from sayso.hearing.echo import EchoCanceller, EchoReference, sample_at
+from sayso.hearing.echo import EchoCanceller
+from sayso.hearing.echo_reference import EchoReference, sample_at
 from sayso.hearing.listener import EndOfSpeech, Listener, StartOfSpeech, Transcriber
 from sayso.hearing.stt import PocketsphinxRecognizer
 from sayso.hearing.vad import Endpointer, SileroVAD

@@ -12,7 +12,8 @@ from sayso.answering.thinker import LLM, Thinker
 from sayso.answering.voice import TTS, Voice
 from sayso.config import Settings
 from sayso.hearing.capture import Capture, Mic
-from sayso.hearing.echo import EchoCanceller, EchoReference
+from sayso.hearing.echo import EchoCanceller
+from sayso.hearing.echo_reference import EchoReference
 from sayso.hearing.listener import Listener, Transcriber
 from sayso.hearing.stt import Recognizer
 from sayso.hearing.turn import SmartTurn, TurnDetector

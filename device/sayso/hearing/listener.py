@@ -21,7 +21,8 @@ import numpy as np
 from sayso.audio import FRAME_SAMPLES, RATE_HZ
 from sayso.config import BargeInSettings
 from sayso.hearing.capture import Frame
-from sayso.hearing.echo import EchoCanceller, EchoGuard, EchoReference, MicClock
+from sayso.hearing.echo import EchoCanceller, EchoGuard
+from sayso.hearing.echo_reference import EchoReference, MicClock
 from sayso.hearing.stt import Recognizer, Transcript
 from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
 from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
