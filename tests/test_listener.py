@@ -208,7 +208,7 @@ def test_end_of_speech_reaches_the_transcriber_after_the_utterance(voices):
 
 
 def test_the_transcriber_measures_each_utterances_sustained_speech_afresh(voices):
-    from sayso.sim.room import cough
+    from sayso.sim.sounds import cough
 
     posted: list = []
     audio = Channel("audio", 1 << 20)
