@@ -256,7 +256,7 @@ def test_smart_turn_hears_a_finished_question_from_a_sentence_left_hanging(store
 @pytest.mark.slow
 def test_warming_runs_every_model_and_drops_an_end_of_turn_model_the_board_cannot_afford(store):
     from sayso.config import Settings, TurnSettings
-    from sayso.service.appliance import Models
+    from sayso.service.modelset import Models
     from sayso.sim.fakes import FakeLLM
 
     class WarmedLLM(FakeLLM):
@@ -282,7 +282,7 @@ def test_warming_runs_every_model_and_drops_an_end_of_turn_model_the_board_canno
 def test_an_appliance_without_the_end_of_turn_model_ends_turns_on_silence_and_says_how_to_fetch_it(tmp_path, caplog):
     from sayso.config import TurnSettings
     from sayso.models.manifest import ModelStore
-    from sayso.service.appliance import open_turn_model
+    from sayso.service.modelset import open_turn_model
 
     assert open_turn_model(TurnSettings(), ModelStore(tmp_path)) is None
     assert "run `sayso models fetch`" in caplog.text and "silence alone" in caplog.text
