@@ -15,8 +15,9 @@ from sayso.engine import Engine
 from sayso.hearing.capture import Frame, PyAudioMic
 from sayso.hearing.echo import EchoCanceller
 from sayso.hearing.echo_reference import EchoReference, sample_at
-from sayso.hearing.listener import EndOfSpeech, Listener, StartOfSpeech, Transcriber
+from sayso.hearing.listener import Listener
 from sayso.hearing.stt import PocketsphinxRecognizer
+from sayso.hearing.transcriber import EndOfSpeech, StartOfSpeech, Transcriber
 from sayso.hearing.vad import Endpointer, SileroVAD
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.messages import SpeechDropped, SpeechStarted, State, Utterance

@@ -10,8 +10,9 @@ from sayso.answering.tts import PiperTTS
 from sayso.audio import FRAME_SAMPLES, RATE_HZ, to_mic_rate
 from sayso.config import BargeInSettings, VADSettings
 from sayso.hearing.capture import Frame
-from sayso.hearing.listener import Listener, Transcriber
+from sayso.hearing.listener import Listener
 from sayso.hearing.stt import PocketsphinxRecognizer
+from sayso.hearing.transcriber import Transcriber
 from sayso.hearing.turn import TURN_MODEL, SmartTurn, TurnAnswer, TurnQuestion, log_mel, trails_off
 from sayso.hearing.vad import VAD_MODEL, Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart
 from sayso.pipeline.channel import Channel

@@ -14,8 +14,9 @@ from sayso.config import Settings
 from sayso.hearing.capture import Capture, Mic
 from sayso.hearing.echo import EchoCanceller
 from sayso.hearing.echo_reference import EchoReference
-from sayso.hearing.listener import Listener, Transcriber
+from sayso.hearing.listener import Listener
 from sayso.hearing.stt import Recognizer
+from sayso.hearing.transcriber import Transcriber
 from sayso.hearing.turn import SmartTurn, TurnDetector
 from sayso.hearing.vad import Endpointer, SileroVAD
 from sayso.pipeline.cancel import Scopes
