@@ -1,16 +1,14 @@
 """The conductor: the one owner of conversation state and the only writer of the turn log.
 
-`interrupt()` may be called from any thread (listener, button, thinker). It
+`interrupt()` may be called from any thread (listener, button, thinker): it
 cancels the turn's scope at once, so the speaker is silent within one block and
-the thinker stops within one token, and then posts a control message that
-overtakes queued data; the conductor flushes the cancelled turn's items, waits
-for the thinker and speaker to acknowledge, and writes the one final status.
-
-`pause()` is barge-in's softer first step: the speaker goes quiet just as fast
-but generation goes on, and the conductor then commits the interrupt when the
-recogniser's final has words it stands by, or resumes the answer from where it
-stopped when none come (a cough, a door) and logs a `false_interruption` with
-the turn. `pause.py` holds that policy.
+the thinker stops within one token, then posts a control message that overtakes
+queued data; the conductor flushes the cancelled turn's items, waits for the
+thinker and speaker to acknowledge, and writes the one final status. `pause()`
+is barge-in's softer first step: the speaker goes quiet as fast but generation
+goes on, until the recogniser's final has words that commit the interrupt, or
+none come (a cough, a door) and the answer resumes where it stopped, logged as
+a `false_interruption` (pause.py holds that policy).
 """
 
 from __future__ import annotations

@@ -6,9 +6,8 @@ conductor is that process's only writer. Write order, so that a crash at any
 moment leaves an honest log: the user turn the moment its transcript is
 final; the assistant placeholder `pending` before the first token is asked
 for; `streaming` checkpoints at clause boundaries; one final status; and at
-start-up, leftovers of a crash become interrupted/crash (docs/turn-log.md).
-
-A write never raises out to the conductor: while the file refuses writes the
+start-up, leftovers of a crash become interrupted/crash (docs/turn-log.md). A
+write never raises out to the conductor: while the file refuses writes the
 turns wait in memory (turnwrites.py).
 """
 

@@ -6,10 +6,8 @@ mic: the person's injected speech, background noise, and the echo of what the
 speaker played, with a gain and a delay. Because both ends live on one clock,
 latencies are measured in samples, not in the scheduler's mood: the ground-truth
 onset of a person's speech and the last sample the speaker played are both
-sample indices of the same stream.
-
-`Room.clock()` is that audio clock in nanoseconds; handing it to the Engine puts
-every metric the engine logs on the audio clock too.
+sample indices of the same stream. `Room.clock()` is that audio clock in
+nanoseconds; handing it to the Engine puts every metric it logs on it too.
 """
 
 from __future__ import annotations
