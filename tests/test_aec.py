@@ -10,7 +10,8 @@ from sayso.audio import RATE_HZ, to_mic_rate
 from sayso.config import BargeInSettings
 from sayso.hearing.aec import SpeexAEC
 from sayso.hearing.capture import Frame
-from sayso.hearing.echo import DelayEstimator, EchoCanceller, EchoGuard, EchoReference, MicClock
+from sayso.hearing.echo import DelayEstimator, EchoCanceller, EchoGuard
+from sayso.hearing.echo_reference import EchoReference, MicClock
 
 FRAME = 512
 

@@ -27,8 +27,9 @@ from sayso.hearing.stt import open_recognizer
 from sayso.hearing.vad import VAD_MODEL, SileroVAD
 from sayso.pipeline.messages import State, Utterance
 from sayso.pipeline.turnlog import TurnLog
-from sayso.service.appliance import Appliance, Models
+from sayso.service.appliance import Appliance
 from sayso.service.gpio import Mode
+from sayso.service.modelset import Models
 from sayso.service.notify import Notifier
 from sayso.sim.fakes import FakeLLM, FakeTTS
 from sayso.sim.room import Room

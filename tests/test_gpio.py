@@ -50,6 +50,21 @@ def test_a_press_stops_and_a_hold_toggles_mute_once():
         controls.close()
 
 
+def test_the_button_is_debounced_once_on_its_pin_by_gpiozero():
+    factory = MockFactory()
+    controls = Controls(GpioSettings(bounce_ms=30), lambda: None, None, factory)
+    try:
+        assert factory.pin(17).bounce == 0.03
+    finally:
+        controls.close()
+    factory = MockFactory()
+    controls = Controls(GpioSettings(bounce_ms=0), lambda: None, None, factory)
+    try:
+        assert factory.pin(17).bounce is None
+    finally:
+        controls.close()
+
+
 def test_each_mode_has_its_own_led_pattern():
     assert len(set(PATTERNS.values())) == len(Mode)
     factory = MockFactory()

@@ -13,9 +13,11 @@ from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms, to_mic_rate
 from sayso.config import BargeInSettings, VADSettings
 from sayso.engine import Engine
 from sayso.hearing.capture import Frame, PyAudioMic
-from sayso.hearing.echo import EchoCanceller, EchoReference, sample_at
-from sayso.hearing.listener import EndOfSpeech, Listener, StartOfSpeech, Transcriber
+from sayso.hearing.echo import EchoCanceller
+from sayso.hearing.echo_reference import EchoReference, sample_at
+from sayso.hearing.listener import Listener
 from sayso.hearing.stt import PocketsphinxRecognizer
+from sayso.hearing.transcriber import EndOfSpeech, StartOfSpeech, Transcriber
 from sayso.hearing.vad import Endpointer, SileroVAD
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.messages import SpeechDropped, SpeechStarted, State, Utterance
@@ -207,7 +209,7 @@ def test_end_of_speech_reaches_the_transcriber_after_the_utterance(voices):
 
 
 def test_the_transcriber_measures_each_utterances_sustained_speech_afresh(voices):
-    from sayso.sim.room import cough
+    from sayso.sim.sounds import cough
 
     posted: list = []
     audio = Channel("audio", 1 << 20)

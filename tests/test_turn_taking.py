@@ -10,8 +10,9 @@ from sayso.answering.tts import PiperTTS
 from sayso.audio import FRAME_SAMPLES, RATE_HZ, to_mic_rate
 from sayso.config import BargeInSettings, VADSettings
 from sayso.hearing.capture import Frame
-from sayso.hearing.listener import Listener, Transcriber
+from sayso.hearing.listener import Listener
 from sayso.hearing.stt import PocketsphinxRecognizer
+from sayso.hearing.transcriber import Transcriber
 from sayso.hearing.turn import TURN_MODEL, SmartTurn, TurnAnswer, TurnQuestion, log_mel, trails_off
 from sayso.hearing.vad import VAD_MODEL, Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart
 from sayso.pipeline.channel import Channel
@@ -256,7 +257,7 @@ def test_smart_turn_hears_a_finished_question_from_a_sentence_left_hanging(store
 @pytest.mark.slow
 def test_warming_runs_every_model_and_drops_an_end_of_turn_model_the_board_cannot_afford(store):
     from sayso.config import Settings, TurnSettings
-    from sayso.service.appliance import Models
+    from sayso.service.modelset import Models
     from sayso.sim.fakes import FakeLLM
 
     class WarmedLLM(FakeLLM):
@@ -282,7 +283,7 @@ def test_warming_runs_every_model_and_drops_an_end_of_turn_model_the_board_canno
 def test_an_appliance_without_the_end_of_turn_model_ends_turns_on_silence_and_says_how_to_fetch_it(tmp_path, caplog):
     from sayso.config import TurnSettings
     from sayso.models.manifest import ModelStore
-    from sayso.service.appliance import open_turn_model
+    from sayso.service.modelset import open_turn_model
 
     assert open_turn_model(TurnSettings(), ModelStore(tmp_path)) is None
     assert "run `sayso models fetch`" in caplog.text and "silence alone" in caplog.text

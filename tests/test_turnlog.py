@@ -1,7 +1,9 @@
 import sqlite3
+import time
 
 import pytest
 
+from sayso.pipeline.conversation import Conversations
 from sayso.pipeline.turnlog import COLUMNS, SCHEMA_VERSION, TurnLog, cut_in_note
 
 
@@ -182,3 +184,54 @@ def test_a_version_1_log_is_migrated_keeping_every_row_and_id(tmp_path):
         assert {"turns_by_conversation", "turns_open"} <= indexes
     finally:
         t.close()
+
+
+# ---- conversations: one while turns keep coming, a new one after a quiet spell, on a given clock
+
+S = 1_000_000_000
+
+
+class Clock:
+    """A pipeline clock a test moves by hand, in seconds."""
+
+    def __init__(self) -> None:
+        self.now_ns = 10 * S
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance(self, seconds: float) -> None:
+        self.now_ns += int(seconds * S)
+
+
+def test_turns_keep_their_conversation_until_the_quiet_outlasts_the_timeout(turnlog):
+    clock = Clock()
+    c = Conversations(turnlog, idle_timeout_s=120, clock=clock)
+    first = c.current()
+    clock.advance(119)
+    assert c.current() == first
+    clock.advance(119)
+    assert c.current() == first, "the quiet is counted from the last turn, not the first"
+    clock.advance(121)
+    second = c.current()
+    assert second != first
+    assert c.current() == second
+
+
+def test_the_quiet_starts_when_the_answer_ends(turnlog):
+    clock = Clock()
+    c = Conversations(turnlog, idle_timeout_s=120, clock=clock)
+    first = c.current()
+    clock.advance(100)  # a long answer
+    c.touch()
+    clock.advance(110)
+    assert c.current() == first
+
+
+def test_a_restart_mid_conversation_carries_on_with_it(turnlog):
+    turnlog.add_user("before-restart", "hello")
+    soon = Conversations(turnlog, idle_timeout_s=120, clock=Clock(), wall=lambda: time.time() + 30)
+    assert soon.current() == "before-restart"
+    later = Conversations(turnlog, idle_timeout_s=120, clock=Clock(), wall=lambda: time.time() + 600)
+    assert later.current() != "before-restart"
+

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sayso import __version__, config
-from sayso.errors import FetchFailed, ModelCorrupt, ModelMissing, SaysoError
+from sayso.errors import ModelCorrupt, ModelMissing, SaysoError
 from sayso.pipeline.writelock import check_free
 from sayso.service.malloc import limit_arenas
 
@@ -27,86 +27,10 @@ def _store(args: argparse.Namespace, settings: config.Settings):
     return ModelStore(root, load_manifest(manifest))
 
 
-def cmd_models_fetch(args, settings) -> int:
-    from sayso.models.fetch import Fetcher
+def cmd_models(args, settings) -> int:
+    from sayso.models.commands import COMMANDS
 
-    store = _store(args, settings)
-    wanted = store.manifest.defaults()
-    for role in ("llm", "voice", "stt"):
-        if name := getattr(args, role):
-            model = store.manifest.get(name, role)
-            if model not in wanted:
-                wanted.append(model)
-    fetcher = Fetcher(store)
-    failed = 0
-    for model in wanted:
-        print(f"{model.name} ({model.role}, {model.size / 1e6:.1f} MB)", flush=True)
-        try:
-            fetcher.fetch(model)
-        except FetchFailed as e:
-            if model.required:
-                print(f"error: {e}", file=sys.stderr)
-                failed += 1
-            else:
-                tried = "\n".join(str(e).splitlines()[1:])
-                print(f"  not available here; tried:\n{tried}\n"
-                      f"  -> speech recognition will use {model.fallback} instead. "
-                      "Run `sayso models fetch` again where a source is reachable.", flush=True)
-            continue
-        print("  ok", flush=True)
-    print(f"models in {store.root}")
-    return 1 if failed else 0
-
-
-def _status(store, model) -> str:
-    try:
-        store.check(model)
-        return "bundled" if model.bundled else "ok"
-    except ModelMissing:
-        return "missing"
-    except ModelCorrupt:
-        return "corrupt"
-    except SaysoError:
-        return "unreadable"
-
-
-def cmd_models_list(args, settings) -> int:
-    store = _store(args, settings)
-    print(f"{'name':34} {'role':6} {'kind':9} {'MB':>7}  {'status':8} licence")
-    for m in store.manifest.models:
-        kind = "default" if m.default else "optional"
-        print(f"{m.name:34} {m.role:6} {kind:9} {m.size / 1e6:7.1f}  {_status(store, m):8} {m.licence}")
-    print(f"models directory: {store.root}")
-    return 0
-
-
-def cmd_models_verify(args, settings) -> int:
-    store = _store(args, settings)
-    bad = 0
-    for m in store.manifest.models:
-        if m.bundled:
-            print(f"OK       {m.name}: bundled at {store.path(m.name)}")
-            continue
-        try:
-            store.check(m, full=True)
-        except ModelMissing as e:
-            if m.default and m.required:
-                bad += 1
-                print(f"MISSING  {e}")
-            elif m.default:
-                print(f"ABSENT   {m.name}: optional here, {m.fallback} is used instead")
-            continue
-        except ModelCorrupt as e:
-            bad += 1
-            print(f"CORRUPT  {e}")
-            continue
-        except SaysoError as e:
-            bad += 1
-            print(f"UNREADABLE {e}")
-            continue
-        for f in m.files:
-            print(f"OK       {m.name}: {f.name} sha256 {f.sha256}")
-    return 1 if bad else 0
+    return COMMANDS[args.action](args, _store(args, settings))
 
 
 def _config_source(args) -> str:
@@ -267,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="fetch, list and verify models").add_subparsers(dest="action", required=True)
-    for name, fn, text in (("fetch", cmd_models_fetch, "download the default models (and any named)"),
-                           ("list", cmd_models_list, "show every model in the manifest and its status"),
-                           ("verify", cmd_models_verify, "re-hash every installed model")):
+    for name, text in (("fetch", "download the default models (and any named)"),
+                       ("list", "show every model in the manifest and its status"),
+                       ("verify", "re-hash every installed model")):
         m = models.add_parser(name, help=text)
         m.add_argument("--dir", help="models directory (default: config models.dir or the checkout's models/)")
         m.add_argument("--manifest", help="manifest file (default: models/manifest.toml)")
@@ -277,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--llm", help="also fetch this LLM")
             m.add_argument("--voice", help="also fetch this voice")
             m.add_argument("--stt", help="also fetch this STT model")
-        m.set_defaults(func=fn)
+        m.set_defaults(func=cmd_models)
 
     r = sub.add_parser("run", help="the appliance: listen, answer, be interrupted (what the systemd service runs)")
     r.set_defaults(func=cmd_run)

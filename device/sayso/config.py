@@ -8,123 +8,117 @@ the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast, get_type_hints
+from typing import Any, get_type_hints
 
 from sayso.errors import ConfigError
+from sayso.options import build_section, opt, unknown
 
 #: Where the appliance looks for its config when no --config is given.
 SYSTEM_CONFIG = Path("/etc/sayso/config.toml")
 
 
-def _opt(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
-
-
 @dataclass(frozen=True)
 class ModelSettings:
-    dir: str = _opt("", "Models directory; empty = the checkout's models/ (a Pi uses /var/lib/sayso/models).")
+    dir: str = opt("", "Models directory; empty = the checkout's models/ (a Pi uses /var/lib/sayso/models).")
 
 
 @dataclass(frozen=True)
 class AudioSettings:
-    input_device: str = _opt("", "Microphone: a substring of its PortAudio name; empty = the default input.")
-    output_device: str = _opt("", "Speaker: a substring of its PortAudio name; empty = the default output.")
-    stall_s: float = _opt(2.0, "Seconds without mic frames before capture is reopened (unplugged USB mic).",
-                          lo=0.5, hi=60)
+    input_device: str = opt("", "Microphone: a substring of its PortAudio name; empty = the default input.")
+    output_device: str = opt("", "Speaker: a substring of its PortAudio name; empty = the default output.")
+    stall_s: float = opt(2.0, "Seconds without mic frames before capture is reopened (unplugged USB mic).",
+                         lo=0.5, hi=60)
 
 
 @dataclass(frozen=True)
 class VADSettings:
-    start_threshold: float = _opt(0.5, "Speech probability at which speech may start.", lo=0.05, hi=0.99)
-    stop_threshold: float = _opt(0.35, "Probability below which speech may stop (hysteresis).", lo=0.01, hi=0.95)
-    min_speech_ms: int = _opt(200, "Shortest speech that counts as an utterance.", lo=32, hi=2000)
-    end_silence_ms: int = _opt(550, "Silence that ends an utterance.", lo=150, hi=3000)
-    preroll_ms: int = _opt(320, "Audio kept from before the onset so the first word reaches the STT.",
-                           lo=0, hi=2000)
+    start_threshold: float = opt(0.5, "Speech probability at which speech may start.", lo=0.05, hi=0.99)
+    stop_threshold: float = opt(0.35, "Probability below which speech may stop (hysteresis).", lo=0.01, hi=0.95)
+    min_speech_ms: int = opt(200, "Shortest speech that counts as an utterance.", lo=32, hi=2000)
+    end_silence_ms: int = opt(550, "Silence that ends an utterance.", lo=150, hi=3000)
+    preroll_ms: int = opt(320, "Audio kept from before the onset so the first word reaches the STT.",
+                          lo=0, hi=2000)
 
 
 @dataclass(frozen=True)
 class TurnSettings:
-    detector: str = _opt("smart-turn", "What decides that the person has finished: smart-turn (a model hears "
-                         "whether a pause ends the sentence) or silence (vad.end_silence_ms of quiet).",
-                         choices=("smart-turn", "silence"))
-    pause_ms: int = _opt(200, "Silence after which the end-of-turn model is asked and the answer may start "
-                         "preemptively.", lo=64, hi=1500)
-    max_silence_ms: int = _opt(1100, "With smart-turn: silence that ends a turn the model called incomplete.",
-                               lo=300, hi=5000)
-    trailing_silence_ms: int = _opt(2000, "With smart-turn: silence that ends a turn whose words stop where a "
-                                    "sentence cannot end (\"the capital of\"), whatever the model says.",
-                                    lo=300, hi=8000)
-    threshold: float = _opt(0.5, "With smart-turn: probability at or above which a pause ends the turn.",
-                            lo=0.05, hi=0.99)
-    threads: int = _opt(1, "CPU threads for the end-of-turn model.", lo=1, hi=16)
-    max_cost_ms: float = _opt(400.0, "If the end-of-turn model takes longer than this at start-up, this board "
-                              "cannot afford it: fall back to silence alone.", lo=10, hi=5000)
-    preemptive: bool = _opt(True, "Start the answer at the pause, before the end of the turn is certain; it is "
-                            "dropped unheard if the person goes on.")
-    join_window_s: float = _opt(4.0, "Speech this soon after the person's last turn, before any word of its "
-                                "answer was heard, joins that turn instead of starting a new one; 0 = never.",
-                                lo=0, hi=30)
+    detector: str = opt("smart-turn", "What decides that the person has finished: smart-turn (a model hears "
+                        "whether a pause ends the sentence) or silence (vad.end_silence_ms of quiet).",
+                        choices=("smart-turn", "silence"))
+    pause_ms: int = opt(200, "Silence after which the end-of-turn model is asked and the answer may start "
+                        "preemptively.", lo=64, hi=1500)
+    max_silence_ms: int = opt(1100, "With smart-turn: silence that ends a turn the model called incomplete.",
+                              lo=300, hi=5000)
+    trailing_silence_ms: int = opt(2000, "With smart-turn: silence that ends a turn whose words stop where a "
+                                   "sentence cannot end (\"the capital of\"), whatever the model says.",
+                                   lo=300, hi=8000)
+    threshold: float = opt(0.5, "With smart-turn: probability at or above which a pause ends the turn.",
+                           lo=0.05, hi=0.99)
+    threads: int = opt(1, "CPU threads for the end-of-turn model.", lo=1, hi=16)
+    max_cost_ms: float = opt(400.0, "If the end-of-turn model takes longer than this at start-up, this board "
+                             "cannot afford it: fall back to silence alone.", lo=10, hi=5000)
+    preemptive: bool = opt(True, "Start the answer at the pause, before the end of the turn is certain; it is "
+                           "dropped unheard if the person goes on.")
+    join_window_s: float = opt(4.0, "Speech this soon after the person's last turn, before any word of its "
+                               "answer was heard, joins that turn instead of starting a new one; 0 = never.",
+                               lo=0, hi=30)
 
 
 @dataclass(frozen=True)
 class BargeInSettings:
-    mode: str = _opt("pause", "What speech over an answer does: pause (go quiet at once, interrupt when words "
-                     "follow, resume when none do), immediate (interrupt at once), off (only the button stops it).",
-                     choices=("pause", "immediate", "off"))
-    commit_window_s: float = _opt(1.5, "In pause mode, how long a pause waits for words before the answer resumes.",
-                                  lo=0.3, hi=10)
-    min_words: int = _opt(1, "In pause mode, words needed to commit the interrupt; 2 lets a lone \"okay\" "
-                          "or \"uh-huh\" pass.", lo=1, hi=10)
-    echo_canceller: str = _opt("speex", "Acoustic echo canceller before the VAD: speex (libspeexdsp) or off.",
-                               choices=("speex", "off"))
-    echo_tail_ms: int = _opt(200, "How long an echo the canceller models after the measured delay "
-                             "(the room's reverberation).", lo=32, hi=1000)
-    min_speech_ms: int = _opt(64, "Speech over an answer must last this long to interrupt it (two 32 ms frames).",
-                              lo=32, hi=2000)
-    echo_margin_db: float = _opt(10.0, "While speaking, the mic must exceed the expected echo by this much.",
-                                 lo=0, hi=40)
+    mode: str = opt("pause", "What speech over an answer does: pause (go quiet at once, interrupt when words "
+                    "follow, resume when none do), immediate (interrupt at once), off (only the button stops it).",
+                    choices=("pause", "immediate", "off"))
+    commit_window_s: float = opt(1.5, "In pause mode, how long a pause waits for words before the answer resumes.",
+                                 lo=0.3, hi=10)
+    min_words: int = opt(1, "In pause mode, words needed to commit the interrupt; 2 lets a lone \"okay\" "
+                         "or \"uh-huh\" pass.", lo=1, hi=10)
+    echo_canceller: str = opt("speex", "Acoustic echo canceller before the VAD: speex (libspeexdsp) or off.",
+                              choices=("speex", "off"))
+    echo_tail_ms: int = opt(200, "How long an echo the canceller models after the measured delay "
+                            "(the room's reverberation).", lo=32, hi=1000)
+    min_speech_ms: int = opt(64, "Speech over an answer must last this long to interrupt it (two 32 ms frames).",
+                             lo=32, hi=2000)
+    echo_margin_db: float = opt(10.0, "While speaking, the mic must exceed the expected echo by this much.",
+                                lo=0, hi=40)
 
 
 @dataclass(frozen=True)
 class LLMSettings:
-    model: str = _opt("qwen2.5-coder-0.5b-instruct-q4", "Manifest name of the GGUF model.")
-    max_tokens: int = _opt(160, "Most tokens in one answer.", lo=8, hi=4096)
-    max_seconds: float = _opt(20.0, "Most seconds one answer may take before it is cut (timeout).", lo=1, hi=600)
-    context_tokens: int = _opt(2048, "llama.cpp context window in tokens.", lo=256, hi=32768)
-    threads: int = _opt(0, "CPU threads for generation; 0 = all cores but one, which the audio path keeps.",
-                        lo=0, hi=64)
-    temperature: float = _opt(0.3, "Sampling temperature.", lo=0.0, hi=2.0)
-    seed: int = _opt(42, "Sampling seed, so the same question gets the same answer; -1 = random.", lo=-1, hi=2**31 - 1)
-    system_prompt: str = _opt(
+    model: str = opt("qwen2.5-coder-0.5b-instruct-q4", "Manifest name of the GGUF model.")
+    max_tokens: int = opt(160, "Most tokens in one answer.", lo=8, hi=4096)
+    max_seconds: float = opt(20.0, "Most seconds one answer may take before it is cut (timeout).", lo=1, hi=600)
+    context_tokens: int = opt(2048, "llama.cpp context window in tokens.", lo=256, hi=32768)
+    threads: int = opt(0, "CPU threads for generation; 0 = all cores but one, which the audio path keeps.",
+                       lo=0, hi=64)
+    temperature: float = opt(0.3, "Sampling temperature.", lo=0.0, hi=2.0)
+    seed: int = opt(42, "Sampling seed, so the same question gets the same answer; -1 = random.", lo=-1, hi=2**31 - 1)
+    system_prompt: str = opt(
         "You are a voice assistant on a small home device. Answer in one to three short, "
         "plain spoken sentences. No lists, no markdown, no emoji, no code.",
         "System prompt for spoken answers.",
     )
-    backend: str = _opt("local", "Where answers come from: local (llama.cpp on this board) or server (an "
-                        "OpenAI-compatible server on the LAN; the local model answers when it cannot, if installed). "
-                        "See docs/llm-server.md.", choices=("local", "server"))
-    server_url: str = _opt("", "The server's OpenAI-compatible base URL, ending in /v1: http://192.168.1.20:8080/v1 "
-                           "(llama-server), http://192.168.1.20:11434/v1 (Ollama). Use an IP address or an "
-                           "/etc/hosts name: the service may not reach DNS.")
-    server_model: str = _opt("", "Model name asked of the server; Ollama needs one (qwen2.5:3b), llama-server "
-                             "serves the one it loaded.")
-    server_api_key_file: str = _opt("", "File holding the server's API key, readable by sayso only; the key is "
-                                    "never logged nor printed. Empty = no key.")
-    server_api_key_env: str = _opt("", "Or: the environment variable holding the API key (SAYSO_LLM_API_KEY).")
-    server_connect_timeout_s: float = _opt(2.0, "Seconds to connect to the server before the local model answers.",
-                                           lo=0.1, hi=30)
-    server_first_token_s: float = _opt(6.0, "Seconds from asking to the server's first token before the local model "
-                                       "answers.", lo=0.5, hi=120)
-    server_idle_timeout_s: float = _opt(5.0, "Seconds between the server's tokens before the answer counts as "
-                                        "stalled.", lo=0.5, hi=120)
+    backend: str = opt("local", "Where answers come from: local (llama.cpp on this board) or server (an "
+                       "OpenAI-compatible server on the LAN; the local model answers when it cannot, if installed). "
+                       "See docs/llm-server.md.", choices=("local", "server"))
+    server_url: str = opt("", "The server's OpenAI-compatible base URL, ending in /v1: http://192.168.1.20:8080/v1 "
+                          "(llama-server), http://192.168.1.20:11434/v1 (Ollama). Use an IP address or an "
+                          "/etc/hosts name: the service may not reach DNS.")
+    server_model: str = opt("", "Model name asked of the server; Ollama needs one (qwen2.5:3b), llama-server "
+                            "serves the one it loaded.")
+    server_api_key_file: str = opt("", "File holding the server's API key, readable by sayso only; the key is "
+                                   "never logged nor printed. Empty = no key.")
+    server_api_key_env: str = opt("", "Or: the environment variable holding the API key (SAYSO_LLM_API_KEY).")
+    server_connect_timeout_s: float = opt(2.0, "Seconds to connect to the server before the local model answers.",
+                                          lo=0.1, hi=30)
+    server_first_token_s: float = opt(6.0, "Seconds from asking to the server's first token before the local model "
+                                      "answers.", lo=0.5, hi=120)
+    server_idle_timeout_s: float = opt(5.0, "Seconds between the server's tokens before the answer counts as "
+                                       "stalled.", lo=0.5, hi=120)
 
     def check_server(self) -> None:
         """The server settings agree with each other (checked once, at start)."""
@@ -140,45 +134,45 @@ class LLMSettings:
 
 @dataclass(frozen=True)
 class VoiceSettings:
-    model: str = _opt("en_US-joe-medium", "Manifest name of the Piper voice.")
-    length_scale: float = _opt(1.0, "Speaking pace; above 1 is slower.", lo=0.5, hi=2.0)
+    model: str = opt("en_US-joe-medium", "Manifest name of the Piper voice.")
+    length_scale: float = opt(1.0, "Speaking pace; above 1 is slower.", lo=0.5, hi=2.0)
 
 
 @dataclass(frozen=True)
 class STTSettings:
-    engine: str = _opt("auto", "Recogniser; auto takes Vosk when its model is installed.",
-                       choices=("auto", "vosk", "pocketsphinx"))
-    vosk_model: str = _opt("vosk-model-small-en-us-0.15", "Manifest name of the Vosk model.")
+    engine: str = opt("auto", "Recogniser; auto takes Vosk when its model is installed.",
+                      choices=("auto", "vosk", "pocketsphinx"))
+    vosk_model: str = opt("vosk-model-small-en-us-0.15", "Manifest name of the Vosk model.")
 
 
 @dataclass(frozen=True)
 class ConversationSettings:
-    idle_timeout_s: float = _opt(120.0, "Seconds of quiet after which a new conversation starts.", lo=5, hi=86400)
-    history_turns: int = _opt(8, "Most earlier turns given to the LLM.", lo=0, hi=64)
+    idle_timeout_s: float = opt(120.0, "Seconds of quiet after which a new conversation starts.", lo=5, hi=86400)
+    history_turns: int = opt(8, "Most earlier turns given to the LLM.", lo=0, hi=64)
 
 
 @dataclass(frozen=True)
 class GpioSettings:
-    pin_factory: str = _opt("auto", "gpiozero pin factory: auto (lgpio on a Pi 5, else gpiozero's own choice), "
-                            "or none to run without the button and LED.",
-                            choices=("auto", "lgpio", "rpigpio", "native", "none"))
-    button_pin: int = _opt(17, "BCM pin of the stop button, wired to ground (internal pull-up); -1 = no button.",
-                           lo=-1, hi=27)
-    bounce_ms: int = _opt(30, "Button debounce time.", lo=0, hi=500)
-    mute_hold_s: float = _opt(1.5, "Holding the button this long toggles mic mute (privacy).", lo=0.5, hi=10)
-    led_pin: int = _opt(27, "BCM pin of the status LED (through a 330 ohm resistor to ground); -1 = no LED.",
-                        lo=-1, hi=27)
+    pin_factory: str = opt("auto", "gpiozero pin factory: auto (lgpio on a Pi 5, else gpiozero's own choice), "
+                           "or none to run without the button and LED.",
+                           choices=("auto", "lgpio", "rpigpio", "native", "none"))
+    button_pin: int = opt(17, "BCM pin of the stop button, wired to ground (internal pull-up); -1 = no button.",
+                          lo=-1, hi=27)
+    bounce_ms: int = opt(30, "Button debounce time.", lo=0, hi=500)
+    mute_hold_s: float = opt(1.5, "Holding the button this long toggles mic mute (privacy).", lo=0.5, hi=10)
+    led_pin: int = opt(27, "BCM pin of the status LED (through a 330 ohm resistor to ground); -1 = no LED.",
+                       lo=-1, hi=27)
 
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    hang_s: float = _opt(60.0, "A stage stuck this long, or a mic silent this long, counts as hung: the "
-                         "systemd watchdog pings stop and systemd restarts sayso.", lo=1, hi=600)
+    hang_s: float = opt(60.0, "A stage stuck this long, or a mic silent this long, counts as hung: the "
+                        "systemd watchdog pings stop and systemd restarts sayso.", lo=1, hi=600)
 
 
 @dataclass(frozen=True)
 class LogSettings:
-    db: str = _opt("turns.db", "SQLite turn log (a Pi uses /var/lib/sayso/turns.db).")
+    db: str = opt("turns.db", "SQLite turn log (a Pi uses /var/lib/sayso/turns.db).")
 
 
 @dataclass(frozen=True)
@@ -199,53 +193,14 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
 
 
-def _type_name(tp: type) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[tp]
-
-
-def _check_value(key: str, value: Any, tp: type, meta: dict[str, Any]) -> Any:
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ConfigError(f"{key} = {value!r} ({type(value).__name__}): expected {_type_name(tp)}. "
-                          f"{meta['doc']}")
-    if tp is float and not math.isfinite(cast(float, value)):
-        raise ConfigError(f"{key} = {value!r}: must be a finite number. {meta['doc']}")
-    lo, hi, choices = meta["lo"], meta["hi"], meta["choices"]
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(map(repr, choices))}.")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{key} = {value!r}: must be between {lo:g} and {hi:g}. {meta['doc']}")
-    return value
-
-
-def _unknown(key: str, allowed: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}.")
-
-
-def _build_section(name: str, cls: type, raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"[{name}] must be a table, not {type(raw).__name__} {raw!r}.")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise _unknown(f"{name}.{key}", sorted(fields))
-        values[key] = _check_value(f"{name}.{key}", value, hints[key], dict(fields[key].metadata))
-    return cls(**values)
-
-
 def parse(data: dict[str, Any]) -> Settings:
     """Validate a parsed TOML document into Settings; raise ConfigError on the first problem."""
     hints = get_type_hints(Settings)
     sections = {}
     for name, raw in data.items():
         if name not in hints:
-            raise _unknown(name, sorted(hints))
-        sections[name] = _build_section(name, hints[name], raw)
+            raise unknown(name, sorted(hints))
+        sections[name] = build_section(name, hints[name], raw)
     settings = Settings(**sections)
     gpio = settings.gpio
     if gpio.button_pin >= 0 and gpio.button_pin == gpio.led_pin:

@@ -11,10 +11,12 @@ from sayso.answering.speaker import AudioSink, Speaker
 from sayso.answering.thinker import LLM, Thinker
 from sayso.answering.voice import TTS, Voice
 from sayso.config import Settings
-from sayso.hearing.capture import Capture
-from sayso.hearing.echo import EchoCanceller, EchoReference
-from sayso.hearing.listener import Listener, Transcriber
+from sayso.hearing.capture import Capture, Mic
+from sayso.hearing.echo import EchoCanceller
+from sayso.hearing.echo_reference import EchoReference
+from sayso.hearing.listener import Listener
 from sayso.hearing.stt import Recognizer
+from sayso.hearing.transcriber import Transcriber
 from sayso.hearing.turn import SmartTurn, TurnDetector
 from sayso.hearing.vad import Endpointer, SileroVAD
 from sayso.pipeline.cancel import Scopes
@@ -38,7 +40,7 @@ class Engine:
 
     def __init__(self, *, llm: LLM, tts: TTS, sink: AudioSink, turnlog: TurnLog, settings: Settings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, observers: Iterable[Observer] = (),
-                 ack_timeout_s: float = 3.0, mic=None, vad: SileroVAD | None = None,
+                 ack_timeout_s: float = 3.0, mic: Mic | None = None, vad: SileroVAD | None = None,
                  recognizer: Recognizer | None = None, turn_model: SmartTurn | None = None):
         settings = settings or Settings()
         self.turnlog = turnlog

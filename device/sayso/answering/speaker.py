@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from sayso.audio import resample, to_mic_rate
-from sayso.hearing.echo import EchoReference
+from sayso.hearing.echo_reference import EchoReference
 from sayso.pipeline.cancel import Scopes
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.messages import Cancel, EndOfAnswer, FirstAudio, Heard, Paused, PlaybackEnded, Segment, WordSpan
@@ -123,7 +123,7 @@ class Speaker(Stage):
             self._after_pause = False
             if reference is not None and self.echo is not None:
                 # what the device holds ahead of the block tells the reference whether it ran dry (the block
-                # plays at its next period) and whether the stamp is one to place the run by (echo.py)
+                # plays at its next period) and whether the stamp is one to place the run by (echo_reference.py)
                 self.echo.played(reference, self.clock() + pending_ns, queued_ns=pending_ns)
             self.sink.write(block)
             self._written += len(block)

@@ -4,7 +4,6 @@ Debian and Raspberry Pi OS ship `libspeexdsp1` (the MDF echo canceller and its
 residual-echo suppressor), so this needs no wheel and no compiler: a handful of
 C functions, bound here. The canceller learns the path from what the speaker
 played (the reference, at the mic's 16 kHz) to the mic, and subtracts it.
-
 echo.py runs it before the VAD, with the reference laid on the audio clock and
 the delay measured. Why Speex and not WebRTC's AEC3, and what it costs:
 docs/echo-cancelling.md.

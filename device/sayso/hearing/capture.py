@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,6 +32,18 @@ class Frame:
     """Audio clock: the sample index of samples[0] since capture started."""
     t_ns: int
     """monotonic_ns when samples[0] was captured (approximately)."""
+
+
+class Mic(Protocol):
+    """An input device that hands raw mono int16 blocks at `rate_hz` to a callback on its own thread."""
+
+    rate_hz: int
+
+    def open(self, deliver: Callable[[bytes, int], None]) -> None:
+        """Start capturing; `deliver(raw_int16_bytes, monotonic_ns)` is called on the device's thread."""
+
+    def close(self) -> None:
+        """Stop capturing; harmless when it is not open."""
 
 
 def find_device(pa, name: str, direction: str) -> tuple[int, dict]:
@@ -111,7 +123,7 @@ class Capture(Stage):
     """Turns raw mic blocks into stamped frames and keeps the mic open.
 
     Args:
-        mic: has `open(deliver)`, `close()` and `rate_hz` (PyAudioMic, or a test's wrapper of it).
+        mic: PyAudioMic, the simulated room's mic, or a test's wrapper of either.
         frames: where 16 kHz frames go (the listener).
         stall_s: no audio for this long means the device is gone: close, reinitialise, reopen.
         backoff_s: waits between failed opens; the last repeats.
@@ -119,7 +131,7 @@ class Capture(Stage):
 
     name = "capture"
 
-    def __init__(self, mic, frames: Channel, clock: Callable[[], int] = time.monotonic_ns, stall_s: float = 2.0,
+    def __init__(self, mic: Mic, frames: Channel, clock: Callable[[], int] = time.monotonic_ns, stall_s: float = 2.0,
                  backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)):
         super().__init__()
         self.backoff_s = backoff_s

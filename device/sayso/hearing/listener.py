@@ -1,4 +1,4 @@
-"""The listener and the transcriber: echo cancelling, endpointing, barge-in, streaming STT.
+"""The listener: echo cancelling, endpointing and barge-in over the mic's frames.
 
 The listener takes each 32 ms frame through the echo canceller, runs the VAD on
 what is left, sends each utterance (with its pre-roll, so the first word is
@@ -13,30 +13,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from sayso.audio import FRAME_SAMPLES, RATE_HZ
 from sayso.config import BargeInSettings
 from sayso.hearing.capture import Frame
-from sayso.hearing.echo import EchoCanceller, EchoGuard, EchoReference, MicClock
-from sayso.hearing.stt import Recognizer, Transcript
+from sayso.hearing.echo import EchoCanceller, EchoGuard
+from sayso.hearing.echo_reference import EchoReference, MicClock
+from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech
 from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
 from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
 from sayso.pipeline.channel import Channel
-from sayso.pipeline.messages import (
-    Kind,
-    PartialTranscript,
-    Reason,
-    SpeechDropped,
-    SpeechResumed,
-    SpeechStarted,
-    State,
-    TentativeTranscript,
-    Utterance,
-)
+from sayso.pipeline.messages import Kind, Reason, SpeechDropped, SpeechResumed, SpeechStarted, State
 from sayso.pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -45,38 +35,24 @@ RESUME_LEAD_FRAMES = 2
 """Frames of a pause kept before speech resumes: Silero lags a soft onset by a frame or so."""
 
 
-@dataclass(frozen=True)
-class StartOfSpeech:
-    """To the transcriber: an utterance begins; its pre-roll follows, then the frames from `onset_sample`."""
+class ConductorView(Protocol):
+    """The conductor as the listener sees it: the state it reads, where its news goes, how it stops an answer."""
 
-    onset_sample: int
+    @property
+    def state(self) -> State: ...
 
+    def post(self, message: object) -> None: ...
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """To the transcriber: a short pause that may end the utterance; post the words so far as tentative."""
+    def pause(self, onset_ns: int | None = None) -> bool: ...
 
-    pause: int
-    """The endpointer's count of pauses: which pause the words belong to."""
-    t_ns: int
-
-
-@dataclass(frozen=True)
-class EndOfSpeech:
-    """To the transcriber: the utterance is over, give the final."""
-
-    eos_ns: int
-    eos_sample: int
-    speech_end_ns: int | None = None
-    endpoint: str = "silence"
-    turn_probability: float | None = None
+    def interrupt(self, kind: Kind | str, reason: Reason | str, onset_ns: int | None = None) -> bool: ...
 
 
 class Listener(Stage):
     """VAD, endpointing and barge-in over the mic's frames.
 
     Args:
-        conductor: what it reports to (`post`, `interrupt`, `pause`, `state`).
+        conductor: what it reports to and reads the state of.
         audio: the transcriber's channel: utterance frames, then EndOfSpeech.
         echo: the speaker's reference; None where nothing plays (tests of listening alone).
         canceller: takes the echo out of each frame first; None to listen to the raw mic.
@@ -92,10 +68,10 @@ class Listener(Stage):
 
     name = "listener"
 
-    def __init__(self, vad: SileroVAD, endpointer: Endpointer, frames: Channel, audio: Channel, conductor,
-                 barge_in: BargeInSettings, preroll_ms: int = 320, echo: EchoReference | None = None,
-                 canceller: EchoCanceller | None = None, turns: TurnDetector | None = None,
-                 trailing_silence_ms: int | None = None):
+    def __init__(self, vad: SileroVAD, endpointer: Endpointer, frames: Channel, audio: Channel,
+                 conductor: ConductorView, barge_in: BargeInSettings, preroll_ms: int = 320,
+                 echo: EchoReference | None = None, canceller: EchoCanceller | None = None,
+                 turns: TurnDetector | None = None, trailing_silence_ms: int | None = None):
         super().__init__()
         self.turns, self.trailing_silence_ms = turns, trailing_silence_ms
         self._answers: deque[TurnAnswer] = deque()
@@ -253,72 +229,6 @@ class Listener(Stage):
                     log.info("barge-in: speech from sample %d over the answer; paused until words come", onset)
             elif self.conductor.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=_ns_at(frame, onset)):
                 log.info("barge-in: speech from sample %d over the answer", onset)
-
-
-class Transcriber(Stage):
-    """Feeds utterance audio to the recogniser as it arrives; posts partials and the final.
-
-    At a short pause (Checkpoint) it takes the recogniser's final for the words
-    so far and posts it as tentative: if the utterance ends there, that is the
-    final, word for word. If the person goes on, the utterance's audio is fed
-    again from its start, so the recogniser hears the sentence whole rather
-    than two fragments.
-
-    With a VAD of its own it also measures each utterance's longest run of sure
-    speech (p >= 0.9) from its onset, heard afresh: the listener's VAD carries
-    the appliance's voice in its memory and calls a cough's tail speech, and
-    the pre-roll over an answer holds what the canceller left of the
-    appliance's voice. A fresh stream from the onset gives a cough 0 ms and a
-    short word 320 ms and more (pause.py uses it).
-    """
-
-    name = "transcriber"
-    SURE = 0.9
-    KEEP_S = 30
-    """Most audio of one utterance kept to feed again after a pause."""
-
-    def __init__(self, recognizer: Recognizer, audio: Channel, post: Callable[[object], None],
-                 vad: SileroVAD | None = None, at_pause: Callable[[int, str], None] = lambda pause, text: None):
-        super().__init__()
-        self.recognizer, self.audio, self.post, self.vad, self.at_pause = recognizer, audio, post, vad, at_pause
-        self._run = self._longest = self._onset = 0
-        self._heard: deque[bytes] = deque(maxlen=self.KEEP_S * RATE_HZ // FRAME_SAMPLES)
-        """The utterance's audio so far."""
-        self._at_pause: Transcript | None = None
-        """The final taken at the last pause, while nothing has been heard after it."""
-
-    def step(self) -> None:
-        item = self.audio.get(timeout=0.1)
-        if isinstance(item, StartOfSpeech):
-            self._onset, self._run, self._longest = item.onset_sample, 0, 0
-            self._heard.clear()
-            self._at_pause = None
-            if self.vad is not None:
-                self.vad.reset()
-        elif isinstance(item, Frame):
-            if self.vad is not None and item.index >= self._onset:
-                self._run = self._run + 1 if self.vad.probability(item.samples) >= self.SURE else 0
-                self._longest = max(self._longest, self._run)
-            pcm = item.samples.tobytes()
-            if self._at_pause is not None:  # the person went on: hear the sentence again from its start
-                self._at_pause = None
-                for earlier in self._heard:
-                    self.recognizer.accept(earlier)
-            self._heard.append(pcm)
-            partial = self.recognizer.accept(pcm)
-            if partial is not None and partial.text:
-                self.post(PartialTranscript(partial.text))
-        elif isinstance(item, Checkpoint):
-            self._at_pause = self.recognizer.end()
-            self.at_pause(item.pause, self._at_pause.text)
-            self.post(TentativeTranscript(self._at_pause.text, item.t_ns))
-        elif isinstance(item, EndOfSpeech):
-            final, self._at_pause = self._at_pause or self.recognizer.end(), None
-            self._heard.clear()
-            sustained = None if self.vad is None else self._longest * FRAME_SAMPLES * 1000 // RATE_HZ
-            # an empty final is posted too: the conductor goes back from listening to idle
-            self.post(Utterance(final.text, item.eos_ns, item.eos_sample, final.confidence or None, sustained,
-                                item.speech_end_ns, item.endpoint, item.turn_probability))
 
 
 def _ns_at(frame: Frame, sample: int) -> int:

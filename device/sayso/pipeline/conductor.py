@@ -1,16 +1,14 @@
 """The conductor: the one owner of conversation state and the only writer of the turn log.
 
-`interrupt()` may be called from any thread (listener, button, thinker). It
+`interrupt()` may be called from any thread (listener, button, thinker): it
 cancels the turn's scope at once, so the speaker is silent within one block and
-the thinker stops within one token, and then posts a control message that
-overtakes queued data; the conductor flushes the cancelled turn's items, waits
-for the thinker and speaker to acknowledge, and writes the one final status.
-
-`pause()` is barge-in's softer first step: the speaker goes quiet just as fast
-but generation goes on, and the conductor then commits the interrupt when the
-recogniser's final has words it stands by, or resumes the answer from where it
-stopped when none come (a cough, a door) and logs a `false_interruption` with
-the turn. `pause.py` holds that policy.
+the thinker stops within one token, then posts a control message that overtakes
+queued data; the conductor flushes the cancelled turn's items, waits for the
+thinker and speaker to acknowledge, and writes the one final status. `pause()`
+is barge-in's softer first step: the speaker goes quiet as fast but generation
+goes on, until the recogniser's final has words that commit the interrupt, or
+none come (a cough, a door) and the answer resumes where it stopped, logged as
+a `false_interruption` (pause.py holds that policy).
 """
 
 from __future__ import annotations
@@ -19,15 +17,16 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
 from sayso.config import BargeInSettings, ConversationSettings, TurnSettings
 from sayso.errors import ChannelClosed, SaysoError
-from sayso.pipeline.cancel import Cancellation, Scope, Scopes
+from sayso.pipeline.answer import Answer
+from sayso.pipeline.cancel import Cancellation, Scopes
 from sayso.pipeline.channel import Channel, of_turn
+from sayso.pipeline.conversation import Conversations
 from sayso.pipeline.events import EventBus
 from sayso.pipeline.messages import (
     Cancel,
@@ -54,61 +53,12 @@ from sayso.pipeline.messages import (
     TextCheckpoint,
     Utterance,
 )
+from sayso.pipeline.metrics import timeline, turn_metrics
 from sayso.pipeline.pause import Pause, commits, continues
 from sayso.pipeline.stage import Stage
 from sayso.pipeline.turnlog import TurnLog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Turn:
-    """The conductor's private, mutable view of the assistant turn in flight."""
-
-    id: int
-    """The pipeline's id for the answer (channels, cancel scopes)."""
-    row: int | None
-    """Its row in the turn log; None while it is preemptive (nothing is logged for it yet)."""
-    reply_to: int | None
-    scope: Scope
-    eos_ns: int
-    user_text: str = ""
-    """What the person said, as the LLM was given it."""
-    speech_end_ns: int | None = None
-    endpoint: str = ""
-    turn_probability: float | None = None
-    preemptive: bool = False
-    """Started at a short pause, before the end of the turn was certain."""
-    text: str = ""
-    heard: tuple[str, ...] = ()
-    gen_ended: bool = False
-    gen_outcome: str = ""
-    llm_busy_ms: float | None = None
-    backend: dict | None = None
-    play_ended: bool = False
-    playback_completed: bool = False
-    underruns: int = 0
-    started_ns: int | None = None
-    """When the LLM was asked (at the pause, for a preemptive answer)."""
-    final_ns: int | None = None
-    """When the final transcript arrived."""
-    first_token_ns: int | None = None
-    first_chunk_ns: int | None = None
-    first_audio_ns: int | None = None
-    llm_stop_ns: int | None = None
-    silence_ns: int | None = None
-    ack_deadline_ns: int | None = None
-    pause: Pause | None = None
-    committed: Pause | None = None
-    """The pause that became this turn's interrupt."""
-    false_interruptions: list[float] = field(default_factory=list)
-    """How long each pause that resumed kept the answer quiet, in ms."""
-
-    @property
-    def complete(self) -> bool:
-        """Every sample played and generation done: an interrupt that raced the natural end and lost
-        leaves the turn complete."""
-        return self.playback_completed and self.gen_outcome == "done"
 
 
 CANNOT_REMEMBER = "I can't remember our conversation right now, but I can still answer."
@@ -144,8 +94,7 @@ class Conductor(Stage):
     def __init__(self, turnlog: TurnLog, requests: Channel, clauses: Channel, segments: Channel, scopes: Scopes,
                  bus: EventBus, system_prompt: str, conversation: ConversationSettings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, ack_timeout_s: float = 3.0,
-                 button_debounce_s: float = 0.3, barge_in: BargeInSettings | None = None,
-                 turn: TurnSettings | None = None):
+                 barge_in: BargeInSettings | None = None, turn: TurnSettings | None = None):
         super().__init__()
         self.turnlog, self.requests, self.clauses, self.segments = turnlog, requests, clauses, segments
         self.scopes, self.bus, self.clock = scopes, bus, clock
@@ -156,21 +105,18 @@ class Conductor(Stage):
         # the history window moves half its length at a time: llama.cpp reuses the prompt's prefix
         self._history_step = max(1, (self.settings.history_turns + 1) // 2)
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
-        self.button_debounce_ns = int(button_debounce_s * 1e9)
         self.inbox: Channel = Channel("conductor", capacity=1024)
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
-        self._active: _Turn | None = None
-        self._preempt: _Turn | None = None
+        self._active: Answer | None = None
+        self._preempt: Answer | None = None
         """An answer started at a short pause, generated and synthesized but held until the turn is final."""
         self._state = State.IDLE
         self._state_changes = 0
         self._queued: tuple[int | None, Utterance, str] | None = None
         self._join: _Join | None = None
         """Set when an answer was dropped unheard and closed before the words that dropped it were final."""
-        self._conversation: str | None = None
-        self._last_activity = 0.0
-        self._last_press_ns: int | None = None
+        self.conversations = Conversations(turnlog, self.settings.idle_timeout_s, clock)
         self._hearing = False
         """Between a SpeechStarted and its final: a pause waits for that final."""
         self._notice = ""
@@ -223,12 +169,7 @@ class Conductor(Stage):
         return True
 
     def button(self) -> bool:
-        """The stop button: a hard full interrupt, debounced."""
-        now = self.clock()
-        if self._last_press_ns is not None and now - self._last_press_ns < self.button_debounce_ns:
-            log.debug("button bounce ignored")
-            return False
-        self._last_press_ns = now
+        """The stop button (debounced by gpiozero): a hard full interrupt."""
         return self.interrupt(Kind.FULL, Reason.BUTTON)
 
     def stage_failed(self, stage: str, turn: int | None, exc: BaseException) -> None:
@@ -290,38 +231,39 @@ class Conductor(Stage):
             self._maybe_finish(turn)
 
     def _handle(self, msg: object) -> None:
+        """One inbox message: the listener's news of the person, or a stage's report on an answer."""
         match msg:
             case Utterance():
                 self._on_utterance(msg)
-                return
             case TentativeTranscript():
                 self._on_tentative(msg)
-                return
             case SpeechResumed():
                 self._discard_preempt("the person went on")
-                return
             case SpeechStarted():
                 self._hearing = True
                 if self._state is State.IDLE:
                     self._set_state(State.LISTENING)
-                return
             case PartialTranscript():
                 self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
-                return
             case SpeechDropped():
                 if self._active and self._active.pause:
                     self._active.pause.sound_dropped(msg.t_ns)
                 elif (join := self._join_of(self._active)) is not None:
                     self._answer_again(join)
-                return
-        preempt = self._preempt
-        if preempt is not None and getattr(msg, "turn", None) == preempt.id:
-            self._on_preempt_report(preempt, msg)
-            return
-        turn = self._active
-        if turn is None or getattr(msg, "turn", None) != turn.id:
+            case _:
+                self._on_report(msg)
+
+    def _on_report(self, msg: object) -> None:
+        """A stage's report, for the preemptive answer or the one in flight by its turn id; others came late."""
+        turn_id = getattr(msg, "turn", None)
+        if self._preempt is not None and turn_id == self._preempt.id:
+            self._on_preempt_report(self._preempt, msg)
+        elif self._active is not None and turn_id == self._active.id:
+            self._on_answer_report(self._active, msg)
+        else:
             log.debug("dropping %s: not for the turn in flight", type(msg).__name__)
-            return
+
+    def _on_answer_report(self, turn: Answer, msg: object) -> None:
         match msg:
             case InterruptRequested():
                 self._on_interrupt(turn, msg)
@@ -356,7 +298,7 @@ class Conductor(Stage):
                 self._on_stage_failed(turn, msg)
 
     @staticmethod
-    def _generation_ended(turn: _Turn, msg: GenerationEnded) -> None:
+    def _generation_ended(turn: Answer, msg: GenerationEnded) -> None:
         turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, msg.outcome, msg.t_ns
         turn.text, turn.llm_busy_ms, turn.backend = msg.text or turn.text, msg.busy_ms, msg.backend
 
@@ -396,7 +338,7 @@ class Conductor(Stage):
             log.info("turn %s: the person went on before hearing its answer; it now reads %r", user_id, text)
             self._emit("user_turn", turn=user_id, text=text, joined=True)
         else:
-            user_id = self._write(self.turnlog.add_user, self._conversation_id(), text)
+            user_id = self._write(self.turnlog.add_user, self.conversations.current(), text)
             self._emit("user_turn", turn=user_id, text=text)
         if self._active is not None:
             # cancel-then-send: the new utterance waits until the cut answer is closed
@@ -404,7 +346,7 @@ class Conductor(Stage):
             return
         self._start(user_id, u, text)
 
-    def _join_of(self, cut: _Turn | None) -> _Join | None:
+    def _join_of(self, cut: Answer | None) -> _Join | None:
         """The user turn these words join, if the answer they cut was dropped unheard."""
         join, self._join = self._join, None
         if cut is not None:
@@ -414,7 +356,7 @@ class Conductor(Stage):
             return _Join(cut.reply_to, cut.user_text)
         return join
 
-    def _joins(self, turn: _Turn, onset_ns: int | None) -> bool:
+    def _joins(self, turn: Answer, onset_ns: int | None) -> bool:
         """Whether the person's speech over `turn` goes on with the turn it answers rather than cutting in:
         nothing of the answer heard yet, and it is still thinking or the speech came within the join window."""
         window_ns = int(self.turn_settings.join_window_s * 1e9)
@@ -449,7 +391,7 @@ class Conductor(Stage):
                 return
             self._discard_preempt("the words changed")
         pid = next(self._ids)
-        turn = _Turn(pid, None, None, self.scopes.open(pid, playable=False), t.t_ns, user_text=text,
+        turn = Answer(pid, None, None, self.scopes.open(pid, playable=False), t.t_ns, user_text=text,
                      preemptive=True, started_ns=self.clock())
         self._preempt = turn
         history = self._history(text, self._join)
@@ -458,14 +400,14 @@ class Conductor(Stage):
 
     def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
         """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
-        history = self.turnlog.history(self._conversation_id(), self.settings.history_turns + 1,
+        history = self.turnlog.history(self.conversations.current(), self.settings.history_turns + 1,
                                        step=self._history_step)
         if join is not None and ("user", join.text) in history:
             last = len(history) - 1 - history[::-1].index(("user", join.text))
             history = history[:last]
         return [*history, ("user", text)]
 
-    def _on_preempt_report(self, turn: _Turn, msg: object) -> None:
+    def _on_preempt_report(self, turn: Answer, msg: object) -> None:
         match msg:
             case FirstToken():
                 turn.first_token_ns = msg.t_ns
@@ -490,7 +432,7 @@ class Conductor(Stage):
         log.info("preemptive answer to %r dropped: %s", turn.user_text, why)
         self._emit("preemptive_discarded", why=why, text=turn.user_text)
 
-    def _adopt(self, turn: _Turn, row: int, user_id: int | None, u: Utterance) -> None:
+    def _adopt(self, turn: Answer, row: int, user_id: int | None, u: Utterance) -> None:
         """The turn is final and its words are the ones the preemptive answer was started on: play it."""
         self._preempt = None
         turn.row, turn.reply_to = row, user_id
@@ -508,7 +450,7 @@ class Conductor(Stage):
     # ---- answers
 
     def _start(self, user_id: int | None, u: Utterance, text: str) -> None:
-        conversation = self._conversation_id()
+        conversation = self.conversations.current()
         preempt = self._preempt
         if preempt is not None and (preempt.user_text != text or preempt.scope.generation.is_set()):
             self._discard_preempt("the final transcript differs from the words at the pause")
@@ -522,7 +464,7 @@ class Conductor(Stage):
             self._adopt(preempt, assistant_id, user_id, u)
             return
         pid = next(self._ids)
-        turn = _Turn(pid, assistant_id, user_id, self.scopes.open(pid), u.eos_ns, user_text=text,
+        turn = Answer(pid, assistant_id, user_id, self.scopes.open(pid), u.eos_ns, user_text=text,
                      started_ns=self.clock())
         self._fill(turn, u)
         with self._lock:
@@ -534,12 +476,12 @@ class Conductor(Stage):
         preface, self._notice = self._notice, ""
         self.requests.put(GenerateRequest(turn.id, (("system", self.system_prompt), *history), preface))
 
-    def _fill(self, turn: _Turn, u: Utterance) -> None:
+    def _fill(self, turn: Answer, u: Utterance) -> None:
         """What the final tells about the end of the person's turn, for the answer's metrics."""
         turn.eos_ns, turn.speech_end_ns, turn.final_ns = u.eos_ns, u.speech_end_ns, self.clock()
         turn.endpoint, turn.turn_probability = u.endpoint, u.turn_probability
 
-    def _on_interrupt(self, turn: _Turn, msg: InterruptRequested) -> None:
+    def _on_interrupt(self, turn: Answer, msg: InterruptRequested) -> None:
         self.clauses.flush(of_turn(turn.id))
         self.segments.flush(of_turn(turn.id))
         self.segments.put_control(Cancel(turn.id))
@@ -551,7 +493,7 @@ class Conductor(Stage):
         self._emit("speech_interrupted", turn=turn.row, reason=first.reason.value, kind=first.kind.value)
         self._maybe_finish(turn)
 
-    def _on_pause(self, turn: _Turn, msg: PauseRequested) -> None:
+    def _on_pause(self, turn: Answer, msg: PauseRequested) -> None:
         if turn.scope.speech.is_set():
             return  # cancelled meanwhile (the button): nothing to hold
         turn.scope.paused.set()  # again: a resume may have raced this request
@@ -562,7 +504,7 @@ class Conductor(Stage):
         else:
             turn.pause.more_sound(deadline)
 
-    def _resume(self, turn: _Turn, why: str, words: str = "") -> None:
+    def _resume(self, turn: Answer, why: str, words: str = "") -> None:
         pause, turn.pause = turn.pause, None
         if pause is None or turn.scope.speech.is_set():
             return  # cancelled while paused: the button (or a real interrupt) is never undone
@@ -573,7 +515,7 @@ class Conductor(Stage):
         log.info("turn %s: resumed after %.0f ms paused (%s)", turn.row, paused_ms, why)
         self._emit("false_interruption", turn=turn.row, paused_ms=paused_ms, why=why, words=words)
 
-    def _on_stage_failed(self, turn: _Turn, msg: StageFailed) -> None:
+    def _on_stage_failed(self, turn: Answer, msg: StageFailed) -> None:
         log.error("stage %s failed during turn %s: %s", msg.stage, turn.row, msg.error)
         self.interrupt(Kind.FULL, Reason.ERROR)
         if msg.stage == "thinker":
@@ -582,7 +524,7 @@ class Conductor(Stage):
             turn.play_ended, turn.silence_ns = True, self.clock()
         self._maybe_finish(turn)
 
-    def _maybe_finish(self, turn: _Turn) -> None:
+    def _maybe_finish(self, turn: Answer) -> None:
         if not (turn.gen_ended and turn.play_ended) or self._active is not turn:
             return
         first = turn.scope.first
@@ -600,7 +542,7 @@ class Conductor(Stage):
                     reason=reason, kind=kind, metrics=metrics)
         with self._lock:
             self._active = None
-        self._last_activity = time.time()
+        self.conversations.touch()
         self._emit("turn_finished", turn=turn.row, status=status, reason=reason, kind=kind, text=turn.text,
                    heard_text=heard, metrics=metrics)
         self._emit("answer_timeline", turn=turn.row, **timeline(turn))
@@ -616,7 +558,7 @@ class Conductor(Stage):
 
     def _prefill_next(self) -> None:
         """While nobody waits, have the LLM evaluate how the next prompt will begin."""
-        history = self.turnlog.history(self._conversation_id(), self.settings.history_turns + 1,
+        history = self.turnlog.history(self.conversations.current(), self.settings.history_turns + 1,
                                        step=self._history_step)
         try:
             self.requests.put(Prefill((("system", self.system_prompt), *history)), timeout=0)
@@ -637,17 +579,6 @@ class Conductor(Stage):
 
     # ---- helpers
 
-    def _conversation_id(self) -> str:
-        now = time.time()
-        if self._conversation is None:
-            last = self.turnlog.last_conversation()
-            if last and now - last[1] < self.settings.idle_timeout_s:
-                self._conversation, self._last_activity = last[0], last[1]
-        if self._conversation is None or now - self._last_activity > self.settings.idle_timeout_s:
-            self._conversation = uuid.uuid4().hex[:12]
-        self._last_activity = now
-        return self._conversation
-
     def _write(self, fn, *args, **kwargs):
         """A turn-log write; a failure is logged loudly and the appliance keeps talking."""
         try:
@@ -667,51 +598,3 @@ class Conductor(Stage):
 
     def _emit(self, type_: str, **data) -> None:
         self.bus.emit(Event(type_, self.clock(), data))
-
-
-def timeline(turn: _Turn) -> dict[str, float]:
-    """An answer's milestones in ms on the pipeline's clock, for the waterfall plot."""
-    stamps = {"speech_end": turn.speech_end_ns, "endpoint": turn.eos_ns, "final": turn.final_ns,
-              "llm_asked": turn.started_ns, "first_token": turn.first_token_ns, "first_chunk": turn.first_chunk_ns,
-              "first_audio": turn.first_audio_ns}
-    return {f"{k}_ms": round(v / 1e6, 1) for k, v in stamps.items() if v is not None}
-
-
-def turn_metrics(turn: _Turn) -> dict:
-    """An answer's metrics (ms on the pipeline's clock) from what the conductor saw of it."""
-    first = turn.scope.first
-    metrics: dict[str, object] = {"eos_to_first_token_ms": _ms(turn.eos_ns, turn.first_token_ns),
-               "eos_to_first_audio_ms": _ms(turn.eos_ns, turn.first_audio_ns)}
-    if turn.speech_end_ns is not None:
-        metrics["speech_end_to_first_audio_ms"] = _ms(turn.speech_end_ns, turn.first_audio_ns)
-        metrics["endpoint_ms"] = _ms(turn.speech_end_ns, turn.eos_ns)
-        metrics["endpoint"] = turn.endpoint
-        if turn.turn_probability is not None:
-            metrics["turn_probability"] = round(turn.turn_probability, 3)
-    if turn.preemptive:
-        metrics["preemptive"] = "used"
-    if turn.llm_busy_ms is not None and turn.gen_outcome == "timeout":
-        metrics["llm_busy_ms"] = round(turn.llm_busy_ms, 1)
-    if turn.underruns:
-        metrics["underruns"] = turn.underruns
-    if turn.backend:
-        metrics["llm_backend"] = turn.backend.get("backend")
-        if turn.backend.get("fell_back"):
-            metrics["llm_fell_back"] = turn.backend["fell_back"]
-    if turn.false_interruptions:
-        metrics["false_interruptions"] = len(turn.false_interruptions)
-        metrics["false_interruption_paused_ms"] = turn.false_interruptions
-    if not turn.complete and first is not None:
-        quiet_from, p = first.t_ns, turn.committed
-        silence_ns = turn.silence_ns
-        if p is not None and first.reason in (Reason.USER_SPEAKING, Reason.SUPERSEDED):
-            # the person heard silence from the pause on: that is the interrupt's silence
-            metrics["pause_to_commit_ms"] = _ms(p.requested_ns, first.t_ns)
-            quiet_from, silence_ns = p.requested_ns, p.silence_ns or silence_ns
-        if turn.first_audio_ns is not None:
-            metrics["interrupt_to_silence_ms"] = max(0.0, _ms(quiet_from, silence_ns) or 0.0)
-        if first.kind is Kind.FULL and turn.llm_stop_ns is not None and turn.llm_stop_ns >= first.t_ns:
-            metrics["interrupt_to_llm_stop_ms"] = _ms(first.t_ns, turn.llm_stop_ns)
-        if first.onset_ns is not None and silence_ns is not None and turn.first_audio_ns is not None:
-            metrics["speech_onset_to_silence_ms"] = _ms(first.onset_ns, silence_ns)
-    return {k: v for k, v in metrics.items() if v is not None}

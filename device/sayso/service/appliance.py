@@ -14,29 +14,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from sayso.answering.audio_out import PyAudioSink
-from sayso.answering.backends import open_llm
 from sayso.answering.speaker import AudioSink
-from sayso.answering.thinker import LLM
-from sayso.answering.tts import PiperTTS
-from sayso.answering.voice import TTS
-from sayso.audio import FRAME_SAMPLES, RATE_HZ
-from sayso.config import Settings, TurnSettings
+from sayso.config import Settings
 from sayso.engine import Engine
-from sayso.errors import DeviceFailed, ModelCorrupt, ModelMissing
-from sayso.hearing.capture import PyAudioMic, find_device
-from sayso.hearing.stt import Recognizer, open_recognizer
-from sayso.hearing.turn import TURN_MODEL, SmartTurn
-from sayso.hearing.vad import VAD_MODEL, SileroVAD
+from sayso.errors import DeviceFailed
+from sayso.hearing.capture import Mic, PyAudioMic, find_device
 from sayso.models.manifest import ModelStore
 from sayso.pipeline.messages import Event, State
 from sayso.pipeline.turnlog import TurnLog
 from sayso.service.gpio import Controls, Mode, open_controls
+from sayso.service.modelset import Models
 from sayso.service.notify import Notifier
 from sayso.service.watchdog import Watchdog
 
@@ -44,72 +34,6 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 4.0
 """How long stopping the stages may take: SIGTERM must end the process within 5 s in all."""
-
-
-@dataclass
-class Models:
-    """The loaded models the pipeline runs on."""
-
-    llm: LLM
-    tts: TTS
-    vad: SileroVAD
-    recognizer: Recognizer
-    turn: SmartTurn | None = None
-    """The end-of-turn model; None decides the end of a turn by silence alone."""
-
-    @classmethod
-    def load(cls, settings: Settings, store: ModelStore) -> Models:
-        return cls(llm=open_llm(settings, store),
-                   tts=PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale),
-                   vad=SileroVAD(store.path(VAD_MODEL, role="vad")),
-                   recognizer=open_recognizer(store, settings.stt.engine, settings.stt.vosk_model),
-                   turn=open_turn_model(settings.turn, store))
-
-    def warm(self, settings: Settings) -> dict[str, float]:
-        """Run every model once so the first answer after start is as fast as later ones; ms each.
-
-        The LLM reads its weights through once and prefills the system prompt,
-        which llama.cpp keeps as the cached prefix of every later prompt. An
-        end-of-turn model slower than `turn.max_cost_ms` on this board is
-        dropped for silence alone.
-        """
-        took: dict[str, float] = {}
-
-        def timed(name: str, call: Callable[[], object]) -> None:
-            t = time.perf_counter()
-            call()
-            took[name] = round((time.perf_counter() - t) * 1000, 1)
-
-        warm_llm = getattr(self.llm, "warm", None)
-        if warm_llm is not None:
-            timed("llm", lambda: warm_llm(settings.llm.system_prompt))
-        timed("voice", lambda: self.tts.render("Ready."))
-        timed("vad", lambda: self.vad.probability(np.zeros(FRAME_SAMPLES, np.int16)))
-        self.vad.reset()
-        timed("stt", lambda: (self.recognizer.accept(bytes(2 * RATE_HZ // 10)), self.recognizer.end()))
-        turn = self.turn
-        if turn is not None:
-            quiet = np.zeros(RATE_HZ, np.int16)
-            timed("turn", lambda: turn.probability(quiet))  # the first run allocates: time the second
-            timed("turn", lambda: turn.probability(quiet))
-            if took["turn"] > settings.turn.max_cost_ms:
-                log.warning("the end-of-turn model takes %.0f ms here (turn.max_cost_ms = %g): ending turns on "
-                            "silence alone", took["turn"], settings.turn.max_cost_ms)
-                self.turn = None
-        log.info("models warmed in %.0f ms (%s)", sum(took.values()),
-                 ", ".join(f"{k} {v:.0f} ms" for k, v in took.items()))
-        return took
-
-
-def open_turn_model(settings: TurnSettings, store: ModelStore) -> SmartTurn | None:
-    """Smart Turn when the config asks for it, else None (silence alone ends a turn)."""
-    if settings.detector != "smart-turn":
-        return None
-    try:
-        return SmartTurn(store.path(TURN_MODEL, role="turn"), settings.threads)
-    except (ModelMissing, ModelCorrupt) as e:  # an appliance upgraded without fetching keeps answering
-        log.warning("%s; until then turns end on silence alone", e)
-        return None
 
 
 class Appliance:
@@ -120,7 +44,7 @@ class Appliance:
     board's own from config.
     """
 
-    def __init__(self, settings: Settings, models: Models, mic, sink: AudioSink, turnlog: TurnLog, *,
+    def __init__(self, settings: Settings, models: Models, mic: Mic, sink: AudioSink, turnlog: TurnLog, *,
                  notifier: Notifier | None = None, pin_factory=None,
                  clock: Callable[[], int] = time.monotonic_ns):
         self.settings, self.clock = settings, clock

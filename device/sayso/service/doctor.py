@@ -7,44 +7,23 @@ a check that passes here means that part will work under `sayso run`.
 
 from __future__ import annotations
 
-import math
 import os
-import queue
 import shutil
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from sayso.audio import rms
 from sayso.config import Settings
 from sayso.errors import SaysoError
-from sayso.hearing.capture import PyAudioMic, find_device
 from sayso.hearing.turn import TURN_MODEL
 from sayso.hearing.vad import VAD_MODEL
 from sayso.models.manifest import ModelStore
-
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
+from sayso.service import soundcheck
+from sayso.service.check import FAIL, OK, WARN, Check
 
 RUNTIME_MB = 550
 """Memory on top of the model files: `sayso bench` measured peak RSS 1082 MB with 554 MB of default models."""
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str
-    """OK, WARN (works, but not as well as it could) or FAIL (the appliance cannot do this)."""
-    detail: str
-    fix: str = ""
-
-
-def dbfs(x: float) -> float:
-    """A full-scale level (0..1) in dBFS."""
-    return 20 * math.log10(max(x, 1e-9 / 32768))
 
 
 class Doctor:
@@ -62,13 +41,13 @@ class Doctor:
         self.checks: list[Check] = []
 
     def run(self) -> list[Check]:
-        found = self._record(self.audio_devices())
+        found = self._record(soundcheck.audio_devices(self.settings.audio, self.print))
         if found.status == FAIL:
             self._record(Check("mic level", FAIL, "skipped: no mic to listen to"))
             self._record(Check("speaker", FAIL, "skipped: no speaker to play to"))
         else:
-            self._record(self.mic_level())
-            self._record(self.speaker())
+            self._record(soundcheck.mic_level(self.settings.audio, self.meter_s, self.print))
+            self._record(soundcheck.speaker(self.settings.audio))
         server = (self.llm_server,) if self.settings.llm.backend == "server" else ()
         for check in (self.models, *server, self.echo_canceller, self.gpio, self.turn_log, self.disk,
                       self.cpu_and_memory):
@@ -87,105 +66,6 @@ class Doctor:
         return check
 
     # ---- the checks
-
-    def audio_devices(self) -> Check:
-        import pyaudio
-
-        pa = pyaudio.PyAudio()
-        try:
-            devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
-            for d in devices:
-                ways = "/".join(w for w, k in (("in", "maxInputChannels"), ("out", "maxOutputChannels")) if d[k])
-                if ways:
-                    self.print(f"      device {d['index']}: {d['name']!r} ({ways}, {d['defaultSampleRate']:.0f} Hz)")
-            picked, problems = [], []
-            for direction, name in (("input", self.settings.audio.input_device),
-                                    ("output", self.settings.audio.output_device)):
-                key = "maxInputChannels" if direction == "input" else "maxOutputChannels"
-                if not any(d[key] for d in devices):
-                    problems.append(f"no {direction} devices at all")
-                    continue
-                try:
-                    _, info = find_device(pa, name, direction)
-                    picked.append(f"{'mic' if direction == 'input' else 'speaker'} {info['name']!r}")
-                except SaysoError as e:
-                    problems.append(str(e))
-        finally:
-            pa.terminate()
-        if problems:
-            return Check("audio devices", FAIL, " / ".join(problems),
-                         "plug in the mic and speaker (a USB mic and speaker, or a HAT whose overlay is in "
-                         "/boot/firmware/config.txt), then check `arecord -l` and `aplay -l`; set "
-                         "audio.input_device / audio.output_device in the config to part of their names")
-        return Check("audio devices", OK, ", ".join(picked) + " (from audio.input_device / audio.output_device)")
-
-    def mic_level(self) -> Check:
-        """A live level meter over `meter_s` of mic audio: a bar per quarter second."""
-        blocks: queue.Queue[bytes] = queue.Queue()
-        mic = PyAudioMic(self.settings.audio.input_device)
-        chunks, got = [], 0
-        try:
-            mic.open(lambda data, t_ns: blocks.put(data))
-            rate = mic.rate_hz
-            want = int(self.meter_s * rate)
-            deadline = time.monotonic() + self.meter_s + 2.0
-            quarter, pending = rate // 4, np.zeros(0, np.int16)
-            while got < want and time.monotonic() < deadline:
-                try:
-                    samples = np.frombuffer(blocks.get(timeout=0.1), np.int16)
-                except queue.Empty:
-                    continue
-                chunks.append(samples)
-                got += len(samples)
-                pending = np.concatenate([pending, samples])
-                while len(pending) >= quarter:
-                    q, pending = pending[:quarter], pending[quarter:]
-                    level = dbfs(rms(q))
-                    bar = "#" * max(0, int((level + 70) / 2))
-                    self.print(f"      mic {level:6.1f} dBFS |{bar:35}|")
-        except (OSError, SaysoError) as e:
-            return Check("mic level", FAIL, f"the mic would not open: {e}",
-                         "another program may hold it (`fuser -v /dev/snd/*`); stop it, or replug the mic")
-        finally:
-            mic.close()
-        if not got:
-            return Check("mic level", FAIL, f"no audio from the mic in {self.meter_s + 2:g} s",
-                         "replug the mic; check `arecord -D <device> -d 3 test.wav` records something")
-        audio = np.concatenate(chunks)[:want]
-        peak = int(np.max(np.abs(audio.astype(np.int32))))
-        heard = (f"{len(audio) / rate:.1f} s at {rate} Hz: peak {dbfs(peak / 32768):.0f} dBFS, "
-                 f"average {dbfs(rms(audio)):.0f} dBFS")
-        if peak == 0:
-            return Check("mic level", WARN, f"{heard}: digital silence",
-                         "the mic is muted or its gain is at zero: raise the capture level in `alsamixer` "
-                         "(F4 shows capture controls)")
-        if peak >= 32767:
-            return Check("mic level", WARN, f"{heard}: clipping",
-                         "lower the capture level in `alsamixer`; clipped speech is recognised worse")
-        return Check("mic level", OK, heard)
-
-    def speaker(self, seconds: float = 0.6, freq: float = 440.0) -> Check:
-        from sayso.answering.audio_out import PyAudioSink
-
-        try:
-            sink = PyAudioSink(self.settings.audio.output_device)
-        except (OSError, SaysoError) as e:
-            return Check("speaker", FAIL, f"the speaker would not open: {e}",
-                         "another program may hold it (`fuser -v /dev/snd/*`); stop it, or replug the speaker")
-        try:
-            t = np.arange(int(seconds * sink.rate_hz)) / sink.rate_hz
-            fade = np.minimum(1.0, np.minimum(t, seconds - t) / 0.02)  # no clicks
-            tone = (np.sin(2 * np.pi * freq * t) * fade * 0.25 * 32767).astype(np.int16)
-            for i in range(0, len(tone), sink.block):
-                sink.write(tone[i:i + sink.block])
-            while sink.pending_samples():
-                time.sleep(0.02)
-        except OSError as e:
-            return Check("speaker", FAIL, f"playing failed: {e}", "replug the speaker; try `speaker-test -t sine`")
-        finally:
-            sink.close()
-        return Check("speaker", OK, f"played a {freq:.0f} Hz tone for {seconds:g} s on {sink.device_name!r} at "
-                     f"{sink.rate_hz} Hz; if you heard nothing, raise the volume in `alsamixer`")
 
     def models(self) -> Check:
         s = self.settings

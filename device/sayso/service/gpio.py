@@ -93,7 +93,8 @@ class Controls:
     """The button (press: stop, hold: mute) and the optional status LED.
 
     Args:
-        on_press: called on gpiozero's thread at each press (the conductor's `button`).
+        on_press: called on gpiozero's thread at each press (the conductor's `button`); gpiozero
+            debounces it by `settings.bounce_ms`, the one debounce a press gets.
         on_hold: called once the button has been held `mute_hold_s` (toggle mute), or None.
         pin_factory: passed in (MockFactory in the simulator and tests), never patched.
     """

@@ -6,10 +6,8 @@ mic: the person's injected speech, background noise, and the echo of what the
 speaker played, with a gain and a delay. Because both ends live on one clock,
 latencies are measured in samples, not in the scheduler's mood: the ground-truth
 onset of a person's speech and the last sample the speaker played are both
-sample indices of the same stream.
-
-`Room.clock()` is that audio clock in nanoseconds; handing it to the Engine puts
-every metric the engine logs on the audio clock too.
+sample indices of the same stream. `Room.clock()` is that audio clock in
+nanoseconds; handing it to the Engine puts every metric it logs on it too.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +22,8 @@ import numpy as np
 import soxr
 
 from sayso.audio import RATE_HZ
+from sayso.sim.devices import SimMic, SimSpeaker
+from sayso.sim.sounds import dbfs_gain, onset_of
 
 log = logging.getLogger(__name__)
 
@@ -34,56 +32,6 @@ TICK_SAMPLES = 160
 TICK_NS = TICK_SAMPLES * 1_000_000_000 // RATE_HZ
 RESAMPLER_SAMPLES = 2
 """How many output samples of soxr's "QQ" stream carry the input before (measured: an impulse spans two)."""
-
-
-def dbfs_gain(db: float) -> float:
-    return float(10 ** (db / 20))
-
-
-def onset_of(audio: np.ndarray, floor: float = 0.02) -> int:
-    """Index of the first sample louder than `floor` of the peak: where speech starts, not its leading silence."""
-    a = np.abs(np.asarray(audio, dtype=np.float32))
-    if not len(a) or a.max() == 0:
-        return 0
-    return int(np.argmax(a > a.max() * floor))
-
-
-def noise_burst(seconds: float, level_dbfs: float = -20.0, seed: int = 0) -> np.ndarray:
-    """A cough or a door: low-passed noise with a 5 ms attack and an exponential decay, int16 at 16 kHz."""
-    n = max(1, int(seconds * RATE_HZ))
-    rng = np.random.default_rng(seed)
-    x = np.convolve(rng.standard_normal(n + 7), np.ones(8) / 8, mode="valid")[:n]
-    t = np.arange(n) / RATE_HZ
-    envelope = np.minimum(1.0, t / 0.005) * np.exp(-3.0 * t / max(seconds, 1e-3))
-    x = x * envelope
-    rms = float(np.sqrt(np.mean(x * x))) or 1.0
-    return np.clip(x / rms * dbfs_gain(level_dbfs) * 32768, -32768, 32767).astype(np.int16)
-
-
-def cough(count: int = 1, level_dbfs: float = -20.0, seed: int = 0) -> np.ndarray:
-    """A synthetic cough (or a run of them), int16 at 16 kHz: enough like a voice to fool a VAD for a moment.
-
-    Each is a 250 ms burst with a sharp attack and a fast decay: breath noise
-    and a 170 Hz glottal buzz through three vowel-like resonances. Silero gives
-    it 64-96 ms of speech (measured), which pauses an answer, and a recogniser
-    gets no utterance from it: a real cough's problem for barge-in.
-    """
-    rng = np.random.default_rng(seed)
-    n = int(0.25 * RATE_HZ)
-    t = np.arange(n) / RATE_HZ
-    f = np.fft.rfftfreq(n, 1 / RATE_HZ)
-    shape = sum(g * np.exp(-0.5 * ((f - fc) / bw) ** 2) for fc, bw, g in ((550, 150, 1.0), (1100, 200, 0.7),
-                                                                        (2500, 300, 0.4)))
-    parts = []
-    for _ in range(count):
-        buzz = np.zeros(n)
-        buzz[np.arange(0, n, RATE_HZ / 170).astype(int)] = 8.0
-        source = 0.6 * buzz + 0.4 * rng.standard_normal(n)
-        burst = np.fft.irfft(np.fft.rfft(source) * shape, n) * np.minimum(1, t / 0.008) * np.exp(-t / 0.083)
-        parts += [burst, np.zeros(int(0.12 * RATE_HZ))]
-    x = np.concatenate(parts)
-    x = x / np.sqrt(np.mean(x[x != 0] ** 2)) * dbfs_gain(level_dbfs) * 32768
-    return np.clip(x, -32768, 32767).astype(np.int16)
 
 
 @dataclass(frozen=True)
@@ -124,90 +72,6 @@ class RoomLog:
     """Ticks the room's thread ran more than 50 ms behind real time (a machine too loaded for the pipeline)."""
 
 
-class SimSpeaker:
-    """The room's loudspeaker, an AudioSink: `write` queues, the room's clock plays.
-
-    `write` blocks while more than `buffer_ms` is queued, like a device buffer.
-    """
-
-    def __init__(self, room: Room, rate_hz: int, buffer_ms: float = 40.0):
-        self.room, self.rate_hz = room, rate_hz
-        self.buffer = int(rate_hz * buffer_ms / 1000)
-        self._queue: deque[np.ndarray] = deque()
-        self._queued = 0
-        self._cond = threading.Condition()
-        self._inflight_until_ns = 0
-        self.last_played_sample = 0
-        """Room sample just after the last speaker sample that played."""
-        self.aborts = 0
-        """How many times the speaker was aborted (so the room knows which of its audio an abort cut)."""
-
-    def write(self, block: np.ndarray) -> None:
-        block = np.asarray(block, dtype=np.int16)
-        with self._cond:
-            while self._queued > self.buffer and not self.room.stopped:
-                self._cond.wait(0.05)
-            self._queue.append(block)
-            self._queued += len(block)
-
-    def pending_samples(self) -> int:
-        with self._cond:
-            inflight = max(0, self._inflight_until_ns - self.room.clock()) * self.rate_hz // 1_000_000_000
-            return self._queued + int(inflight)
-
-    def abort(self) -> None:
-        now = self.room.clock() * RATE_HZ // 1_000_000_000
-        with self._cond:
-            self._queue.clear()
-            self._queued = 0
-            # what is in the device's hands right now stops now, not at the end of its 10 ms
-            self.last_played_sample = min(self.last_played_sample, now)
-            self._inflight_until_ns = 0
-            self.aborts += 1
-            self._cond.notify_all()
-            self.room.silence_from(self.last_played_sample, self.aborts)
-        self.room.log.aborts.append((now, self.last_played_sample))
-
-    def take(self, n: int, tick_sample: int) -> tuple[np.ndarray, int]:
-        """The next `n` samples the room plays (zeros where nothing is queued), and how many aborts came first."""
-        out = np.zeros(n, np.int16)
-        got = 0
-        with self._cond:
-            aborts = self.aborts
-            while got < n and self._queue:
-                head = self._queue[0]
-                k = min(n - got, len(head))
-                out[got:got + k] = head[:k]
-                got += k
-                if k == len(head):
-                    self._queue.popleft()
-                else:
-                    self._queue[0] = head[k:]
-            self._queued -= got
-            if got:
-                played_ns = got * 1_000_000_000 // self.rate_hz
-                self._inflight_until_ns = tick_sample * 1_000_000_000 // RATE_HZ + played_ns
-                self.last_played_sample = tick_sample + got * RATE_HZ // self.rate_hz
-            self._cond.notify_all()
-        return out, aborts
-
-
-class SimMic:
-    """The room's microphone, opened like PyAudioMic: `open(deliver)` and 10 ms blocks at 16 kHz."""
-
-    rate_hz = RATE_HZ
-
-    def __init__(self, room: Room):
-        self.room = room
-        self.deliver: Callable[[bytes, int], None] | None = None
-
-    def open(self, deliver: Callable[[bytes, int], None]) -> None:
-        self.deliver = deliver
-
-    def close(self) -> None:
-        self.deliver = None
-
-
 class Room:
     """The simulated room. Start it, hand `mic`, `speaker` and `clock` to the Engine, inject sound.
 
@@ -223,8 +87,9 @@ class Room:
                  noise_dbfs: float | None = None, record: bool = False, seed: int = 0):
         self.echo_gain = None if echo_gain_db is None else dbfs_gain(echo_gain_db)
         self.noise_std = None if noise_dbfs is None else dbfs_gain(noise_dbfs) * 32768
-        self.speaker = SimSpeaker(self, speaker_rate_hz)
-        self.mic = SimMic(self)
+        self._stop = threading.Event()
+        self.speaker = SimSpeaker(self.clock, self._stop, self._aborted, speaker_rate_hz)
+        self.mic = SimMic()
         self.log = RoomLog()
         self._rng = np.random.default_rng(seed)
         # "QQ": one sample of latency and an even 160 samples out per tick. The better
@@ -248,7 +113,6 @@ class Room:
         self._record = record
         self._mic_track: list[np.ndarray] = []
         self._speaker_track: list[np.ndarray] = []
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="room", daemon=True)
 
     # ---- the clock
@@ -370,6 +234,11 @@ class Room:
             echo[:k] = self._echo_line[:k]
             self._echo_line = self._echo_line[k:]
         return echo
+
+    def _aborted(self, at_sample: int, last_played: int, abort_count: int) -> None:
+        """The speaker was aborted at room sample `at_sample` (on its thread, under its lock)."""
+        self.silence_from(last_played, abort_count)
+        self.log.aborts.append((at_sample, last_played))
 
     def silence_from(self, sample: int, abort_count: int) -> None:
         """The speaker was aborted with its last sound at room sample `sample`.

@@ -24,11 +24,12 @@ from sayso.errors import SaysoError, ScenarioFailed
 from sayso.models.manifest import ModelStore
 from sayso.pipeline.messages import Event, State
 from sayso.pipeline.turnlog import TurnLog
-from sayso.service.appliance import Models
 from sayso.service.gpio import Controls
+from sayso.service.modelset import Models
 from sayso.sim.report import build_report
-from sayso.sim.room import RATE_HZ, Room, cough, noise_burst, onset_of
+from sayso.sim.room import RATE_HZ, Room
 from sayso.sim.scenario import Scenario, Step
+from sayso.sim.sounds import cough, noise_burst, onset_of
 
 log = logging.getLogger(__name__)
 
