@@ -1,7 +1,8 @@
 """The scenario format: a simulated room and the steps of a conversation, in TOML.
 
 This is a contract (scenarios are written elsewhere too): top-level `name`, an
-optional `[room]` (echo_gain_db, echo_delay_ms, noise_dbfs) and `[[step]]`s,
+optional `[room]` (echo_gain_db, echo_delay_ms, noise_dbfs, and the harder room's
+rt60_s, drr_db, drift_ppm, speaker_clip_db, babble_dbfs) and `[[step]]`s,
 each with an optional `wait` (idle | listening | thinking | speaking), an
 optional `after_s`, and at most one action: `say` (a string, or a list of
 strings spoken with `gap_s` of silence between them, as a person pausing
@@ -23,6 +24,8 @@ from sayso.pipeline.messages import State
 PACKAGED = Path(__file__).parent / "scenarios"
 
 _ACTIONS = ("say", "wav", "noise_s", "cough", "press")
+_ROOM_RANGES = {"rt60_s": (0.05, 3.0), "drr_db": (-20.0, 30.0), "drift_ppm": (-1000.0, 1000.0),
+                "speaker_clip_db": (-40.0, 0.0), "babble_dbfs": (-90.0, -3.0)}
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,16 @@ class RoomSpec:
     echo_delay_ms: float = 0.0
     noise_dbfs: float | None = None
     """Background noise floor; None = silence."""
+    rt60_s: float | None = None
+    """Reverberation time of the room (speaker and person both reach the mic through it); None = dry."""
+    drr_db: float = 3.0
+    """Direct-to-reverberant energy ratio, only with rt60_s."""
+    drift_ppm: float | None = None
+    """How much faster (negative: slower) the speaker's clock runs than the mic's."""
+    speaker_clip_db: float | None = None
+    """The level (dBFS of what is played) a small speaker cannot exceed: soft clipping toward it."""
+    babble_dbfs: float | None = None
+    """A second voice talking all the time at this level, like a television; None = none."""
 
 
 @dataclass(frozen=True)
@@ -92,12 +105,16 @@ def _keys(where: str, table: Any, allowed: tuple[str, ...]) -> dict:
 
 
 def _room(where: str, raw: Any) -> RoomSpec:
-    t = _keys(f"{where} [room]", raw, ("echo_gain_db", "echo_delay_ms", "noise_dbfs"))
     w = f"{where} [room]"
+    t = _keys(w, raw, ("echo_gain_db", "echo_delay_ms", "noise_dbfs", *_ROOM_RANGES))
+    if "drr_db" in t and "rt60_s" not in t:
+        raise ScenarioError(f"{w}: drr_db belongs to a reverberant room; give rt60_s too")
+    optional = {k: _number(w, k, t[k], lo, hi) for k, (lo, hi) in _ROOM_RANGES.items() if k in t}
     return RoomSpec(
         echo_gain_db=_number(w, "echo_gain_db", t["echo_gain_db"], -90, 20) if "echo_gain_db" in t else None,
         echo_delay_ms=_number(w, "echo_delay_ms", t.get("echo_delay_ms", 0), 0, 1000),
-        noise_dbfs=_number(w, "noise_dbfs", t["noise_dbfs"], -120, -3) if "noise_dbfs" in t else None)
+        noise_dbfs=_number(w, "noise_dbfs", t["noise_dbfs"], -120, -3) if "noise_dbfs" in t else None,
+        **optional)
 
 
 def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:

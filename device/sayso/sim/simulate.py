@@ -26,9 +26,11 @@ from sayso.pipeline.messages import Event, State
 from sayso.pipeline.turnlog import TurnLog
 from sayso.service.appliance import Models
 from sayso.service.gpio import Controls
+from sayso.sim import voices
+from sayso.sim.acoustics import Acoustics
 from sayso.sim.report import build_report
 from sayso.sim.room import RATE_HZ, Room, cough, noise_burst, onset_of
-from sayso.sim.scenario import Scenario, Step
+from sayso.sim.scenario import RoomSpec, Scenario, Step
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,12 @@ WAIT_S = 30.0
 """How long a step's `wait` for a busy state may take before the scenario fails."""
 END_WAIT_S = 120.0
 """How long a wait for idle may take: a long answer may still be playing."""
+
+
+def room_acoustics(spec: RoomSpec) -> Acoustics:
+    """The scenario's reverberation, drift, clipping and babble (espeak-ng's newsreader), ready for the Room."""
+    babble = voices.babble() if spec.babble_dbfs is not None else None
+    return Acoustics.make(spec.rt60_s, spec.drr_db, spec.drift_ppm, spec.speaker_clip_db, babble, spec.babble_dbfs)
 
 
 class PersonVoice:
@@ -106,7 +114,7 @@ class Simulation:
         self.record, self.wait_timeout_s, self.keep_tracks = record, wait_timeout_s, keep_tracks
         spec = scenario.room
         self.room = Room(kit.tts.rate_hz, spec.echo_gain_db, spec.echo_delay_ms, spec.noise_dbfs,
-                         record=record is not None or keep_tracks)
+                         record=record is not None or keep_tracks, acoustics=room_acoustics(spec))
         self.events: list[Event] = []
         self.turnlog = TurnLog(db)
         self._first_id = max((r["id"] for r in self.turnlog.rows(last=1)), default=0)
