@@ -27,6 +27,7 @@ import soxr
 
 from sayso.audio import RATE_HZ
 from sayso.sim.acoustics import Acoustics, Convolver
+from sayso.sim.onset import onset_of
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,6 @@ RESAMPLER_SAMPLES = 2
 
 def dbfs_gain(db: float) -> float:
     return float(10 ** (db / 20))
-
-
-def onset_of(audio: np.ndarray, floor: float = 0.02) -> int:
-    """Index of the first sample louder than `floor` of the peak: where speech starts, not its leading silence."""
-    a = np.abs(np.asarray(audio, dtype=np.float32))
-    if not len(a) or a.max() == 0:
-        return 0
-    return int(np.argmax(a > a.max() * floor))
 
 
 def noise_burst(seconds: float, level_dbfs: float = -20.0, seed: int = 0) -> np.ndarray:

@@ -28,8 +28,9 @@ from sayso.service.appliance import Models
 from sayso.service.gpio import Controls
 from sayso.sim import voices
 from sayso.sim.acoustics import Acoustics
+from sayso.sim.onset import onset_of
 from sayso.sim.report import build_report
-from sayso.sim.room import RATE_HZ, Room, cough, noise_burst, onset_of
+from sayso.sim.room import RATE_HZ, Room, cough, noise_burst
 from sayso.sim.scenario import RoomSpec, Scenario, Step
 
 log = logging.getLogger(__name__)
