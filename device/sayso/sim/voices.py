@@ -13,11 +13,13 @@ import re
 import shutil
 import subprocess
 import wave
+from collections.abc import Callable
 
 import numpy as np
 
-from sayso.audio import to_mic_rate
+from sayso.audio import RATE_HZ, to_mic_rate
 from sayso.errors import SaysoError
+from sayso.sim.onset import onset_of
 
 PIPER = "piper"
 """The default person: the appliance's own Piper voice, slower and higher (simulate.PersonVoice)."""
@@ -62,3 +64,32 @@ def espeak(text: str, voice: str, words_per_minute: int = 160) -> np.ndarray:
 def babble() -> np.ndarray:
     """About 30 s of a newsreader that nobody in the room is talking to, int16 at 16 kHz, to be looped."""
     return espeak(BABBLE_TEXT, BABBLE_VOICE)
+
+
+def with_pauses(say: Callable[[str], np.ndarray], parts: tuple[str, ...], gap_s: float) -> np.ndarray:
+    """The parts spoken one after another, `gap_s` of silence between the end of one's sound and the next."""
+    pieces = []
+    for i, part in enumerate(parts):
+        audio = say(part)
+        if i:
+            audio = audio[onset_of(audio):]
+            pieces.append(np.zeros(int(gap_s * RATE_HZ), np.int16))
+        if i < len(parts) - 1:
+            audio = audio[:len(audio) - onset_of(audio[::-1])]
+        pieces.append(audio)
+    return np.concatenate(pieces)
+
+
+class EspeakVoice:
+    """The person as espeak-ng speaks: a formant voice, nothing like the appliance's own."""
+
+    def __init__(self, name: str, words_per_minute: int = 150):
+        self.name, self.words_per_minute = name, words_per_minute
+        espeak("test", name)  # an unknown voice fails here, before a scenario starts
+
+    def say(self, text: str) -> np.ndarray:
+        """`text` spoken, as int16 at the mic's 16 kHz."""
+        return espeak(text, self.name, self.words_per_minute)
+
+    def say_with_pauses(self, parts: tuple[str, ...], gap_s: float) -> np.ndarray:
+        return with_pauses(self.say, parts, gap_s)
