@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +46,15 @@ def test_the_table_has_a_column_per_level_and_voice():
     text = table(out)
     assert "p95 @hard espeak:en-us" in text and "hard: echo_gain_db -6, rt60_s 0.5" in text
     assert "met    self_interruptions total at hard 0" in text
+
+
+def test_the_cpu_limit_pins_every_thread_of_a_child_to_one_core():
+    code = ("import os, threading; from pathlib import Path; from sayso.sim.bench import limit_cpu\n"
+            "ready, done = threading.Event(), threading.Event()\n"
+            "t = threading.Thread(target=lambda: (ready.set(), done.wait(10))); t.start(); ready.wait(10)\n"
+            "pinned = limit_cpu(1)\n"
+            "print(sorted({len(os.sched_getaffinity(int(p.name))) for p in Path('/proc/self/task').iterdir()}), "
+            "len(pinned)); done.set(); t.join(10)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "device")})
+    assert run.stdout.split() == ["[1]", "1"], run.stderr

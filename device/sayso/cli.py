@@ -216,7 +216,8 @@ def cmd_bench(args, settings) -> int:
     out = run_bench(settings, _store(args, settings), args.runs,
                     progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
                     plot_dir=Path(args.plot) if args.plot else None, scenarios=tuple(args.only or SCENARIOS),
-                    levels=tuple(args.levels or LEVELS), voices=tuple(args.voices or ("piper",)))
+                    levels=tuple(args.levels or LEVELS), voices=tuple(args.voices or ("piper",)),
+                    cpu_limit=args.cpu_limit)
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 
@@ -315,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="room levels to run: -20, -6 (echo dB) and hard (default: all three)")
     b.add_argument("--voices", nargs="+", metavar="VOICE",
                    help="the person's voices, each at every level: piper, espeak:NAME (default: piper)")
+    b.add_argument("--cpu-limit", type=int, nargs="?", const=1, metavar="CORES",
+                   help="pin the whole run to this many cores (default 1): a stand-in for a slower board")
     b.set_defaults(func=cmd_bench)
 
     for q in (r, doc, d, s, b):

@@ -164,6 +164,22 @@ def _idle_cpu(kit: Kit, settings: Settings, seconds: float) -> dict:
     return {"percent_of_one_core": round(max(0.0, both - room_only) / seconds * 100, 1), "seconds": seconds}
 
 
+def limit_cpu(cores: int) -> list[int]:
+    """Pin this process, every thread it has and every one it starts, to `cores` of its cores; returns them.
+
+    A stand-in for a slower board: the pipeline, the LLM and the room share
+    what is left. (A cgroup quota is the other way: `systemd-run --scope -p
+    CPUQuota=50% sayso bench`.)
+    """
+    allowed = sorted(os.sched_getaffinity(0))[:max(1, cores)]
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), allowed)
+        except ProcessLookupError:
+            pass  # a thread that ended meanwhile
+    return allowed
+
+
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -171,12 +187,14 @@ def _round(value: float | None, digits: int) -> float | None:
 def run_bench(settings: Settings, store: ModelStore, runs: int,
               progress: Callable[[str], None] = lambda _: None, idle_s: float = 20.0,
               plot_dir: Path | None = None, scenarios: tuple[str, ...] = SCENARIOS,
-              levels: tuple[str, ...] = tuple(LEVELS), voices: tuple[str, ...] = (PIPER,)) -> dict:
+              levels: tuple[str, ...] = tuple(LEVELS), voices: tuple[str, ...] = (PIPER,),
+              cpu_limit: int | None = None) -> dict:
+    pinned = limit_cpu(cpu_limit) if cpu_limit else None  # before any model starts its threads
     t = time.monotonic()
     kit = Kit.load(settings, store)
     out: dict = {"runs": runs, "scenarios": list(scenarios), "machine": machine(), "levels": {},
                  "rooms": {name: LEVELS[name] for name in levels}, "voices": list(voices),
-                 "llm_threads": settings.llm.threads or generation_threads(),
+                 "llm_threads": settings.llm.threads or generation_threads(), "cpu_pinned_to": pinned,
                  "start_to_warm_s": round(time.monotonic() - t, 2)}
     with tempfile.TemporaryDirectory(prefix="sayso-bench-") as tmp:
         for level, voice in ((lv, v) for v in voices for lv in levels):
@@ -269,7 +287,8 @@ def table(out: dict) -> str:
     width = max(9, *(len(lv) + 5 for lv in levels))
     lines = [f"sayso bench: {out['runs']} run(s) of {', '.join(out['scenarios'])} at "
              + ", ".join(levels) + " (-20 and -6: echo dB; hard: " + _room(out["rooms"].get("hard", {})) + ")",
-             f"machine: {out['machine']}", "",
+             f"machine: {out['machine']}"
+             + (f"; pinned to core(s) {out['cpu_pinned_to']}" if out.get("cpu_pinned_to") else ""), "",
              f"{'metric':26}" + "".join(f" {'p50 @' + lv:>{width}} {'p95 @' + lv:>{width}} {'n':>4}" for lv in levels)]
     for k in SUMMARY_KEYS:
         row = f"{k:26}"
