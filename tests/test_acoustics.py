@@ -121,8 +121,15 @@ def noise(seconds: float, rate_hz: int = 22050, seed: int = 0) -> np.ndarray:
 
 
 def play(room: Room, audio: np.ndarray, block: int = 441) -> None:
+    """Queue all of it at once: a writer thread starved on a loaded machine must not leave gaps."""
+    room.speaker.buffer = len(audio) + block
     for i in range(0, len(audio), block):
         room.speaker.write(audio[i:i + block])
+    for _ in range(int(len(audio) / 22050 / 0.05) + 100):  # until it has all played, on the room's clock
+        if not room.speaker.pending_samples():
+            break
+        room.sleep(0.05)
+    assert not room.speaker.pending_samples()
 
 
 def test_the_echo_rings_on_after_the_speaker_stops(room):
