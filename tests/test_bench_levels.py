@@ -37,7 +37,7 @@ def test_the_table_has_a_column_per_level_and_voice():
                                           "self_pauses", "cut_offs", "preemptive_used", "preemptive_discarded",
                                           "user_turns", "answers", "underruns", "late_ticks", "noise_runs",
                                           "noise_runs_not_completed", "pause_cut_off_rate",
-                                          "reading_runs_not_one_turn", "preemptive_discard_rate")})
+                                          "reading_runs_not_one_turn", "preemptive_discard_rate", "scenario_failures")})
     out = {"runs": 1, "scenarios": ["bench-answer"], "machine": "m", "rooms": {"hard": LEVELS["hard"]},
            "levels": {"hard": at, "hard espeak:en-us": at}, "turn_detector": "smart-turn", "llm_tokens_per_s": 1.0,
            "llm_threads": 1, "start_to_warm_s": 1.0, "peak_rss_mb": {"max": 1.0},

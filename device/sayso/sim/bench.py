@@ -24,6 +24,7 @@ import numpy as np
 from sayso.answering.llm import generation_threads
 from sayso.audio import FRAME_SAMPLES, RATE_HZ
 from sayso.config import Settings
+from sayso.errors import ScenarioFailed
 from sayso.models.manifest import ModelStore
 from sayso.sim import scenario
 from sayso.sim.report import COUNT_KEYS, SUMMARY_KEYS, percentiles
@@ -55,7 +56,9 @@ TARGETS = (("-20", "barge_in_latency_ms", "p95", 250.0), ("-6", "barge_in_latenc
            ("-20", "preemptive_discard_rate", "total", 0.3), ("-6", "preemptive_discard_rate", "total", 0.3),
            ("-20", "self_interruptions", "total", 0),
            ("-6", "self_interruptions", "total", 0), ("-6", "noise_runs_not_completed", "total", 0),
-           ("hard", "self_interruptions", "total", 0), ("hard", "noise_runs_not_completed", "total", 0),
+           ("-20", "scenario_failures", "total", 0), ("-6", "scenario_failures", "total", 0),
+           ("hard", "scenario_failures", "total", 0), ("hard", "self_interruptions", "total", 0),
+           ("hard", "noise_runs_not_completed", "total", 0),
            ("hard", "barge_in_latency_ms", "p95", 300.0),
            (None, "aec_ms_per_frame", "p95", 1.0), (None, "peak_rss_mb", "max", 1120.0))
 
@@ -201,7 +204,7 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
             key = level if voice == PIPER else f"{level} {voice}"
             samples: dict[str, list[float]] = {k: [] for k in SUMMARY_KEYS}
             counts = dict.fromkeys(COUNTS, 0)
-            noise_runs = completed = pause_questions = pause_cut_offs = reading_split = 0
+            noise_runs = completed = pause_questions = pause_cut_offs = reading_split = failed = 0
             for run in range(runs):
                 for name in scenarios:
                     t = time.monotonic()
@@ -209,7 +212,13 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
                     sc = dataclasses.replace(sc, room=dataclasses.replace(sc.room, **LEVELS[level]), voice=voice)
                     plot = plot_dir is not None and run == 0
                     stem = f"{name}-{key.replace(' ', '-').replace(':', '-')}"
-                    result = Simulation(sc, kit, settings, Path(tmp) / f"{stem}-{run}.db", keep_tracks=plot).run()
+                    try:
+                        result = Simulation(sc, kit, settings, Path(tmp) / f"{stem}-{run}.db",
+                                            keep_tracks=plot).run()
+                    except ScenarioFailed as e:  # a room the appliance cannot get through is a result too
+                        failed += 1
+                        progress(f"{key}, run {run + 1}/{runs} {name}: FAILED after {time.monotonic() - t:.0f}s: {e}")
+                        continue
                     if plot and plot_dir is not None:
                         from sayso.sim.plot import waterfall
 
@@ -237,6 +246,7 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
             for k in COUNTS:
                 at[k] = {"total": counts[k]}
             at["noise_runs"] = {"total": noise_runs}
+            at["scenario_failures"] = {"total": failed}
             at["noise_runs_not_completed"] = {"total": noise_runs - completed}
             at["pause_cut_off_rate"] = {"total": round(pause_cut_offs / pause_questions, 3) if pause_questions
                                         else None}
@@ -297,7 +307,8 @@ def table(out: dict) -> str:
             p50, p95 = ("-" if x is None else f"{x:.0f}" for x in (m["p50"], m["p95"]))
             row += f" {p50:>{width}} {p95:>{width}} {m['n']:>4}"
         lines.append(row)
-    for k in (*COUNTS, "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate", "reading_runs_not_one_turn",
+    for k in (*COUNTS, "scenario_failures", "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate",
+              "reading_runs_not_one_turn",
               "preemptive_discard_rate"):
         lines.append(f"{k:26}" + "".join(f" {str(out['levels'][lv][k]['total']):>{width}} {'':>{width}} {'':>4}"
                                          for lv in levels))
