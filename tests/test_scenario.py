@@ -89,3 +89,24 @@ def test_a_file_that_is_not_toml_is_named(tmp_path):
     bad.write_text("[[step]\n")
     with pytest.raises(ScenarioError, match="bad.toml is not valid TOML"):
         scenario.load(bad)
+
+
+def test_the_harder_rooms_keys_parse_and_are_checked():
+    sc = parse('[room]\necho_gain_db = -6\nrt60_s = 0.5\ndrr_db = 3\ndrift_ppm = 100\nspeaker_clip_db = -3\n'
+               'babble_dbfs = -35\n[[step]]\nwait = "idle"')
+    assert sc.room == scenario.RoomSpec(-6.0, 0.0, None, rt60_s=0.5, drr_db=3.0, drift_ppm=100.0,
+                                        speaker_clip_db=-3.0, babble_dbfs=-35.0)
+    with pytest.raises(ScenarioError, match="drr_db belongs to a reverberant room"):
+        parse('[room]\ndrr_db = 3\n[[step]]\nwait = "idle"')
+    with pytest.raises(ScenarioError, match="rt60_s = 9 must be between 0.05 and 3"):
+        parse('[room]\nrt60_s = 9\n[[step]]\nwait = "idle"')
+
+
+def test_the_persons_voice_is_set_for_the_scenario_and_may_change_for_a_line():
+    sc = parse('voice = "espeak:en-us"\n[[step]]\nsay = "hi"\n[[step]]\nsay = "there"\nvoice = "piper"')
+    assert sc.voice == "espeak:en-us" and [s.voice for s in sc.steps] == [None, "piper"]
+    assert parse('[[step]]\nsay = "hi"').voice == "piper"
+    with pytest.raises(ScenarioError, match="voice = 'bark'; allowed: piper, or espeak:NAME"):
+        parse('voice = "bark"\n[[step]]\nsay = "hi"')
+    with pytest.raises(ScenarioError, match="step 1: voice belongs to a step that says something"):
+        parse('[[step]]\ncough = 1\nvoice = "piper"')

@@ -8,8 +8,9 @@ import wave
 import numpy as np
 import pytest
 
+from sayso.sim.onset import onset_of
 from sayso.sim.room import RATE_HZ, TICK_SAMPLES, Room
-from sayso.sim.sounds import noise_burst, onset_of
+from sayso.sim.sounds import noise_burst
 
 
 def tone(seconds: float, rate_hz: int, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:

@@ -127,14 +127,21 @@ def cmd_simulate(args, settings) -> int:
 def cmd_bench(args, settings) -> int:
     import json
 
-    from sayso.sim.bench import SCENARIOS, run_bench, table
+    from sayso.sim.bench import LEVELS, SCENARIOS, run_bench, table
+    from sayso.sim.voices import VOICE_NAME
 
     if unknown := set(args.only or ()) - set(SCENARIOS):
         raise SaysoError(f"no bench scenario {', '.join(sorted(unknown))}; the bench has {', '.join(SCENARIOS)}")
+    if unknown := set(args.levels or ()) - set(LEVELS):
+        raise SaysoError(f"no bench level {', '.join(sorted(unknown))}; the levels are {', '.join(LEVELS)}")
+    if bad := [v for v in args.voices or () if not VOICE_NAME.match(v)]:
+        raise SaysoError(f"no voice {', '.join(bad)}: name piper, or espeak:NAME (espeak-ng --voices=en lists them)")
 
     out = run_bench(settings, _store(args, settings), args.runs,
                     progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
-                    plot_dir=Path(args.plot) if args.plot else None, scenarios=tuple(args.only or SCENARIOS))
+                    plot_dir=Path(args.plot) if args.plot else None, scenarios=tuple(args.only or SCENARIOS),
+                    levels=tuple(args.levels or LEVELS), voices=tuple(args.voices or ("piper",)),
+                    cpu_limit=args.cpu_limit)
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 
@@ -229,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of listening to a quiet room for the idle CPU figure (0 skips it)")
     b.add_argument("--plot", metavar="DIR", help="draw the first run of each scenario as a waterfall PNG in DIR")
     b.add_argument("--only", nargs="+", metavar="SCENARIO", help="run only these bench scenarios (default: all)")
+    b.add_argument("--levels", nargs="+", metavar="LEVEL",
+                   help="room levels to run: -20, -6 (echo dB) and hard (default: all three)")
+    b.add_argument("--voices", nargs="+", metavar="VOICE",
+                   help="the person's voices, each at every level: piper, espeak:NAME (default: piper)")
+    b.add_argument("--cpu-limit", type=int, nargs="?", const=1, metavar="CORES",
+                   help="pin the whole run to this many cores (default 1): a stand-in for a slower board")
     b.set_defaults(func=cmd_bench)
 
     for q in (r, doc, d, s, b):

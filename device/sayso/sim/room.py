@@ -22,8 +22,10 @@ import numpy as np
 import soxr
 
 from sayso.audio import RATE_HZ
+from sayso.sim.acoustics import Acoustics, Convolver
 from sayso.sim.devices import SimMic, SimSpeaker
-from sayso.sim.sounds import dbfs_gain, onset_of
+from sayso.sim.onset import onset_of
+from sayso.sim.sounds import dbfs_gain
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,15 @@ class Room:
         echo_delay_ms: acoustic plus device delay from the speaker to the mic.
         noise_dbfs: background noise floor (white); None = digital silence.
         record: keep every sample of mic and speaker for `write_recording`.
+        acoustics: reverberation, clock drift, clipping and babble (sim/acoustics.py); None = none of them.
     """
 
     def __init__(self, speaker_rate_hz: int, echo_gain_db: float | None = None, echo_delay_ms: float = 0.0,
-                 noise_dbfs: float | None = None, record: bool = False, seed: int = 0):
+                 noise_dbfs: float | None = None, record: bool = False, seed: int = 0,
+                 acoustics: Acoustics | None = None):
+        self.acoustics = acoustics or Acoustics()
+        ir = self.acoustics.ir(0)
+        self._reverb = None if ir is None else Convolver(ir, TICK_SAMPLES)
         self.echo_gain = None if echo_gain_db is None else dbfs_gain(echo_gain_db)
         self.noise_std = None if noise_dbfs is None else dbfs_gain(noise_dbfs) * 32768
         self._stop = threading.Event()
@@ -95,7 +102,8 @@ class Room:
         # "QQ": one sample of latency and an even 160 samples out per tick. The better
         # qualities hold back hundreds of samples and release them in bursts, which would
         # stretch the echo's delay beyond what the scenario asked for.
-        self._to_mic = soxr.ResampleStream(speaker_rate_hz, RATE_HZ, 1, dtype="float32", quality="QQ")
+        self._to_mic = soxr.ResampleStream(self.acoustics.speaker_rate(speaker_rate_hz), RATE_HZ, 1, dtype="float32",
+                                           quality="QQ")
         # the echo path: played audio at 16 kHz waits here for its delay
         self._echo_line = np.zeros(int(echo_delay_ms * RATE_HZ / 1000), np.float32)
         self._line_end = 0
@@ -149,10 +157,11 @@ class Room:
     def inject(self, audio: np.ndarray, kind: str, label: str) -> Injection:
         """Play int16 16 kHz `audio` into the mic from the next tick on; returns where it sits."""
         audio = np.asarray(audio, dtype=np.int16)
+        wet = self.acoustics.through_room(audio)  # its onset and end stay those of the sound itself
         with self._lock:
             start = self._ticks * TICK_SAMPLES  # the 10 ms now under way: not yet delivered
-            self._playing.append(_Playing(audio, start))
-        inj = Injection(kind, label, start, start + onset_of(audio), start + len(audio),
+            self._playing.append(_Playing(wet, start))
+        inj = Injection(kind, label, start, start + onset_of(audio), start + len(wet),
                         start + len(audio) - onset_of(audio[::-1]))
         self.log.injections.append(inj)
         return inj
@@ -183,7 +192,8 @@ class Room:
         t0 = time.monotonic_ns()
         step = 0
         speaker_due = 0.0
-        per_tick = self.speaker.rate_hz * TICK_SAMPLES / RATE_HZ  # 220.5 at 22.05 kHz
+        # 220.5 at 22.05 kHz; a drifting speaker's clock takes a little more or less per tick of the mic's
+        per_tick = self.acoustics.speaker_rate(self.speaker.rate_hz) * TICK_SAMPLES / RATE_HZ
         played = np.zeros(TICK_SAMPLES, np.float32)
         try:
             while not self._stop.is_set():
@@ -215,7 +225,7 @@ class Room:
 
     def _echo(self, out: np.ndarray, taken_after: int, tick_sample: int) -> np.ndarray:
         """The speaker's 10 ms at 16 kHz (float, full scale 32768), into the echo line; the delayed part out."""
-        at_mic_rate = self._to_mic.resample_chunk(out.astype(np.float32))
+        at_mic_rate = self._to_mic.resample_chunk(self.acoustics.speaker_out(out.astype(np.float32)))
         with self._echo_lock:
             at, count = self._cut
             if count > taken_after and at < tick_sample + len(at_mic_rate):
@@ -233,7 +243,8 @@ class Room:
             echo = np.zeros(TICK_SAMPLES, np.float32)
             echo[:k] = self._echo_line[:k]
             self._echo_line = self._echo_line[k:]
-        return echo
+        # the room rings on after an abort: the reverberation follows the line, past the cut
+        return echo if self._reverb is None else self._reverb.process(echo)
 
     def _aborted(self, at_sample: int, last_played: int, abort_count: int) -> None:
         """The speaker was aborted at room sample `at_sample` (on its thread, under its lock)."""
@@ -266,6 +277,9 @@ class Room:
             mic += played * self.echo_gain
         if self.noise_std is not None:
             mic += self._rng.standard_normal(TICK_SAMPLES).astype(np.float32) * self.noise_std
+        babble = self.acoustics.background(first_sample, TICK_SAMPLES)
+        if babble is not None:
+            mic += babble
         end = first_sample + TICK_SAMPLES
         with self._lock:
             playing = list(self._playing)

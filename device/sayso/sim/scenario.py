@@ -1,11 +1,14 @@
 """The scenario format: a simulated room and the steps of a conversation, in TOML.
 
 This is a contract (scenarios are written elsewhere too): top-level `name`, an
-optional `[room]` (echo_gain_db, echo_delay_ms, noise_dbfs) and `[[step]]`s,
+optional `[room]` (echo_gain_db, echo_delay_ms, noise_dbfs, and the harder room's
+rt60_s, drr_db, drift_ppm, speaker_clip_db, babble_dbfs) and `[[step]]`s,
 each with an optional `wait` (idle | listening | thinking | speaking), an
 optional `after_s`, and at most one action: `say` (a string, or a list of
 strings spoken with `gap_s` of silence between them, as a person pausing
 mid-sentence), `wav`, `noise_s`, `cough` (how many) or `press` (with `hold_s`).
+The person's `voice` (piper, or espeak:NAME) is set for the scenario and may be
+changed for one `say`.
 Every problem is reported with the file, the step and the key.
 """
 
@@ -18,11 +21,14 @@ from typing import Any
 
 from sayso.errors import ScenarioError
 from sayso.pipeline.messages import State
+from sayso.sim.voices import PIPER, VOICE_NAME
 
 #: The scenarios that ship in the package (`sayso demo`, `sayso bench`).
 PACKAGED = Path(__file__).parent / "scenarios"
 
 _ACTIONS = ("say", "wav", "noise_s", "cough", "press")
+_ROOM_RANGES = {"rt60_s": (0.05, 3.0), "drr_db": (-20.0, 30.0), "drift_ppm": (-1000.0, 1000.0),
+                "speaker_clip_db": (-40.0, 0.0), "babble_dbfs": (-90.0, -3.0)}
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,16 @@ class RoomSpec:
     echo_delay_ms: float = 0.0
     noise_dbfs: float | None = None
     """Background noise floor; None = silence."""
+    rt60_s: float | None = None
+    """Reverberation time of the room (speaker and person both reach the mic through it); None = dry."""
+    drr_db: float = 3.0
+    """Direct-to-reverberant energy ratio, only with rt60_s."""
+    drift_ppm: float | None = None
+    """How much faster (negative: slower) the speaker's clock runs than the mic's."""
+    speaker_clip_db: float | None = None
+    """The level (dBFS of what is played) a small speaker cannot exceed: soft clipping toward it."""
+    babble_dbfs: float | None = None
+    """A second voice talking all the time at this level, like a television; None = none."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,8 @@ class Step:
     """How many synthetic coughs, one after another."""
     press: bool = False
     hold_s: float = 0.1
+    voice: str | None = None
+    """Who says `say`: `piper` or `espeak:NAME`; None = the scenario's voice."""
 
     @property
     def action(self) -> str | None:
@@ -72,6 +90,8 @@ class Scenario:
     room: RoomSpec
     steps: tuple[Step, ...]
     source: str = "<string>"
+    voice: str = PIPER
+    """The person's voice for every `say` that names none."""
 
 
 def _number(where: str, key: str, value: Any, lo: float, hi: float) -> float:
@@ -92,17 +112,28 @@ def _keys(where: str, table: Any, allowed: tuple[str, ...]) -> dict:
 
 
 def _room(where: str, raw: Any) -> RoomSpec:
-    t = _keys(f"{where} [room]", raw, ("echo_gain_db", "echo_delay_ms", "noise_dbfs"))
     w = f"{where} [room]"
+    t = _keys(w, raw, ("echo_gain_db", "echo_delay_ms", "noise_dbfs", *_ROOM_RANGES))
+    if "drr_db" in t and "rt60_s" not in t:
+        raise ScenarioError(f"{w}: drr_db belongs to a reverberant room; give rt60_s too")
+    optional = {k: _number(w, k, t[k], lo, hi) for k, (lo, hi) in _ROOM_RANGES.items() if k in t}
     return RoomSpec(
         echo_gain_db=_number(w, "echo_gain_db", t["echo_gain_db"], -90, 20) if "echo_gain_db" in t else None,
         echo_delay_ms=_number(w, "echo_delay_ms", t.get("echo_delay_ms", 0), 0, 1000),
-        noise_dbfs=_number(w, "noise_dbfs", t["noise_dbfs"], -120, -3) if "noise_dbfs" in t else None)
+        noise_dbfs=_number(w, "noise_dbfs", t["noise_dbfs"], -120, -3) if "noise_dbfs" in t else None,
+        **optional)
+
+
+def _voice(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not VOICE_NAME.match(value):
+        raise ScenarioError(f"{where}: voice = {value!r}; allowed: piper, or espeak:NAME with an espeak-ng voice "
+                            "name (espeak-ng --voices=en lists them), e.g. espeak:en-us")
+    return value
 
 
 def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
     w = f"{where} step {number}"
-    t = _keys(w, raw, ("wait", "after_s", "say", "gap_s", "wav", "noise_s", "cough", "press", "hold_s"))
+    t = _keys(w, raw, ("wait", "after_s", "say", "gap_s", "wav", "noise_s", "cough", "press", "hold_s", "voice"))
     values: dict[str, Any] = {"number": number}
     if "wait" in t:
         try:
@@ -124,6 +155,10 @@ def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
         if "say" not in t or not isinstance(t["say"], list):
             raise ScenarioError(f"{w}: gap_s belongs to a step whose say is a list of strings")
         values["gap_s"] = _number(w, "gap_s", t["gap_s"], 0.05, 10)
+    if "voice" in t:
+        if "say" not in t:
+            raise ScenarioError(f"{w}: voice belongs to a step that says something")
+        values["voice"] = _voice(w, t["voice"])
     if "wav" in t:
         if not isinstance(t["wav"], str):
             raise ScenarioError(f"{w}: wav must be a file path string, not {t['wav']!r}")
@@ -157,7 +192,7 @@ def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
 
 def parse(data: dict, source: str = "<string>", base: Path | None = None) -> Scenario:
     """Validate a parsed TOML document into a Scenario; ScenarioError names the first problem."""
-    _keys(source, data, ("name", "room", "step"))
+    _keys(source, data, ("name", "voice", "room", "step"))
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str):
         raise ScenarioError(f"{source}: name must be a string, not {name!r}")
@@ -165,7 +200,8 @@ def parse(data: dict, source: str = "<string>", base: Path | None = None) -> Sce
     if not isinstance(steps, list) or not steps:
         raise ScenarioError(f"{source}: no steps; add at least one [[step]] table")
     room = _room(source, data["room"]) if "room" in data else RoomSpec()
-    return Scenario(name, room, tuple(_step(source, i, s, base) for i, s in enumerate(steps, 1)), source)
+    voice = _voice(source, data["voice"]) if "voice" in data else PIPER
+    return Scenario(name, room, tuple(_step(source, i, s, base) for i, s in enumerate(steps, 1)), source, voice)
 
 
 def load(path: str | Path) -> Scenario:

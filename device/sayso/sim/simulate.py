@@ -26,10 +26,12 @@ from sayso.pipeline.messages import Event, State
 from sayso.pipeline.turnlog import TurnLog
 from sayso.service.gpio import Controls
 from sayso.service.modelset import Models
+from sayso.sim import voices
+from sayso.sim.acoustics import Acoustics
 from sayso.sim.report import build_report
 from sayso.sim.room import RATE_HZ, Room
-from sayso.sim.scenario import Scenario, Step
-from sayso.sim.sounds import cough, noise_burst, onset_of
+from sayso.sim.scenario import RoomSpec, Scenario, Step
+from sayso.sim.sounds import cough, noise_burst
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,12 @@ WAIT_S = 30.0
 """How long a step's `wait` for a busy state may take before the scenario fails."""
 END_WAIT_S = 120.0
 """How long a wait for idle may take: a long answer may still be playing."""
+
+
+def room_acoustics(spec: RoomSpec) -> Acoustics:
+    """The scenario's reverberation, drift, clipping and babble (espeak-ng's newsreader), ready for the Room."""
+    babble = voices.babble() if spec.babble_dbfs is not None else None
+    return Acoustics.make(spec.rt60_s, spec.drr_db, spec.drift_ppm, spec.speaker_clip_db, babble, spec.babble_dbfs)
 
 
 class PersonVoice:
@@ -58,16 +66,7 @@ class PersonVoice:
 
     def say_with_pauses(self, parts: tuple[str, ...], gap_s: float) -> np.ndarray:
         """The parts spoken one after another, `gap_s` of silence between the end of one's sound and the next."""
-        pieces = []
-        for i, part in enumerate(parts):
-            audio = self.say(part)
-            if i:
-                audio = audio[onset_of(audio):]
-                pieces.append(np.zeros(int(gap_s * RATE_HZ), np.int16))
-            if i < len(parts) - 1:
-                audio = audio[:len(audio) - onset_of(audio[::-1])]
-            pieces.append(audio)
-        return np.concatenate(pieces)
+        return voices.with_pauses(self.say, parts, gap_s)
 
 
 @dataclass
@@ -107,8 +106,12 @@ class Simulation:
         self.record, self.wait_timeout_s, self.keep_tracks = record, wait_timeout_s, keep_tracks
         spec = scenario.room
         self.room = Room(kit.tts.rate_hz, spec.echo_gain_db, spec.echo_delay_ms, spec.noise_dbfs,
-                         record=record is not None or keep_tracks)
+                         record=record is not None or keep_tracks, acoustics=room_acoustics(spec))
         self.events: list[Event] = []
+        # everything the room will hear, made now: synthesis must not shift a step's timing
+        self._voices: dict[str, PersonVoice | voices.EspeakVoice] = {voices.PIPER: kit.person}
+        self._sounds = {step.number: self._sound(step) for step in scenario.steps
+                        if step.action in ("say", "wav", "noise_s", "cough")}
         self.turnlog = TurnLog(db)
         self._first_id = max((r["id"] for r in self.turnlog.rows(last=1)), default=0)
         kit.vad.reset()
@@ -116,9 +119,6 @@ class Simulation:
         self.engine = Engine(llm=kit.llm, tts=kit.tts, sink=self.room.speaker, turnlog=self.turnlog,
                              settings=settings, clock=self.room.clock, observers=[self.events.append],
                              mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer, turn_model=kit.turn)
-        # everything the room will hear, made now: synthesis must not shift a step's timing
-        self._sounds = {step.number: self._sound(step) for step in scenario.steps
-                        if step.action in ("say", "wav", "noise_s", "cough")}
 
     def run(self) -> Result:
         from gpiozero.pins.mock import MockFactory
@@ -190,11 +190,17 @@ class Simulation:
             else:
                 self._sleep(0.05)
 
+    def _person(self, step: Step) -> PersonVoice | voices.EspeakVoice:
+        name = step.voice or self.scenario.voice
+        if name not in self._voices:
+            self._voices[name] = voices.EspeakVoice(name.removeprefix(voices.ESPEAK))
+        return self._voices[name]
+
     def _sound(self, step: Step) -> tuple[np.ndarray, str, str]:
         if step.say is not None and step.say_parts:
-            return self.kit.person.say_with_pauses(step.say_parts, step.gap_s), "say", step.say
+            return self._person(step).say_with_pauses(step.say_parts, step.gap_s), "say", step.say
         if step.say is not None:
-            return self.kit.person.say(step.say), "say", step.say
+            return self._person(step).say(step.say), "say", step.say
         if step.wav is not None:
             return read_wav_at_mic_rate(step.wav), "wav", str(step.wav)
         if step.cough is not None:

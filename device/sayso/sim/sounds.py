@@ -1,4 +1,4 @@
-"""Sounds the simulator plays into the room: a cough, a burst of noise, and where a sound starts.
+"""Sounds the simulator plays into the room: a cough and a burst of noise.
 
 Synthetic, so a scenario needs no recordings, and int16 at 16 kHz like the mic.
 """
@@ -12,14 +12,6 @@ from sayso.audio import RATE_HZ
 
 def dbfs_gain(db: float) -> float:
     return float(10 ** (db / 20))
-
-
-def onset_of(audio: np.ndarray, floor: float = 0.02) -> int:
-    """Index of the first sample louder than `floor` of the peak: where speech starts, not its leading silence."""
-    a = np.abs(np.asarray(audio, dtype=np.float32))
-    if not len(a) or a.max() == 0:
-        return 0
-    return int(np.argmax(a > a.max() * floor))
 
 
 def noise_burst(seconds: float, level_dbfs: float = -20.0, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,60 @@
+"""The bench's room levels: each is a valid [room] of the scenario format, and the table shows every one."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sayso.sim import scenario
+from sayso.sim.bench import LEVELS, SCENARIOS, TARGETS, table
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_each_level_is_a_room_the_scenario_format_accepts(level):
+    base = scenario.load(scenario.PACKAGED / f"{SCENARIOS[0]}.toml")
+    room = {k: v for k, v in dataclasses.asdict(dataclasses.replace(base.room, **LEVELS[level])).items()
+            if v is not None and (k != "drr_db" or "rt60_s" in LEVELS[level])}
+    parsed = scenario.parse({"room": room, "step": [{"wait": "idle"}]})
+    assert dataclasses.replace(base.room, **LEVELS[level]) == parsed.room
+
+
+def test_the_hard_level_is_the_kitchen_with_a_television():
+    assert LEVELS["hard"] == {"echo_gain_db": -6.0, "rt60_s": 0.5, "drr_db": 3.0, "drift_ppm": 100.0,
+                              "babble_dbfs": -35.0, "noise_dbfs": -50.0}
+    assert {t[0] for t in TARGETS} <= {None, *LEVELS}
+
+
+def test_the_table_has_a_column_per_level_and_voice():
+    metric = {"p50": 100.0, "p95": 200.0, "n": 3}
+    at = {k: metric for k in ("barge_in_latency_ms", "button_latency_ms", "speech_end_to_first_audio_ms",
+                              "eos_to_first_audio_ms", "llm_stop_ms")}
+    at.update({k: {"total": 0} for k in ("self_interruptions", "false_barge_ins", "false_interruptions",
+                                          "self_pauses", "cut_offs", "preemptive_used", "preemptive_discarded",
+                                          "user_turns", "answers", "underruns", "late_ticks", "noise_runs",
+                                          "noise_runs_not_completed", "pause_cut_off_rate",
+                                          "reading_runs_not_one_turn", "preemptive_discard_rate", "scenario_failures")})
+    out = {"runs": 1, "scenarios": ["bench-answer"], "machine": "m", "rooms": {"hard": LEVELS["hard"]},
+           "levels": {"hard": at, "hard espeak:en-us": at}, "turn_detector": "smart-turn", "llm_tokens_per_s": 1.0,
+           "llm_threads": 1, "start_to_warm_s": 1.0, "peak_rss_mb": {"max": 1.0},
+           "targets": [{"level": "hard", "metric": "self_interruptions", "stat": "total", "limit": 0, "value": 0,
+                        "met": True}]}
+    text = table(out)
+    assert "p95 @hard espeak:en-us" in text and "hard: echo_gain_db -6, rt60_s 0.5" in text
+    assert "met    self_interruptions total at hard 0" in text
+
+
+def test_the_cpu_limit_pins_every_thread_of_a_child_to_one_core():
+    code = ("import os, threading; from pathlib import Path; from sayso.sim.bench import limit_cpu\n"
+            "ready, done = threading.Event(), threading.Event()\n"
+            "t = threading.Thread(target=lambda: (ready.set(), done.wait(10))); t.start(); ready.wait(10)\n"
+            "pinned = limit_cpu(1)\n"
+            "print(sorted({len(os.sched_getaffinity(int(p.name))) for p in Path('/proc/self/task').iterdir()}), "
+            "len(pinned)); done.set(); t.join(10)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "device")})
+    assert run.stdout.split() == ["[1]", "1"], run.stderr
