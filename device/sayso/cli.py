@@ -127,7 +127,7 @@ def cmd_simulate(args, settings) -> int:
 def cmd_bench(args, settings) -> int:
     import json
 
-    from sayso.sim.bench import LEVELS, SCENARIOS, run_bench, table
+    from sayso.sim.bench import DEFAULT_LEVELS, LEVELS, SCENARIOS, run_bench, table
     from sayso.sim.voices import VOICE_NAME
 
     if unknown := set(args.only or ()) - set(SCENARIOS):
@@ -140,7 +140,7 @@ def cmd_bench(args, settings) -> int:
     out = run_bench(settings, _store(args, settings), args.runs,
                     progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
                     plot_dir=Path(args.plot) if args.plot else None, scenarios=tuple(args.only or SCENARIOS),
-                    levels=tuple(args.levels or LEVELS), voices=tuple(args.voices or ("piper",)),
+                    levels=tuple(args.levels or DEFAULT_LEVELS), voices=tuple(args.voices or ("piper",)),
                     cpu_limit=args.cpu_limit)
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="DIR", help="draw the first run of each scenario as a waterfall PNG in DIR")
     b.add_argument("--only", nargs="+", metavar="SCENARIO", help="run only these bench scenarios (default: all)")
     b.add_argument("--levels", nargs="+", metavar="LEVEL",
-                   help="room levels to run: -20, -6 (echo dB) and hard (default: all three)")
+                   help="room levels to run: -20, -6 (echo dB) and hard (default: -20 -6)")
     b.add_argument("--voices", nargs="+", metavar="VOICE",
                    help="the person's voices, each at every level: piper, espeak:NAME (default: piper)")
     b.add_argument("--cpu-limit", type=int, nargs="?", const=1, metavar="CORES",

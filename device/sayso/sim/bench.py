@@ -1,4 +1,4 @@
-"""`sayso bench`: the packaged bench scenarios N times at three room levels, and the stages timed on their own.
+"""`sayso bench`: the packaged bench scenarios N times at room levels, and the stages timed on their own.
 
 Every scenario runs with the speaker leaking into the mic at -20 dB (a speaker
 an arm's length away), at -6 dB (a loud one close to the mic), and in the hard
@@ -40,6 +40,9 @@ LEVELS: dict[str, dict] = {
              "noise_dbfs": -50.0},
 }
 """Room levels by name: what each changes in the bench scenarios' [room] (scenario.RoomSpec's fields)."""
+DEFAULT_LEVELS = ("-20", "-6")
+"""What `sayso bench` runs unless told: "hard" is asked for by name. Its babble, a voice talking all
+the time, is heard as a person, and an appliance that answers every voice answers it too."""
 COUNTS = COUNT_KEYS
 
 #: (level or None for the whole bench, metric, statistic, limit): the targets on the 2-core x86 CI
