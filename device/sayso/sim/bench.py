@@ -194,7 +194,7 @@ def _round(value: float | None, digits: int) -> float | None:
 def run_bench(settings: Settings, store: ModelStore, runs: int,
               progress: Callable[[str], None] = lambda _: None, idle_s: float = 20.0,
               plot_dir: Path | None = None, scenarios: tuple[str, ...] = SCENARIOS,
-              levels: tuple[str, ...] = tuple(LEVELS), voices: tuple[str, ...] = (PIPER,),
+              levels: tuple[str, ...] = DEFAULT_LEVELS, voices: tuple[str, ...] = (PIPER,),
               cpu_limit: int | None = None) -> dict:
     pinned = limit_cpu(cpu_limit) if cpu_limit else None  # before any model starts its threads
     t = time.monotonic()
