@@ -148,7 +148,8 @@ class STTSettings:
 @dataclass(frozen=True)
 class ConversationSettings:
     idle_timeout_s: float = opt(120.0, "Seconds of quiet after which a new conversation starts.", lo=5, hi=86400)
-    history_turns: int = opt(8, "Most earlier turns given to the LLM.", lo=0, hi=64)
+    history_turns: int = opt(8, "Most earlier turns given to the LLM; the window moves half its length at a "
+                             "time, so the prompt prefix the LLM keeps evaluated survives most turns.", lo=0, hi=64)
 
 
 @dataclass(frozen=True)
