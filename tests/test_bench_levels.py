@@ -49,7 +49,7 @@ def test_the_table_has_a_column_per_level_and_voice():
 
 
 def test_the_cpu_limit_pins_every_thread_of_a_child_to_one_core():
-    code = ("import os, threading; from pathlib import Path; from sayso.sim.bench import limit_cpu\n"
+    code = ("import os, threading; from pathlib import Path; from sayso.sim.stagetimes import limit_cpu\n"
             "ready, done = threading.Event(), threading.Event()\n"
             "t = threading.Thread(target=lambda: (ready.set(), done.wait(10))); t.start(); ready.wait(10)\n"
             "pinned = limit_cpu(1)\n"
