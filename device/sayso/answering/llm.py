@@ -65,10 +65,7 @@ class LlamaLLM:
         with open(self.model_path, "rb") as f:
             while f.read(8 << 20):
                 pass
-        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hello."}]
-        for _ in self._llama.create_chat_completion(messages=cast("list[ChatCompletionRequestMessage]", messages),
-                                                    max_tokens=1, stream=True):
-            pass
+        self.prefill([{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hello."}])
 
     def prefill(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False) -> None:
         """Evaluate `messages` into the prompt cache: a later prompt that begins with them reuses it."""

@@ -64,7 +64,7 @@ class Thinker(Stage):
             return
         chunker, raw = ClauseChunker(), ""
         spoken: list[str] = []
-        messages = [{"role": role, "content": content} for role, content in req.messages]
+        messages = _chat(req.messages)
         if req.preface:
             self._send(turn, spoken, req.preface)
         started, waited, timed_out, failed = self.clock(), 0, False, None
@@ -116,7 +116,7 @@ class Thinker(Stage):
             return
         t = self.clock()
         try:
-            prefill([{"role": role, "content": content} for role, content in req.messages], self.stopping.is_set)
+            prefill(_chat(req.messages), self.stopping.is_set)
         except LLMUnavailable as e:
             log.debug("prefill skipped: %s", e)
             return
@@ -146,3 +146,8 @@ class Thinker(Stage):
             self.clauses.put(Clause(turn, len(spoken), chunk))
         spoken.append(chunk)
         self.report(TextCheckpoint(turn, " ".join(spoken)))
+
+
+def _chat(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    """(role, content) pairs as the chat messages an LLM backend takes."""
+    return [{"role": role, "content": content} for role, content in pairs]

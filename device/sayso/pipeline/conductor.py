@@ -102,8 +102,6 @@ class Conductor(Stage):
         self.settings = conversation or ConversationSettings()
         self.barge_in = barge_in or BargeInSettings()
         self.turn_settings = turn or TurnSettings()
-        # the history window moves half its length at a time: llama.cpp reuses the prompt's prefix
-        self._history_step = max(1, (self.settings.history_turns + 1) // 2)
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
         self.inbox: Channel = Channel("conductor", capacity=1024)
         self._lock = threading.Condition()
@@ -400,12 +398,17 @@ class Conductor(Stage):
 
     def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
         """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
-        history = self.turnlog.history(self.conversations.current(), self.settings.history_turns + 1,
-                                       step=self._history_step)
+        history = self._logged_history(self.conversations.current())
         if join is not None and ("user", join.text) in history:
             last = len(history) - 1 - history[::-1].index(("user", join.text))
             history = history[:last]
         return [*history, ("user", text)]
+
+    def _logged_history(self, conversation: str) -> list[tuple[str, str]]:
+        """The conversation's last turns for the LLM; the window moves in steps, so the prompt prefix
+        llama.cpp keeps evaluated survives most turns."""
+        limit = self.settings.history_turns + 1
+        return self.turnlog.history(conversation, limit, step=max(1, limit // 2))
 
     def _on_preempt_report(self, turn: Answer, msg: object) -> None:
         match msg:
@@ -469,8 +472,7 @@ class Conductor(Stage):
         self._fill(turn, u)
         with self._lock:
             self._active = turn
-        history = self.turnlog.history(conversation, self.settings.history_turns + 1,
-                                       step=self._history_step)
+        history = self._logged_history(conversation)
         self._emit("turn_started", turn=turn.row, reply_to=user_id)
         self._set_state(State.THINKING)
         preface, self._notice = self._notice, ""
@@ -558,8 +560,7 @@ class Conductor(Stage):
 
     def _prefill_next(self) -> None:
         """While nobody waits, have the LLM evaluate how the next prompt will begin."""
-        history = self.turnlog.history(self.conversations.current(), self.settings.history_turns + 1,
-                                       step=self._history_step)
+        history = self._logged_history(self.conversations.current())
         try:
             self.requests.put(Prefill((("system", self.system_prompt), *history)), timeout=0)
         except (ChannelClosed, TimeoutError):
