@@ -667,6 +667,33 @@ def test_words_after_an_answer_was_heard_are_a_new_turn(rig):
     assert [x["role"] for x in r.engine.turnlog.rows()][:3] == ["user", "assistant", "user"]
 
 
+def test_speech_that_began_before_a_word_was_heard_joins_even_when_reported_late(rig):
+    r = join_rig(rig)
+    r.say("tell me about paris")
+    first = r.rec.wait("turn_started").data["turn"]
+    onset = time.monotonic_ns()  # the person went on while it was thinking; a busy listener is behind
+    r.rec.wait("first_audio", turn=first)
+    assert wait_until(lambda: r.row(first)["heard_text"])
+    assert r.c.interrupt("full", "user_speaking", onset_ns=onset)
+    r.c.post(Utterance("and rome", time.monotonic_ns()))
+    cut = r.finished(first)
+    assert cut["reason"] == "superseded" and cut["heard_text"], "what played over the person is still logged"
+    rows = r.engine.turnlog.rows()
+    assert [(x["role"], x["interrupt_reason"]) for x in rows][:2] == [("user", None), ("assistant", "superseded")]
+    assert rows[0]["text"] == "tell me about paris and rome"
+
+
+def test_speech_that_began_after_a_word_was_heard_cuts_in(rig):
+    r = join_rig(rig)
+    r.say("tell me about paris")
+    first = r.rec.wait("first_audio").data["turn"]
+    assert wait_until(lambda: r.row(first)["heard_text"])
+    assert r.c.interrupt("full", "user_speaking", onset_ns=time.monotonic_ns())
+    r.c.post(Utterance("and rome", time.monotonic_ns()))
+    assert r.finished(first)["reason"] == "user_speaking"
+    assert [x["role"] for x in r.engine.turnlog.rows()][:3] == ["user", "assistant", "user"]
+
+
 def test_a_sound_with_no_words_that_cut_an_unheard_answer_gets_the_turn_answered_after_all(rig):
     settings = Settings(barge_in=BargeInSettings(mode="immediate"), turn=TurnSettings(join_window_s=4.0))
     r = rig(["Paris is the capital of France."], settings=settings, llm_kwargs={"first_token_delay_s": 0.4})

@@ -590,7 +590,7 @@ def test_a_scenario_runs_the_whole_pipeline_on_the_server(server, store, tmp_pat
     assert kit.llm.name == "server" and kit.llm.local is not None
     plan = scenario.load(Path(__file__).parent / "scenarios" / "barge_in_then_button.toml")
     report = Simulation(plan, kit, settings, tmp_path / "turns.db", wait_timeout_s=90.0).run().report
-    # an answer dropped unheard because the person went on ("Stop." ... "Tell me") is not part of what was said
+    # an answer superseded because the person went on ("Stop." ... "Tell me") is not part of what was said
     turns = [(r["role"], r["status"], r["interrupt_reason"]) for r in report["turns"]
              if r["interrupt_reason"] != "superseded"]
     assert turns == [("user", "complete", None), ("assistant", "interrupted", "user_speaking"),

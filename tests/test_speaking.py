@@ -12,7 +12,16 @@ from sayso.answering.speaker import Speaker
 from sayso.answering.tts import PiperTTS
 from sayso.pipeline.cancel import Cancellation, Scopes
 from sayso.pipeline.channel import Channel
-from sayso.pipeline.messages import EndOfAnswer, Kind, PlaybackEnded, Reason, Segment
+from sayso.pipeline.messages import (
+    EndOfAnswer,
+    FirstAudio,
+    FirstWordHeard,
+    Kind,
+    PlaybackEnded,
+    Reason,
+    Segment,
+    WordSpan,
+)
 from sayso.sim.fakes import FakeSpeakerSink
 from waits import wait_until
 
@@ -106,9 +115,9 @@ def test_a_voice_not_patched_for_alignments_is_patched_in_memory(store, tmp_path
     assert [(w.start, w.end) for w in patched.words] == [(w.start, w.end) for w in voice.render(text).words]
 
 
-def play(sink, segment, cancel_at_sample=None):
+def play(sink, segment, cancel_at_sample=None, reports=None):
     """Run a real Speaker stage on one segment; cancel once `cancel_at_sample` samples are audible."""
-    scopes, segments, reports = Scopes(), Channel("segments", 4), []
+    scopes, segments, reports = Scopes(), Channel("segments", 4), [] if reports is None else reports
     scope = scopes.open(segment.turn)
     ended = threading.Event()
 
@@ -149,6 +158,18 @@ def test_an_interrupt_at_a_known_sample_keeps_the_words_heard_by_then(voice):
     # the words well before the cancel were heard, the rest of the sentence was not; how soon after the
     # cancel the speaker stopped is `sayso bench`'s to measure
     assert 6 <= len(ended.words) < len(r.words) and played >= target
+
+
+def test_the_speaker_reports_when_the_first_word_was_heard():
+    rate, words = 16000, (WordSpan("one", 0, 4000), WordSpan("two", 4000, 8000), WordSpan("three", 8000, 12000))
+    audio = np.full(12000, 1000, np.int16)
+    sink, reports = FakeSpeakerSink(rate_hz=rate, buffer_ms=40), []
+    ended, _ = play(sink, Segment(1, 0, "one two three", audio, rate, words), reports=reports)
+    first_audio = next(m for m in reports if isinstance(m, FirstAudio))
+    first_word = [m for m in reports if isinstance(m, FirstWordHeard)]
+    assert ended.completed and len(first_word) == 1 and reports.index(first_word[0]) < reports.index(ended)
+    # "one" is 250 ms of audio from the first sample; the fake device plays on the monotonic clock
+    assert abs(first_word[0].t_ns - first_audio.t_ns - 250_000_000) < 100_000_000
 
 
 @pytest.mark.slow

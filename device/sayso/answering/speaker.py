@@ -18,7 +18,17 @@ from sayso.audio import resample, to_mic_rate
 from sayso.hearing.echo_reference import EchoReference
 from sayso.pipeline.cancel import Scopes
 from sayso.pipeline.channel import Channel
-from sayso.pipeline.messages import Cancel, EndOfAnswer, FirstAudio, Heard, Paused, PlaybackEnded, Segment, WordSpan
+from sayso.pipeline.messages import (
+    Cancel,
+    EndOfAnswer,
+    FirstAudio,
+    FirstWordHeard,
+    Heard,
+    Paused,
+    PlaybackEnded,
+    Segment,
+    WordSpan,
+)
 from sayso.pipeline.stage import ErrorHandler, Stage
 
 log = logging.getLogger(__name__)
@@ -64,6 +74,7 @@ class Speaker(Stage):
         self._placed: list[tuple[int, WordSpan]] = []
         """This turn's words with their end position."""
         self._first_audio = False
+        self._first_word_heard = False
         self._ended: set[int] = set()
         self._underruns = 0
         self._after_pause = False
@@ -97,7 +108,7 @@ class Speaker(Stage):
         self._audio.append((start, audio, reference))
         self._placed.extend((start + w.end, w) for w in words)
         if self._play_until(seg.turn, start + len(audio)):
-            self.report(Heard(seg.turn, self._heard()))
+            self.report(Heard(seg.turn, self._heard(seg.turn)))
 
     def _play_until(self, turn: int, end: int) -> bool:
         """Write the turn's audio up to position `end`, holding through pauses; False once it is cancelled."""
@@ -152,7 +163,7 @@ class Speaker(Stage):
             self._written -= unheard
             if self.echo is not None:
                 self.echo.cut(self.clock())
-        self.report(Paused(turn, self._heard(), self.clock()))
+        self.report(Paused(turn, self._heard(turn), self.clock()))
         block_s = self.block / self.sink.rate_hz
         while self.scopes.paused(turn) and not self._cancelled(turn):
             self.stopping.wait(block_s)
@@ -185,15 +196,20 @@ class Speaker(Stage):
             self.beat()
         self._end(turn, completed=True)
 
-    def _heard(self) -> tuple[str, ...]:
-        audible = self._written - self.sink.pending_samples()
-        return tuple(w.text for end, w in self._placed if end <= audible)
+    def _heard(self, turn: int) -> tuple[str, ...]:
+        """The words whose last sample has played; reports when the first of them did, once a turn."""
+        now, audible = self.clock(), self._written - self.sink.pending_samples()
+        heard = [(end, w.text) for end, w in self._placed if end <= audible]
+        if heard and not self._first_word_heard:
+            self._first_word_heard = True
+            self.report(FirstWordHeard(turn, now - int((audible - heard[0][0]) * 1e9 / self.sink.rate_hz)))
+        return tuple(text for _, text in heard)
 
     def _end(self, turn: int, completed: bool) -> None:
         if turn in self._ended:
             return
         if not completed:
-            heard = self._heard()  # before the abort: what left the speaker by now
+            heard = self._heard(turn)  # before the abort: what left the speaker by now
             if self._first_audio:  # nothing of a dropped preemptive answer ever played: nothing to cut
                 self.sink.abort()
                 if self.echo is not None:
@@ -202,7 +218,7 @@ class Speaker(Stage):
             heard = tuple(w.text for _, w in self._placed)
         silence_ns = self.clock()
         underruns, self._underruns = self._underruns, 0
-        self._audio, self._placed, self._first_audio = [], [], False
+        self._audio, self._placed, self._first_audio, self._first_word_heard = [], [], False, False
         self._ended = {t for t in self._ended if t > turn - 16} | {turn}
         self.current_turn = None
         self.report(PlaybackEnded(turn, heard, completed, silence_ns, underruns))

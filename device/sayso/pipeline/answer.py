@@ -32,6 +32,8 @@ class Answer:
     """Started at a short pause, before the end of the turn was certain."""
     text: str = ""
     heard: tuple[str, ...] = ()
+    heard_from_ns: int | None = None
+    """When its first word reached the person (the speaker's `FirstWordHeard`)."""
     gen_ended: bool = False
     gen_outcome: str = ""
     llm_busy_ms: float | None = None

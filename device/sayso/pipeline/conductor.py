@@ -33,6 +33,7 @@ from sayso.pipeline.messages import (
     Event,
     FirstAudio,
     FirstToken,
+    FirstWordHeard,
     GenerateRequest,
     GenerationEnded,
     Heard,
@@ -67,7 +68,7 @@ CANNOT_REMEMBER = "I can't remember our conversation right now, but I can still 
 
 @dataclass(frozen=True)
 class _Join:
-    """A user turn whose answer was dropped unheard because the person went on: their next words join it."""
+    """A user turn whose answer was dropped because the person went on before hearing it: their next words join it."""
 
     user_row: int
     text: str
@@ -113,7 +114,7 @@ class Conductor(Stage):
         self._state_changes = 0
         self._queued: tuple[int | None, Utterance, str] | None = None
         self._join: _Join | None = None
-        """Set when an answer was dropped unheard and closed before the words that dropped it were final."""
+        """Set when an answer was superseded and closed before the words that dropped it were final."""
         self.conversations = Conversations(turnlog, self.settings.idle_timeout_s, clock)
         self._hearing = False
         """Between a SpeechStarted and its final: a pause waits for that final."""
@@ -282,6 +283,8 @@ class Conductor(Stage):
                 turn.first_audio_ns = msg.t_ns
                 self._set_state(State.SPEAKING)
                 self._emit("first_audio", turn=turn.row)
+            case FirstWordHeard():
+                turn.heard_from_ns = msg.t_ns
             case Heard():
                 turn.heard = msg.words
                 self._write(self.turnlog.checkpoint, turn.row, heard_text=" ".join(msg.words))
@@ -345,7 +348,7 @@ class Conductor(Stage):
         self._start(user_id, u, text)
 
     def _join_of(self, cut: Answer | None) -> _Join | None:
-        """The user turn these words join, if the answer they cut was dropped unheard."""
+        """The user turn these words join, if the answer they cut was superseded."""
         join, self._join = self._join, None
         if cut is not None:
             first = cut.scope.first
@@ -356,9 +359,15 @@ class Conductor(Stage):
 
     def _joins(self, turn: Answer, onset_ns: int | None) -> bool:
         """Whether the person's speech over `turn` goes on with the turn it answers rather than cutting in:
-        nothing of the answer heard yet, and it is still thinking or the speech came within the join window."""
+        it began before a word of the answer was heard, and while it was thinking or within the join window.
+
+        The speech's onset decides, not when the listener got to it: a listener behind on a busy machine
+        may report the person going on after the answer's first words played over them.
+        """
         window_ns = int(self.turn_settings.join_window_s * 1e9)
-        if window_ns <= 0 or turn.reply_to is None or turn.heard:
+        if window_ns <= 0 or turn.reply_to is None:
+            return False
+        if turn.heard and (onset_ns is None or turn.heard_from_ns is None or onset_ns >= turn.heard_from_ns):
             return False
         if turn.first_audio_ns is None:
             return True

@@ -215,6 +215,15 @@ class FirstAudio:
 
 
 @dataclass(frozen=True)
+class FirstWordHeard:
+    """The answer's first word reached the person: speech that began before this goes on with their turn."""
+
+    turn: int
+    t_ns: int
+    """When the word's last sample played."""
+
+
+@dataclass(frozen=True)
 class Heard:
     """Progress from the speaker: the words that have reached the person so far."""
 

@@ -206,8 +206,8 @@ class TurnLog(TurnReader):
     def history(self, conversation_id: str, limit: int, step: int = 1) -> list[tuple[str, str]]:
         """(role, content) for the LLM: an interrupted answer is what was heard, then a note that it was cut.
 
-        An answer superseded (dropped before a word of it was heard, the person
-        went on talking) is left out: it was never part of the conversation.
+        An answer superseded (dropped because the person went on talking before
+        a word of it reached them) is left out: it was never part of the conversation.
         At most the last `limit` turns; past that the window's start moves `step` turns at a
         time, so the prompt's prefix (which llama.cpp keeps evaluated) stays put for most turns
         instead of changing with every one.

@@ -190,7 +190,7 @@ def transcript(report: dict, per_turn: dict[int, dict]) -> str:
         m = r["metrics"]
         lines.append(f"[{r['id']}] sayso  : {r['text']}")
         if r["interrupt_reason"] == "superseded":
-            lines.append("      dropped unheard: the person went on, and their words joined the turn before")
+            lines.append("      dropped: the person went on before hearing it, and their words joined the turn before")
             continue
         if r["status"] == "interrupted":
             lines.append(f"      heard  : {r['heard_text'] or '(nothing)'}")
