@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from sayso.config import BargeInSettings, ConversationSettings, LLMSettings, Settings, TurnSettings
+from sayso.config import BargeInSettings, ConversationSettings, LLMSettings, Settings, TurnSettings, WakeSettings
 from sayso.engine import Engine
+from sayso.hearing.wake import WakeModel
 from sayso.pipeline.messages import (
     Event,
     PartialTranscript,
@@ -24,6 +25,7 @@ from sayso.pipeline.messages import (
     State,
     TentativeTranscript,
     Utterance,
+    WakeWordHeard,
 )
 from sayso.pipeline.turnlog import TurnLog, cut_in_note
 from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
@@ -81,7 +83,7 @@ NO_JOIN = TurnSettings(join_window_s=0)
 
 class Rig:
     def __init__(self, tmp_path, answers, llm_kwargs=None, tts_kwargs=None, settings=None, observers=(),
-                 clock=time.monotonic_ns):
+                 clock=time.monotonic_ns, wake=None):
         settings = settings or Settings(turn=NO_JOIN)
         self.clock = clock
         self.llm = FakeLLM(answers, **(llm_kwargs or {}))
@@ -90,7 +92,7 @@ class Rig:
         self.rec = Recorder()
         self.db_path = tmp_path / "turns.db"
         self.engine = Engine(llm=self.llm, tts=self.tts, sink=self.sink, turnlog=TurnLog(self.db_path),
-                             settings=settings, clock=clock, observers=[self.rec, *observers])
+                             settings=settings, clock=clock, observers=[self.rec, *observers], wake=wake)
         self.c = self.engine.conductor
 
     def say(self, text: str) -> None:
@@ -768,3 +770,82 @@ def test_an_empty_final_after_an_unheard_answer_was_cut_gets_the_turn_answered_a
     assert r.finished(first["turn"])["reason"] == "superseded"
     again = r.rec.wait("turn_started", turn=first["turn"] + 1).data
     assert again["reply_to"] == first["reply_to"] and r.finished(again["turn"])["status"] == "complete"
+
+
+def wake_rig(rig, clock, **kw) -> Rig:
+    return rig(lambda m: f"About {m[-1]['content']}.", clock=clock, wake=WakeModel("okay_nabu"),
+               settings=Settings(turn=NO_JOIN, wake=WakeSettings(listen_s=6.0, follow_up_s=5.0)), **kw)
+
+
+def test_with_a_wake_word_speech_without_it_is_no_turn_and_with_it_is_answered(rig):
+    clock = Clock()
+    r = wake_rig(rig, clock)
+    r.say("what is on television")
+    assert r.rec.wait("ignored").data["text"] == "what is on television"
+    onset = clock()
+    r.c.post(SpeechStarted(onset))
+    r.c.post(WakeWordHeard("okay_nabu", 0.97, onset + 700_000_000))
+    r.c.post(Utterance("what is the capital of italy", clock()))
+    done = r.finished()
+    assert done["text"] == "About what is the capital of italy." and done["status"] == "complete"
+    rows = r.engine.turnlog.rows()
+    assert [(x["role"], x["text"]) for x in rows][0] == ("user", "what is the capital of italy")
+    assert rows[0]["metrics"] == {"wake": "word"}
+    assert [e.type for e in r.rec.events if e.type in ("ignored", "wake_word", "listening", "user_turn")] == [
+        "ignored", "wake_word", "listening", "user_turn"]
+
+
+def test_a_follow_up_needs_no_wake_word_until_its_window_closes(rig):
+    clock = Clock()
+    r = wake_rig(rig, clock)
+    r.c.post(WakeWordHeard("okay_nabu", 0.9, clock()))
+    r.say("how tall is everest")
+    r.finished()
+    r.say("and k2")  # within follow_up_s of the answer's end
+    second = r.finished(r.rec.wait("turn_started", reply_to=3).data["turn"])
+    assert second["text"] == "About and k2."
+    clock.advance(6.0)
+    r.say("and the alps")
+    assert r.rec.wait("ignored").data["text"] == "and the alps"
+    assert [x["metrics"].get("wake") for x in r.engine.turnlog.rows() if x["role"] == "user"] == ["word", "follow_up"]
+
+
+def test_the_button_while_idle_is_push_to_talk(rig):
+    clock = Clock()
+    r = wake_rig(rig, clock)
+    assert r.c.button() is False  # nothing to stop: it listens instead
+    assert r.rec.wait("listening").data["why"] == "button"
+    r.say("what time is it")
+    assert r.finished()["status"] == "complete"
+    assert r.engine.turnlog.rows()[0]["metrics"] == {"wake": "button"}
+
+
+def speaking_after_a_wake_word(rig, clock) -> tuple[Rig, int]:
+    """A rig answering "tell me about paris" (asked with the wake word), slowly; the answer's turn id."""
+    r = wake_rig(rig, clock, tts_kwargs={"ms_per_char": 40.0})
+    r.c.post(WakeWordHeard("okay_nabu", 0.9, clock()))
+    r.say("tell me about paris")
+    return r, r.rec.wait("first_audio").data["turn"]
+
+
+def test_speech_over_an_answer_cuts_it_without_the_wake_word(rig):
+    clock = Clock()
+    r, first = speaking_after_a_wake_word(rig, clock)
+    assert r.c.interrupt("full", "user_speaking", onset_ns=clock())
+    r.c.post(Utterance("no rome", clock()))
+    assert r.finished(first)["reason"] == "user_speaking"
+    rows = r.engine.turnlog.rows()
+    assert [(x["role"], x["metrics"].get("wake")) for x in rows if x["role"] == "user"] == [
+        ("user", "word"), ("user", "follow_up")]
+
+
+def test_the_wake_word_over_an_answer_stops_it_for_the_new_request(rig):
+    clock = Clock()
+    r, first = speaking_after_a_wake_word(rig, clock)
+    r.c.post(SpeechStarted(clock()))
+    r.c.post(WakeWordHeard("okay_nabu", 0.95, clock()))
+    assert r.finished(first)["reason"] == "user_speaking"
+    r.c.post(Utterance("what time is it", clock()))
+    done = r.finished(r.rec.wait("turn_started", reply_to=first + 1).data["turn"])
+    assert done["text"] == "About what time is it."
+    assert [x["metrics"].get("wake") for x in r.engine.turnlog.rows() if x["role"] == "user"] == ["word", "word"]

@@ -32,6 +32,7 @@ EXPECTED = {
     "coughs_during_an_answer": [(U, "complete", None), (A, "complete", None)],
     "barge_in_at_minus_6_db": [(U, "complete", None), (A, "interrupted", "user_speaking"),
                                (U, "complete", None), (A, "complete", None)],
+    "wake_word": [(U, "complete", None), (A, "complete", None)] * 4,
 }
 
 
@@ -97,6 +98,13 @@ def test_scenario(kit, tmp_path, name):
         assert summary["false_interruptions"] == len(paused)
         assert turns[1]["metrics"].get("false_interruptions", 0) == len(paused)  # absent when none paused
         assert turns[1]["heard_text"] == turns[1]["text"]
+    if name == "wake_word":
+        # the two lines without the wake word, outside any window, are never turns
+        ignored = [e["text"] for e in result.report["events"] if e["type"] == "ignored"]
+        assert len(ignored) == 2 and "norway" in ignored[0], ignored
+        assert [r["metrics"]["wake"] for r in turns if r["role"] == U] == ["word", "follow_up", "word", "button"]
+        assert not any(w in r["text"] for r in turns if r["role"] == U for w in ("okay", "nabu"))
+        assert summary["wake_words"] == 2 and summary["false_activations"] == 0 and summary["ignored"] == 2
     cut = [r for r in turns if r["status"] == "interrupted"]
     audible = [r for r in cut if "first_audio" in {e["type"] for e in result.report["events"]
                                                     if e.get("turn") == r["id"]}]

@@ -165,6 +165,24 @@ class GpioSettings:
                        lo=-1, hi=27)
 
 
+WAKE_WORDS = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
+"""The microWakeWord models pymicro-wakeword ships."""
+
+
+@dataclass(frozen=True)
+class WakeSettings:
+    word: str = opt("okay_nabu", "Wake word that must start a request (\"Okay Nabu, ...\"), so the appliance does not "
+                    "answer the television; off = every utterance is a request.", choices=(*WAKE_WORDS, "off"))
+    sensitivity: float = opt(0.5, "How easily the wake word is heard: 0.5 = the model's own threshold, higher "
+                             "wakes on less (and on more that was not it), lower needs a clearer phrase.",
+                             lo=0.0, hi=1.0)
+    listen_s: float = opt(6.0, "After the wake word alone or a button press while idle: seconds in which the "
+                          "person may start the request.", lo=1, hi=60)
+    follow_up_s: float = opt(5.0, "After an answer ends or is cut: seconds in which the person may go on without "
+                             "the wake word; 0 = always say it.", lo=0, hi=120)
+    earcon: bool = opt(True, "Play a short tone when the appliance starts listening for a request.")
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     hang_s: float = opt(60.0, "A stage stuck this long, or a mic silent this long, counts as hung: the "
@@ -189,6 +207,7 @@ class Settings:
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     stt: STTSettings = field(default_factory=STTSettings)
     conversation: ConversationSettings = field(default_factory=ConversationSettings)
+    wake: WakeSettings = field(default_factory=WakeSettings)
     gpio: GpioSettings = field(default_factory=GpioSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -19,6 +19,7 @@ from sayso.hearing.stt import Recognizer
 from sayso.hearing.transcriber import Transcriber
 from sayso.hearing.turn import SmartTurn, TurnDetector
 from sayso.hearing.vad import Endpointer, SileroVAD
+from sayso.hearing.wake import WakeModel
 from sayso.pipeline.cancel import Scopes
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.conductor import Conductor
@@ -35,13 +36,14 @@ class Engine:
 
     Hardware and models come in through the constructor (a real LLM or a fake,
     a sound card or a fake sink), never patched in. Without `turn_model` the end
-    of a turn is decided by silence alone.
+    of a turn is decided by silence alone; without `wake` every utterance is a request.
     """
 
     def __init__(self, *, llm: LLM, tts: TTS, sink: AudioSink, turnlog: TurnLog, settings: Settings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, observers: Iterable[Observer] = (),
                  ack_timeout_s: float = 3.0, mic: Mic | None = None, vad: SileroVAD | None = None,
-                 recognizer: Recognizer | None = None, turn_model: SmartTurn | None = None):
+                 recognizer: Recognizer | None = None, turn_model: SmartTurn | None = None,
+                 wake: WakeModel | None = None):
         settings = settings or Settings()
         self.turnlog = turnlog
         self.scopes = Scopes()
@@ -53,7 +55,8 @@ class Engine:
         self.segments: Channel = Channel("segments", capacity=2)
         self.conductor = Conductor(turnlog, self.requests, self.clauses, self.segments, self.scopes, self.bus,
                                    settings.llm.system_prompt, settings.conversation, clock, ack_timeout_s,
-                                   barge_in=settings.barge_in, turn=settings.turn)
+                                   barge_in=settings.barge_in, turn=settings.turn,
+                                   wake=None if wake is None else settings.wake)
         failed = self.conductor.stage_failed
         self.thinker = Thinker(llm, self.requests, self.clauses, self.conductor.post, self.scopes, clock,
                                settings.llm.max_seconds, on_error=failed)
@@ -81,7 +84,8 @@ class Engine:
             end_ms = t.max_silence_ms if self.turns is not None else None
             self.listener = Listener(vad, Endpointer(settings.vad, end_silence_ms=end_ms, pause_ms=pause_ms),
                                      self.frames, self.utterance_audio, self.conductor, b, settings.vad.preroll_ms,
-                                     self.echo, self.canceller, self.turns, t.trailing_silence_ms)
+                                     self.echo, self.canceller, self.turns, t.trailing_silence_ms,
+                                     None if wake is None else wake.detector())
             self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post,
                                            vad.another_stream(), self.listener.words_at_pause)
             self.stages += [self.transcriber, self.listener, self.capture]

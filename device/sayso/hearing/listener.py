@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -22,11 +22,12 @@ from sayso.config import BargeInSettings
 from sayso.hearing.capture import Frame
 from sayso.hearing.echo import EchoCanceller, EchoGuard
 from sayso.hearing.echo_reference import EchoReference, MicClock
-from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech
+from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech, WakeMark
 from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
 from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
+from sayso.hearing.wake import WakeDetector
 from sayso.pipeline.channel import Channel
-from sayso.pipeline.messages import Kind, Reason, SpeechDropped, SpeechResumed, SpeechStarted, State
+from sayso.pipeline.messages import Kind, Reason, SpeechDropped, SpeechResumed, SpeechStarted, State, WakeWordHeard
 from sayso.pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Listener(Stage):
             to end utterances on silence alone.
         trailing_silence_ms: with `turns`, the silence that ends an utterance whose words so far stop
             where a sentence cannot end; None keeps the endpointer's own.
+        wake: the wake-word detector, run on every frame the canceller cleaned; None when the wake word is off.
 
     At a short pause the transcriber is asked for the words so far (an answer may start on them)
     and the frames after it are held back: if the person goes on they follow, if the utterance
@@ -71,8 +73,10 @@ class Listener(Stage):
     def __init__(self, vad: SileroVAD, endpointer: Endpointer, frames: Channel, audio: Channel,
                  conductor: ConductorView, barge_in: BargeInSettings, preroll_ms: int = 320,
                  echo: EchoReference | None = None, canceller: EchoCanceller | None = None,
-                 turns: TurnDetector | None = None, trailing_silence_ms: int | None = None):
+                 turns: TurnDetector | None = None, trailing_silence_ms: int | None = None,
+                 wake: WakeDetector | None = None):
         super().__init__()
+        self.wake = wake
         self.turns, self.trailing_silence_ms = turns, trailing_silence_ms
         self._answers: deque[TurnAnswer] = deque()
         self._utterance: deque[np.ndarray] = deque(maxlen=WINDOW_S * RATE_HZ // FRAME_SAMPLES)
@@ -113,6 +117,8 @@ class Listener(Stage):
             if self.canceller.resets != self._resets:
                 self._resets = self.canceller.resets
                 self.guard = EchoGuard(self.barge_in)  # what it learnt was of the old filter
+        if self.wake is not None:
+            self._check_wake(frame)
         raw = prob = self.vad.probability(frame.samples)
         if self.echo is not None and not self.guard.allows(frame.samples, at, self.echo, delay, mic):
             prob = 0.0  # the appliance hearing itself
@@ -167,6 +173,13 @@ class Listener(Stage):
                 self.audio.put(frame)
         self._check_turn(frame)
         self._check_barge_in(frame)
+
+    def _check_wake(self, frame: Frame) -> None:
+        """The wake word: the transcriber drops the words before it, the conductor opens listening."""
+        hit = cast(WakeDetector, self.wake).process(frame.samples, frame.index)
+        if hit is not None:
+            self.audio.put(WakeMark(hit.sample))
+            self.conductor.post(WakeWordHeard(hit.word, hit.probability, _ns_at(frame, hit.sample)))
 
     def answer(self, a: TurnAnswer) -> None:
         """The end-of-turn model's verdict (from its thread): acted on at the next frame."""

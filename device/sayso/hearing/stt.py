@@ -27,6 +27,17 @@ class Transcript:
     words: tuple[str, ...] = ()
     confidence: tuple[float, ...] = ()
     """A final's posterior for each of `words`, 0..1 (barge-in commits only on sure words)."""
+    ends: tuple[float, ...] = ()
+    """A final's end of each of `words`, in seconds from the first audio fed; () when not known."""
+
+    def after(self, t_s: float) -> Transcript:
+        """The words that end after `t_s` (what followed a wake phrase); unchanged when word ends are not known."""
+        if len(self.ends) != len(self.words):
+            return self
+        keep = [i for i, end in enumerate(self.ends) if end > t_s]
+        words = tuple(self.words[i] for i in keep)
+        confidence = tuple(self.confidence[i] for i in keep) if len(self.confidence) == len(self.words) else ()
+        return Transcript(" ".join(words), self.final, words, confidence, tuple(self.ends[i] for i in keep))
 
 
 class Recognizer(Protocol):
@@ -70,6 +81,8 @@ class PocketsphinxRecognizer:
             return Transcript(text, final=False)
         return None
 
+    FRAMES_PER_S = 100
+    """pocketsphinx's feature frames (its default frate): word segments are counted in them."""
     MIN_WORD_PROB = 0.1
     """Words the decoder itself doubts are dropped from the final. Measured on Piper voices: real words
     0.45-1.0; what it writes for a cough or a mumble ("edit" for "hmm", "dr" for a clipped "stop") 0.01-0.03."""
@@ -81,10 +94,12 @@ class PocketsphinxRecognizer:
         self._started, self._last = False, ""
         if self._decoder.hyp() is None:
             return Transcript("", final=True)
-        kept = [(seg.word.split("(")[0], seg.prob) for seg in self._decoder.seg()
+        kept = [(seg.word.split("(")[0], seg.prob, (seg.end_frame + 1) / self.FRAMES_PER_S)
+                for seg in self._decoder.seg()
                 if not seg.word.startswith(("<", "[", "+")) and seg.prob >= self.MIN_WORD_PROB]
-        words = tuple(w for w, _ in kept)
-        return Transcript(" ".join(words), final=True, words=words, confidence=tuple(round(p, 3) for _, p in kept))
+        words = tuple(w for w, _, _ in kept)
+        return Transcript(" ".join(words), final=True, words=words, confidence=tuple(round(p, 3) for _, p, _ in kept),
+                          ends=tuple(end for _, _, end in kept))
 
 
 class VoskRecognizer:
@@ -107,15 +122,18 @@ class VoskRecognizer:
         self._rec.SetWords(True)
         self._last = ""
         self._done: list[str] = []
-        self._sure: list[tuple[str, float]] = []
+        self._sure: list[tuple[str, float, float]] = []
+        self._fed_s = self._start_s = 0.0
+        """Audio fed so far, and where this utterance began: Vosk may count word times across a Reset."""
 
     def accept(self, pcm: bytes) -> Transcript | None:
+        self._fed_s += len(pcm) / 2 / RATE_HZ
         if self._rec.AcceptWaveform(pcm):
             # Vosk found an internal endpoint; keep its text, the utterance goes on.
             part = json.loads(self._rec.Result())
             if part.get("text"):
                 self._done.append(part["text"])
-                self._sure += [(w["word"], w["conf"]) for w in part.get("result", ())]
+                self._sure += [(w["word"], w["conf"], w["end"]) for w in part.get("result", ())]
             text = " ".join(self._done)
         else:
             text = " ".join([*self._done, json.loads(self._rec.PartialResult()).get("partial", "")]).strip()
@@ -127,12 +145,17 @@ class VoskRecognizer:
     def end(self) -> Transcript:
         tail = json.loads(self._rec.FinalResult())
         words = tuple(" ".join([*self._done, tail.get("text", "")]).split())
-        sure = self._sure + [(w["word"], w["conf"]) for w in tail.get("result", ())]
+        sure = self._sure + [(w["word"], w["conf"], w["end"]) for w in tail.get("result", ())]
         self._rec.Reset()
         self._done, self._sure, self._last = [], [], ""
-        # one posterior per word, or none at all if Vosk's word list does not match its text
-        confidence = tuple(round(c, 3) for _, c in sure) if tuple(w for w, _ in sure) == words else ()
-        return Transcript(" ".join(words), final=True, words=words, confidence=confidence)
+        # one posterior and end per word, or none at all if Vosk's word list does not match its text
+        aligned = tuple(w for w, _, _ in sure) == words
+        confidence = tuple(round(c, 3) for _, c, _ in sure) if aligned else ()
+        ends = tuple(float(e) - self._start_s for _, _, e in sure) if aligned else ()
+        if ends and min(ends) < 0:  # this Vosk counts word times from the Reset
+            ends = tuple(float(e) for _, _, e in sure)
+        self._start_s = self._fed_s
+        return Transcript(" ".join(words), final=True, words=words, confidence=confidence, ends=ends)
 
 
 def open_recognizer(store: ModelStore, engine: str, vosk_model: str) -> Recognizer:

@@ -28,6 +28,13 @@ class StartOfSpeech:
 
 
 @dataclass(frozen=True)
+class WakeMark:
+    """To the transcriber: the wake phrase ended at `sample`; the words before it are not the request."""
+
+    sample: int
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """To the transcriber: a short pause that may end the utterance; post the words so far as tentative."""
 
@@ -45,6 +52,16 @@ class EndOfSpeech:
     speech_end_ns: int | None = None
     endpoint: str = "silence"
     turn_probability: float | None = None
+
+
+WAKE_EARLY_S = 0.05
+"""A word that ends this little before the wake detection is kept as the request's: the model decides 0-200 ms
+after the phrase ends, so a request said without a pause may end its first word just before the detection.
+Keeping a tail of the phrase ("but what is...") costs the answer less than losing the request's first word."""
+
+
+WAKE_TAIL_S = 0.25
+"""When every word kept ends this soon after the detection, they are the phrase's own end, not a request."""
 
 
 class Transcriber(Stage):
@@ -78,16 +95,24 @@ class Transcriber(Stage):
         """The utterance's audio so far."""
         self._at_pause: Transcript | None = None
         """The final taken at the last pause, while nothing has been heard after it."""
+        self._first: int | None = None
+        """The audio-clock sample of the utterance's first frame fed (word times count from it)."""
+        self._wake: int | None = None
+        """Where the newest wake phrase ended."""
 
     def step(self) -> None:
         item = self.audio.get(timeout=0.1)
         if isinstance(item, StartOfSpeech):
             self._onset, self._run, self._longest = item.onset_sample, 0, 0
             self._heard.clear()
-            self._at_pause = None
+            self._at_pause, self._first = None, None
             if self.vad is not None:
                 self.vad.reset()
+        elif isinstance(item, WakeMark):
+            self._wake = item.sample
         elif isinstance(item, Frame):
+            if self._first is None:
+                self._first = item.index
             if self.vad is not None and item.index >= self._onset:
                 self._run = self._run + 1 if self.vad.probability(item.samples) >= self.SURE else 0
                 self._longest = max(self._longest, self._run)
@@ -101,13 +126,23 @@ class Transcriber(Stage):
             if partial is not None and partial.text:
                 self.post(PartialTranscript(partial.text))
         elif isinstance(item, Checkpoint):
-            self._at_pause = self.recognizer.end()
+            self._at_pause = self._request(self.recognizer.end())
             self.at_pause(item.pause, self._at_pause.text)
             self.post(TentativeTranscript(self._at_pause.text, item.t_ns))
         elif isinstance(item, EndOfSpeech):
-            final, self._at_pause = self._at_pause or self.recognizer.end(), None
+            final, self._at_pause = self._at_pause or self._request(self.recognizer.end()), None
             self._heard.clear()
             sustained = None if self.vad is None else self._longest * FRAME_SAMPLES * 1000 // RATE_HZ
             # an empty final is posted too: the conductor goes back from listening to idle
             self.post(Utterance(final.text, item.eos_ns, item.eos_sample, final.confidence or None, sustained,
                                 item.speech_end_ns, item.endpoint, item.turn_probability))
+
+    def _request(self, final: Transcript) -> Transcript:
+        """The final without the wake phrase, when one ended in this utterance."""
+        if self._wake is None or self._first is None or self._wake < self._first:
+            return final
+        woke_s = (self._wake - self._first) / RATE_HZ
+        request = final.after(woke_s - WAKE_EARLY_S)
+        if request.ends and request.ends[-1] <= woke_s + WAKE_TAIL_S:
+            return Transcript("", final=True)  # the wake word alone: what is left is the end of the phrase
+        return request

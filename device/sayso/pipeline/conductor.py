@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from sayso.config import BargeInSettings, ConversationSettings, TurnSettings
+from sayso.config import BargeInSettings, ConversationSettings, TurnSettings, WakeSettings
 from sayso.errors import ChannelClosed, SaysoError
 from sayso.pipeline.answer import Answer
 from sayso.pipeline.cancel import Cancellation, Scopes
@@ -39,6 +39,7 @@ from sayso.pipeline.messages import (
     Heard,
     InterruptRequested,
     Kind,
+    ListenRequested,
     PartialTranscript,
     Paused,
     PauseRequested,
@@ -53,11 +54,13 @@ from sayso.pipeline.messages import (
     TentativeTranscript,
     TextCheckpoint,
     Utterance,
+    WakeWordHeard,
 )
 from sayso.pipeline.metrics import timeline, turn_metrics
 from sayso.pipeline.pause import Pause, commits, continues
 from sayso.pipeline.stage import Stage
 from sayso.pipeline.turnlog import TurnLog
+from sayso.pipeline.wake_gate import WakeGate
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ class Conductor(Stage):
             acknowledge before the turn is closed without them (and the hang logged).
         turn: end-of-turn settings: whether an answer may start preemptively at a short pause,
             and when the person's next words join their last turn.
+        wake: with a wake word on, speech while idle is a request only through the gate (wake_gate.py);
+            None takes every utterance.
     """
 
     name = "conductor"
@@ -95,7 +100,8 @@ class Conductor(Stage):
     def __init__(self, turnlog: TurnLog, requests: Channel, clauses: Channel, segments: Channel, scopes: Scopes,
                  bus: EventBus, system_prompt: str, conversation: ConversationSettings | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, ack_timeout_s: float = 3.0,
-                 barge_in: BargeInSettings | None = None, turn: TurnSettings | None = None):
+                 barge_in: BargeInSettings | None = None, turn: TurnSettings | None = None,
+                 wake: WakeSettings | None = None):
         super().__init__()
         self.turnlog, self.requests, self.clauses, self.segments = turnlog, requests, clauses, segments
         self.scopes, self.bus, self.clock = scopes, bus, clock
@@ -118,6 +124,9 @@ class Conductor(Stage):
         self.conversations = Conversations(turnlog, self.settings.idle_timeout_s, clock)
         self._hearing = False
         """Between a SpeechStarted and its final: a pause waits for that final."""
+        self.gate = WakeGate(wake) if wake is not None else None
+        self._onset_ns: int | None = None
+        """When the person's newest speech began."""
         self._notice = ""
         """Said before the next answer: the turn log cannot be written (once per outage)."""
         turnlog.watch(self._cannot_remember, self._remembers_again)
@@ -142,7 +151,7 @@ class Conductor(Stage):
             if turn is None:
                 log.debug("interrupt(%s, %s) while idle: nothing to stop", kind.value, reason.value)
                 return False
-            if reason is Reason.USER_SPEAKING and self._joins(turn, onset_ns):
+            if reason is Reason.USER_SPEAKING and self._joins(turn, onset_ns) and not self._woke_in(onset_ns):
                 reason = Reason.SUPERSEDED
             c = Cancellation(kind, reason, self.clock(), onset_ns)
             if not turn.scope.cancel(c):
@@ -168,8 +177,13 @@ class Conductor(Stage):
         return True
 
     def button(self) -> bool:
-        """The stop button (debounced by gpiozero): a hard full interrupt."""
-        return self.interrupt(Kind.FULL, Reason.BUTTON)
+        """The stop button (debounced by gpiozero): a hard full interrupt; while idle with a wake word on,
+        push-to-talk (the next speech is a request)."""
+        if self.interrupt(Kind.FULL, Reason.BUTTON):
+            return True
+        if self.gate is not None:
+            self.inbox.put_control(ListenRequested(self.clock()))
+        return False
 
     def stage_failed(self, stage: str, turn: int | None, exc: BaseException) -> None:
         self.inbox.put_control(StageFailed(stage, turn, f"{type(exc).__name__}: {exc}"))
@@ -239,9 +253,15 @@ class Conductor(Stage):
             case SpeechResumed():
                 self._discard_preempt("the person went on")
             case SpeechStarted():
-                self._hearing = True
+                self._hearing, self._onset_ns = True, msg.onset_ns
                 if self._state is State.IDLE:
                     self._set_state(State.LISTENING)
+            case WakeWordHeard():
+                self._on_wake(msg)
+            case ListenRequested():
+                if self._active is None and self.gate is not None:
+                    self.gate.button(msg.t_ns)
+                    self._emit("listening", why="button")
             case PartialTranscript():
                 self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
             case SpeechDropped():
@@ -307,8 +327,17 @@ class Conductor(Stage):
         self._hearing = False
         text = u.text.strip()
         turn = self._active
+        wake = self._request(turn)
+        if wake is None:
+            if text:
+                log.info("not a request (no wake word): %r", text)
+                self._emit("ignored", text=text)
+            self._discard_preempt("not a request")
+            if self._state is State.LISTENING:
+                self._set_state(State.IDLE)
+            return
         if turn is not None and turn.pause is not None:
-            going_on = self._joins(turn, turn.pause.onset_ns) and continues(u)
+            going_on = self._joins(turn, turn.pause.onset_ns) and continues(u) and not self._woke_in(self._onset_ns)
             if not (going_on or commits(u, self.barge_in)):
                 # a cough the recogniser heard as "oh" or "i bought", or an "uh-huh": the answer
                 # goes on, and it is no turn
@@ -339,8 +368,11 @@ class Conductor(Stage):
             log.info("turn %s: the person went on before hearing its answer; it now reads %r", user_id, text)
             self._emit("user_turn", turn=user_id, text=text, joined=True)
         else:
-            user_id = self._write(self.turnlog.add_user, self.conversations.current(), text)
-            self._emit("user_turn", turn=user_id, text=text)
+            metrics = {} if self.gate is None else {"wake": wake}
+            user_id = self._write(self.turnlog.add_user, self.conversations.current(), text, metrics=metrics)
+            self._emit("user_turn", turn=user_id, text=text, **metrics)
+            if self.gate is not None:
+                self.gate.used()
         if self._active is not None:
             # cancel-then-send: the new utterance waits until the cut answer is closed
             self._queued = (user_id, u, text)
@@ -374,6 +406,33 @@ class Conductor(Stage):
         since = turn.speech_end_ns if turn.speech_end_ns is not None else turn.eos_ns
         return (onset_ns if onset_ns is not None else self.clock()) - since <= window_ns
 
+    def _request(self, turn: Answer | None) -> str | None:
+        """Why the person's newest speech is a request: always over an answer or going on with a turn
+        (follow_up), else as the wake gate says; None when it is not one."""
+        if self.gate is None:
+            return "always"
+        if turn is not None or self._join is not None or self._queued is not None:
+            return "word" if self._woke_in(self._onset_ns) else "follow_up"
+        return self.gate.admits(self._onset_ns)
+
+    def _woke_in(self, onset_ns: int | None) -> bool:
+        return self.gate is not None and self.gate.woke_in(onset_ns)
+
+    def _on_wake(self, msg: WakeWordHeard) -> None:
+        """The wake word: over an answer it stops it (the request follows); while idle it opens listening."""
+        if self.gate is None:
+            return
+        self.gate.woke(msg.t_ns)
+        self._emit("wake_word", word=msg.word, probability=msg.probability)
+        turn = self._active
+        if turn is not None:
+            if turn.pause is not None:
+                turn.committed, turn.pause = turn.pause, None
+            log.info("turn %s: the wake word over the answer: stopping it for the new request", turn.row)
+            self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=self._onset_ns)
+        else:
+            self._emit("listening", why="word")
+
     def _answer_again(self, join: _Join) -> None:
         """The sound that dropped an unheard answer had no words: answer the person's turn after all,
         once the dropped answer is closed."""
@@ -391,6 +450,8 @@ class Conductor(Stage):
         text = t.text.strip()
         if not (self.turn_settings.preemptive and text) or self._active is not None or self._queued is not None:
             return
+        if self._request(None) is None:
+            return  # not a request (yet): nothing to answer
         if self._join is not None:
             text = f"{self._join.text} {text}"
         if self._preempt is not None:
@@ -560,6 +621,8 @@ class Conductor(Stage):
         queued, self._queued = self._queued, None
         if reason == Reason.SUPERSEDED and queued is None and turn.reply_to is not None:
             self._join = _Join(turn.reply_to, turn.user_text)  # the words that dropped it are not final yet
+        if self.gate is not None:
+            self.gate.answered(self.clock())
         if queued:
             self._start(*queued)
         else:

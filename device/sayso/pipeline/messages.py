@@ -83,6 +83,22 @@ class Utterance:
 
 
 @dataclass(frozen=True)
+class WakeWordHeard:
+    """The listener heard the wake word; `t_ns` is when the phrase ended."""
+
+    word: str
+    probability: float
+    t_ns: int
+
+
+@dataclass(frozen=True)
+class ListenRequested:
+    """The button was pressed while idle: push-to-talk, a request without the wake word."""
+
+    t_ns: int
+
+
+@dataclass(frozen=True)
 class TentativeTranscript:
     """The words so far, at a short pause that may end the utterance: an answer may start on them, unheard."""
 

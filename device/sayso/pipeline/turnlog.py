@@ -118,11 +118,13 @@ class TurnLog(TurnReader):
 
     # ---- writes (the conductor's): never raise for a log that cannot be written
 
-    def add_user(self, conversation_id: str, text: str, started_at: float | None = None) -> int:
+    def add_user(self, conversation_id: str, text: str, started_at: float | None = None,
+                 metrics: dict | None = None) -> int:
         """Write a final user transcript, `complete`, and return its turn id."""
         now = time.time()
+        extra = {"metrics": json.dumps(metrics, sort_keys=True)} if metrics else {}
         return self._writes.insert(conversation_id=conversation_id, role="user", status="complete", text=text,
-                                   heard_text=None, reply_to=None, started_at=started_at or now, ended_at=now)
+                                   heard_text=None, reply_to=None, started_at=started_at or now, ended_at=now, **extra)
 
     def begin_assistant(self, conversation_id: str, reply_to: int | None) -> int:
         """Insert the `pending` placeholder before any token is asked for."""

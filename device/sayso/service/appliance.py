@@ -51,7 +51,8 @@ class Appliance:
         self.notifier = notifier or Notifier()
         self.engine = Engine(llm=models.llm, tts=models.tts, sink=sink, turnlog=turnlog, settings=settings,
                              clock=clock, observers=[self._on_event], mic=mic, vad=models.vad,
-                             recognizer=models.recognizer, turn_model=models.turn)
+                             recognizer=models.recognizer, turn_model=models.turn,
+                             wake=models.wake)
         self.pin_factory = pin_factory
         self.controls: Controls | None = None
         self.watchdog = Watchdog(self.notifier, self.health, self._on_health, Watchdog.interval_for(self.notifier))

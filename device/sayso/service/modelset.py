@@ -19,11 +19,12 @@ from sayso.answering.thinker import LLM
 from sayso.answering.tts import PiperTTS
 from sayso.answering.voice import TTS
 from sayso.audio import FRAME_SAMPLES, RATE_HZ
-from sayso.config import Settings, TurnSettings
+from sayso.config import Settings, TurnSettings, WakeSettings
 from sayso.errors import ModelCorrupt, ModelMissing
 from sayso.hearing.stt import Recognizer, open_recognizer
 from sayso.hearing.turn import TURN_MODEL, SmartTurn
 from sayso.hearing.vad import VAD_MODEL, SileroVAD
+from sayso.hearing.wake import WakeModel
 from sayso.models.manifest import ModelStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class Models:
     recognizer: Recognizer
     turn: SmartTurn | None = None
     """The end-of-turn model; None decides the end of a turn by silence alone."""
+    wake: WakeModel | None = None
+    """The wake word; None takes every utterance as a request."""
 
     @classmethod
     def load(cls, settings: Settings, store: ModelStore) -> Models:
@@ -46,7 +49,8 @@ class Models:
                    tts=PiperTTS(store.path(settings.voice.model, role="voice"), settings.voice.length_scale),
                    vad=SileroVAD(store.path(VAD_MODEL, role="vad")),
                    recognizer=open_recognizer(store, settings.stt.engine, settings.stt.vosk_model),
-                   turn=open_turn_model(settings.turn, store))
+                   turn=open_turn_model(settings.turn, store),
+                   wake=open_wake_model(settings.wake))
 
     def warm(self, settings: Settings) -> dict[str, float]:
         """Run every model once so the first answer after start is as fast as later ones; ms each.
@@ -82,6 +86,11 @@ class Models:
         log.info("models warmed in %.0f ms (%s)", sum(took.values()),
                  ", ".join(f"{k} {v:.0f} ms" for k, v in took.items()))
         return took
+
+
+def open_wake_model(settings: WakeSettings) -> WakeModel | None:
+    """The wake word the config names, or None when it is off."""
+    return None if settings.word == "off" else WakeModel(settings.word, settings.sensitivity)
 
 
 def open_turn_model(settings: TurnSettings, store: ModelStore) -> SmartTurn | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 
+from sayso.config import WAKE_WORDS
 from sayso.pipeline.messages import Event, Reason
 from sayso.sim.room import RATE_HZ, RoomLog
 
@@ -82,6 +83,18 @@ def _unprompted(events: list[Event], room: RoomLog) -> tuple[int, int]:
                for i in room.injections):
             noise += 1
     return selfs, noise
+
+
+def _false_activations(events: list[Event], room: RoomLog) -> int:
+    """Wake words heard where no line with a wake phrase in it was being said (or just ended)."""
+    said = [i for i in room.injections
+            if i.kind == "say" and any(w.replace("_", " ") in _plain(i.label) for w in WAKE_WORDS)]
+    return sum(not any(i.onset_sample <= _sample(e.t_ns) <= i.end_sample + SPEECH_TAIL_S * RATE_HZ for i in said)
+               for e in events if e.type == "wake_word")
+
+
+def _plain(text: str) -> str:
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
 def _pauses(events: list[Event], room: RoomLog) -> tuple[int, int]:
@@ -167,6 +180,9 @@ def build_report(name: str, turns: list[dict], events: list[Event], room: RoomLo
     summary["answers"] = sum(r["interrupt_reason"] != "superseded" for r in answers)
     summary["underruns"] = sum(r["metrics"].get("underruns", 0) for r in answers)
     summary["late_ticks"] = room.late_ticks
+    summary["wake_words"] = sum(e.type == "wake_word" for e in events)
+    summary["false_activations"] = _false_activations(events, room)
+    summary["ignored"] = sum(e.type == "ignored" for e in events)
     report = {"scenario": name, "turns": turns, "events": _timeline(events, room), "summary": summary}
     return report, per_turn
 

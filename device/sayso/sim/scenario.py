@@ -8,7 +8,9 @@ optional `after_s`, and at most one action: `say` (a string, or a list of
 strings spoken with `gap_s` of silence between them, as a person pausing
 mid-sentence), `wav`, `noise_s`, `cough` (how many) or `press` (with `hold_s`).
 The person's `voice` (piper, or espeak:NAME) is set for the scenario and may be
-changed for one `say`.
+changed for one `say`. `wake` names the wake word the lines are written for
+(okay_nabu, hey_jarvis, alexa, hey_mycroft); without it the appliance runs with
+the wake word off and every utterance is a request.
 Every problem is reported with the file, the step and the key.
 """
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sayso.config import WAKE_WORDS
 from sayso.errors import ScenarioError
 from sayso.pipeline.messages import State
 from sayso.sim.voices import PIPER, VOICE_NAME
@@ -92,6 +95,8 @@ class Scenario:
     source: str = "<string>"
     voice: str = PIPER
     """The person's voice for every `say` that names none."""
+    wake: str = "off"
+    """The wake word the lines are written for; off = every utterance is a request."""
 
 
 def _number(where: str, key: str, value: Any, lo: float, hi: float) -> float:
@@ -192,7 +197,7 @@ def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
 
 def parse(data: dict, source: str = "<string>", base: Path | None = None) -> Scenario:
     """Validate a parsed TOML document into a Scenario; ScenarioError names the first problem."""
-    _keys(source, data, ("name", "voice", "room", "step"))
+    _keys(source, data, ("name", "voice", "wake", "room", "step"))
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str):
         raise ScenarioError(f"{source}: name must be a string, not {name!r}")
@@ -201,7 +206,11 @@ def parse(data: dict, source: str = "<string>", base: Path | None = None) -> Sce
         raise ScenarioError(f"{source}: no steps; add at least one [[step]] table")
     room = _room(source, data["room"]) if "room" in data else RoomSpec()
     voice = _voice(source, data["voice"]) if "voice" in data else PIPER
-    return Scenario(name, room, tuple(_step(source, i, s, base) for i, s in enumerate(steps, 1)), source, voice)
+    wake = data.get("wake", "off")
+    if wake not in (*WAKE_WORDS, "off"):
+        raise ScenarioError(f"{source}: wake = {wake!r} must be one of {', '.join(WAKE_WORDS)} or off")
+    return Scenario(name, room, tuple(_step(source, i, s, base) for i, s in enumerate(steps, 1)), source, voice,
+                    wake)
 
 
 def load(path: str | Path) -> Scenario:

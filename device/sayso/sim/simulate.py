@@ -8,6 +8,7 @@ Button on a MockFactory pin, so a press takes the same code path as on a Pi.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ import numpy as np
 
 from sayso.answering.tts import PiperTTS
 from sayso.audio import read_wav_at_mic_rate, to_mic_rate
-from sayso.config import Settings
+from sayso.config import Settings, WakeSettings
 from sayso.engine import Engine
 from sayso.errors import SaysoError, ScenarioFailed
+from sayso.hearing.wake import WakeModel
 from sayso.models.manifest import ModelStore
 from sayso.pipeline.messages import Event, State
 from sayso.pipeline.turnlog import TurnLog
@@ -102,6 +104,8 @@ class Simulation:
 
     def __init__(self, scenario: Scenario, kit: Kit, settings: Settings, db: Path, record: Path | None = None,
                  wait_timeout_s: float = WAIT_S, keep_tracks: bool = False):
+        # the scenario's lines are written for one wake word, or for none
+        settings = dataclasses.replace(settings, wake=dataclasses.replace(settings.wake, word=scenario.wake))
         self.scenario, self.kit, self.settings = scenario, kit, settings
         self.record, self.wait_timeout_s, self.keep_tracks = record, wait_timeout_s, keep_tracks
         spec = scenario.room
@@ -118,7 +122,16 @@ class Simulation:
         kit.recognizer.end()  # a run cut off mid-utterance must not leak into this one
         self.engine = Engine(llm=kit.llm, tts=kit.tts, sink=self.room.speaker, turnlog=self.turnlog,
                              settings=settings, clock=self.room.clock, observers=[self.events.append],
-                             mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer, turn_model=kit.turn)
+                             mic=self.room.mic, vad=kit.vad, recognizer=kit.recognizer, turn_model=kit.turn,
+                             wake=self._wake_model(kit, settings.wake))
+
+    @staticmethod
+    def _wake_model(kit: Kit, wake: WakeSettings) -> WakeModel | None:
+        if wake.word == "off":
+            return None
+        if kit.wake is not None and (kit.wake.word, kit.wake.sensitivity) == (wake.word, wake.sensitivity):
+            return kit.wake
+        return WakeModel(wake.word, wake.sensitivity)
 
     def run(self) -> Result:
         from gpiozero.pins.mock import MockFactory
