@@ -11,8 +11,10 @@ import sqlite3
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from sayso.answering.earcon import earcon
 from sayso.config import BargeInSettings, ConversationSettings, LLMSettings, Settings, TurnSettings, WakeSettings
 from sayso.engine import Engine
 from sayso.hearing.wake import WakeModel
@@ -813,11 +815,28 @@ def test_a_follow_up_needs_no_wake_word_until_its_window_closes(rig):
 def test_the_button_while_idle_is_push_to_talk(rig):
     clock = Clock()
     r = wake_rig(rig, clock)
+    assert r.c.awaiting_wake
     assert r.c.button() is False  # nothing to stop: it listens instead
     assert r.rec.wait("listening").data["why"] == "button"
+    assert not r.c.awaiting_wake
+    # the earcon says so, through the speaker (with its echo reference, like an answer)
+    assert wait_until(lambda: len(r.sink.audible()) >= len(earcon(r.sink.rate_hz)))
+    assert np.array_equal(r.sink.audible()[:len(earcon(r.sink.rate_hz))], earcon(r.sink.rate_hz))
     r.say("what time is it")
     assert r.finished()["status"] == "complete"
     assert r.engine.turnlog.rows()[0]["metrics"] == {"wake": "button"}
+
+
+def test_a_listening_window_closes_after_listen_s(rig):
+    clock = Clock()
+    r = wake_rig(rig, clock)
+    r.c.button()
+    r.rec.wait("listening")
+    clock.advance(7.0)
+    assert r.c.awaiting_wake
+    r.say("what time is it")
+    assert r.rec.wait("ignored").data["text"] == "what time is it"
+    assert r.engine.turnlog.rows() == []
 
 
 def speaking_after_a_wake_word(rig, clock) -> tuple[Rig, int]:

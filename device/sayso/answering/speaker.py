@@ -14,12 +14,14 @@ from typing import Protocol
 
 import numpy as np
 
+from sayso.answering.earcon import earcon
 from sayso.audio import resample, to_mic_rate
 from sayso.hearing.echo_reference import EchoReference
 from sayso.pipeline.cancel import Scopes
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.messages import (
     Cancel,
+    Earcon,
     EndOfAnswer,
     FirstAudio,
     FirstWordHeard,
@@ -92,6 +94,8 @@ class Speaker(Stage):
             return
         if isinstance(item, Cancel):
             self._end(item.turn, completed=False)
+        elif isinstance(item, Earcon):
+            self._earcon()
         elif self._cancelled(item.turn) or item.turn in self._ended:
             return  # a cancelled turn's audio is thrown away, never played
         elif isinstance(item, EndOfAnswer):
@@ -140,6 +144,22 @@ class Speaker(Stage):
             self._written += len(block)
             self.beat()
         return True
+
+    def _earcon(self) -> None:
+        """Play the listening tone, with its echo reference like any answer; never over an answer."""
+        if self.current_turn is not None:
+            return
+        audio = earcon(self.sink.rate_hz)
+        reference = to_mic_rate(audio, self.sink.rate_hz) if self.echo is not None else None
+        k = 0.0 if reference is None else len(reference) / len(audio)
+        for i in range(0, len(audio), self.block):
+            block = audio[i:i + self.block]
+            if reference is not None and self.echo is not None:
+                pending_ns = int(self.sink.pending_samples() * 1e9 / self.sink.rate_hz)
+                self.echo.played(reference[int(i * k):int((i + len(block)) * k)], self.clock() + pending_ns,
+                                 queued_ns=pending_ns)
+            self.sink.write(block)
+            self.beat()
 
     def _queued_end(self) -> int:
         """The position just after the turn's last segment (where the next one goes)."""

@@ -30,6 +30,7 @@ from sayso.pipeline.conversation import Conversations
 from sayso.pipeline.events import EventBus
 from sayso.pipeline.messages import (
     Cancel,
+    Earcon,
     Event,
     FirstAudio,
     FirstToken,
@@ -261,7 +262,7 @@ class Conductor(Stage):
             case ListenRequested():
                 if self._active is None and self.gate is not None:
                     self.gate.button(msg.t_ns)
-                    self._emit("listening", why="button")
+                    self._listening("button")
             case PartialTranscript():
                 self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
             case SpeechDropped():
@@ -431,7 +432,19 @@ class Conductor(Stage):
             log.info("turn %s: the wake word over the answer: stopping it for the new request", turn.row)
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=self._onset_ns)
         else:
-            self._emit("listening", why="word")
+            self._listening("word")
+
+    def _listening(self, why: str) -> None:
+        """A window for a request opened: say so (the `listening` event, the LED) and play the earcon."""
+        self._emit("listening", why=why)
+        if self.gate is not None and self.gate.settings.earcon:
+            self.segments.put_control(Earcon())
+
+    @property
+    def awaiting_wake(self) -> bool:
+        """Idle with a wake word on and no window open: only the wake word (or the button) starts a request."""
+        gate = self.gate
+        return gate is not None and self._state is State.IDLE and not gate.open_at(self.clock())
 
     def _answer_again(self, join: _Join) -> None:
         """The sound that dropped an unheard answer had no words: answer the person's turn after all,

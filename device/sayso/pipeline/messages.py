@@ -193,6 +193,11 @@ class Cancel:
     turn: int
 
 
+@dataclass(frozen=True)
+class Earcon:
+    """To the speaker, while no answer plays: the short tone that says the appliance is listening."""
+
+
 # ---- reports into the conductor
 
 

@@ -61,6 +61,11 @@ class WakeGate:
             return self.window.why
         return None
 
+    def open_at(self, t_ns: int) -> bool:
+        """Whether a window is open at `t_ns` (the LED shows listening); may be read from any thread."""
+        window = self.window
+        return window is not None and t_ns <= window.until_ns
+
     def used(self) -> None:
         """A request was taken: the window it came through is spent, and the wake word with it."""
         self.window, self._woke_ns = None, None

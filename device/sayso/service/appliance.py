@@ -106,7 +106,7 @@ class Appliance:
                 self.notifier.send("READY=1", "STATUS=listening")
                 log.info("ready in %.1f s: listening", time.monotonic() - t0)
             while not stop.wait(1.0):
-                pass
+                self._refresh()  # a listening window closes with no event
             log.info("stopping")
         finally:
             self.stop()
@@ -181,6 +181,8 @@ class Appliance:
                 status = f"error: {detail}"
             elif self.muted:
                 mode, status = Mode.MUTED, "muted (hold the button to unmute)"
+            elif self.engine.conductor.awaiting_wake:
+                mode, status = Mode.STANDBY, "waiting for the wake word"
             else:
                 mode = {State.SPEAKING: Mode.SPEAKING, State.THINKING: Mode.THINKING}.get(
                     self.engine.conductor.state, Mode.LISTENING)

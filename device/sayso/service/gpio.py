@@ -31,6 +31,7 @@ class Mode(enum.Enum):
     SPEAKING = "speaking"
     THINKING = "thinking"
     LISTENING = "listening"
+    STANDBY = "standby"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Pattern:
 
 PATTERNS = {
     Mode.LISTENING: Pattern(1.0, 0.0),   # steady: ready, listening
+    Mode.STANDBY: Pattern(0.1, 4.9),     # a blink every 5 s: alive, waiting for the wake word
     Mode.THINKING: Pattern(0.15, 0.15),  # quick flicker: working on an answer
     Mode.SPEAKING: Pattern(0.8, 0.2),    # mostly on, a short dip each second
     Mode.MUTED: Pattern(0.05, 1.95),     # a brief blip every 2 s: asleep, hears nothing
