@@ -7,8 +7,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from sayso import cli, config
+from sayso.audio import RATE_HZ, resample
+from sayso.hearing.wake import WakeModel
 from sayso.pipeline.turnlog import TurnLog
 from sayso.service.doctor import FAIL, OK, WARN, Doctor
+from sayso.service.soundcheck import WakeMeter
+from sayso.sim.voices import espeak
 
 
 def settings_for(tmp_path, **sections):
@@ -35,12 +39,16 @@ def test_every_check_passes_on_working_devices(alsa_devices, tmp_path, store):
     home = alsa_devices(tone(dbfs=-12.0))
     TurnLog(tmp_path / "log" / "turns.db").close()
     checks, lines = run(settings_for(tmp_path), store, pin_factory=MockFactory())
-    assert [c.status for c in checks.values() if c.name != "cpu and memory"] == [OK] * 8, lines
+    assert [c.status for c in checks.values() if c.name != "cpu and memory"] == [OK] * 9, lines
     assert checks["echo canceller"].detail == "libspeexdsp, 200 ms tail; barge-in mode pause"
     assert "mic 'saysomic'" in checks["audio devices"].detail and "speaker 'saysospeaker'" in checks[
         "audio devices"].detail
     assert "peak -12 dBFS" in checks["mic level"].detail
-    assert sum("dBFS |#" in line for line in lines) >= 12, "the meter shows a bar per quarter second"
+    bars = [line for line in lines if "dBFS |#" in line]
+    assert len(bars) >= 12, "the meter shows a bar per quarter second"
+    assert all(len(line) <= 80 and " wake 0." in line for line in bars), bars
+    assert "wake word okay_nabu peak 0." in checks["mic level"].detail and "(not heard;" in checks[
+        "mic level"].detail, "a tone is not the wake word"
     played = np.fromfile(home / "speaker.raw", np.int16)
     assert len(played) > 0.5 * 22050 and np.abs(played).max() > 8000, "the test tone did not reach the speaker"
     assert checks["gpio"].detail.startswith("pin factory MockFactory, button on GPIO17")
@@ -108,3 +116,44 @@ def test_missing_models_fail_with_the_fetch_command(tmp_path, store):
     check = Doctor(settings_for(tmp_path), empty, print=lambda line: None).models()
     assert check.status == FAIL and "sayso models fetch" in check.fix
     assert "qwen2.5-coder-0.5b-instruct-q4" in check.detail and "is missing" in check.detail
+
+
+def test_the_wake_word_model_loads_with_its_threshold(tmp_path, store):
+    check = Doctor(settings_for(tmp_path), store, print=lambda line: None).wake_word()
+    assert check.status == OK and check.detail.startswith("okay_nabu ('Okay Nabu') loads"), check
+    assert f">= {WakeModel('okay_nabu').threshold:.2f} (sensitivity 0.5)" in check.detail
+    off = Doctor(settings_for(tmp_path, wake={"word": "off"}), store, print=lambda line: None).wake_word()
+    assert off.status == WARN and "every utterance is answered" in off.detail and "okay_nabu" in off.fix
+
+
+def test_a_wake_word_model_that_does_not_load_fails_on_one_line(alsa_devices, tmp_path, store):
+    alsa_devices(tone())
+    checks, lines = run(settings_for(tmp_path), store, pin_factory=MockFactory(), meter_s=0.5,
+                        load_wake=lambda word, sensitivity: WakeModel("okay_nabo", sensitivity))
+    wake = checks["wake word"]
+    assert wake.status == FAIL and "no wake-word model 'okay_nabo'" in wake.detail and "off" in wake.detail
+    (line,) = [line for line in lines if "wake word:" in line]
+    assert line.startswith("FAIL  wake word: no wake-word model") and "\n" not in line
+    assert not lines[lines.index(line) + 1].startswith("      fix:"), "the message says the fix itself"
+    assert checks["mic level"].status == OK and "wake" not in checks["mic level"].detail
+
+
+def test_the_meter_shows_the_wake_word_when_the_mic_hears_it(alsa_devices, tmp_path, store):
+    quiet = np.zeros(RATE_HZ // 2, np.int16)
+    phrase = espeak("Okay Nabu, what time is it?", "en-us")
+    alsa_devices(np.concatenate([quiet, phrase, np.zeros(4 * RATE_HZ, np.int16)]))
+    checks, lines = run(settings_for(tmp_path), store, pin_factory=MockFactory())
+    threshold = WakeModel("okay_nabu").threshold
+    shown = [float(line.rsplit("wake ", 1)[1]) for line in lines if "dBFS |" in line]
+    assert max(shown) >= threshold and shown[0] < 0.5, shown
+    assert checks["mic level"].status == OK and "(heard; needs" in checks["mic level"].detail, checks["mic level"]
+
+
+def test_the_wake_meter_hears_the_phrase_from_a_48_khz_mic():
+    model = WakeModel("okay_nabu")
+    audio = resample(np.concatenate([espeak("Okay Nabu, what time is it?", "en-us"), np.zeros(RATE_HZ, np.int16)]),
+                     RATE_HZ, 48000)
+    meter = WakeMeter(model, 48000)
+    shown = [meter.feed(audio[i:i + 12000]) for i in range(0, len(audio), 12000)]
+    assert max(shown) == meter.peak >= model.threshold and shown[0] < 0.5, shown
+    assert meter.summary().endswith(f"(heard; needs {model.threshold:.2f})")

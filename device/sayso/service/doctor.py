@@ -18,6 +18,7 @@ from sayso.config import Settings
 from sayso.errors import SaysoError
 from sayso.hearing.turn import TURN_MODEL
 from sayso.hearing.vad import VAD_MODEL
+from sayso.hearing.wake import WakeModel, WakeWordUnavailable
 from sayso.models.manifest import ModelStore
 from sayso.service import soundcheck
 from sayso.service.check import FAIL, OK, WARN, Check
@@ -32,25 +33,31 @@ class Doctor:
     Args:
         pin_factory: for the GPIO check (MockFactory in tests); None picks the board's own from config.
         meter_s: how much mic audio the level meter takes.
+        load_wake: opens the wake-word model from (word, sensitivity), as `sayso run` does.
     """
 
     def __init__(self, settings: Settings, store: ModelStore, print: Callable[[str], None] = print,
-                 pin_factory=None, meter_s: float = 3.0, meminfo: Path = Path("/proc/meminfo")):
+                 pin_factory=None, meter_s: float = 3.0, meminfo: Path = Path("/proc/meminfo"),
+                 load_wake: Callable[[str, float], WakeModel] = WakeModel):
         self.settings, self.store, self.print = settings, store, print
         self.pin_factory, self.meter_s, self.meminfo = pin_factory, meter_s, meminfo
+        self.load_wake = load_wake
+        self.wake_model: WakeModel | None = None
+        """The wake word once `wake_word` loaded it; the mic meter shows its probability."""
         self.checks: list[Check] = []
 
     def run(self) -> list[Check]:
+        wake = self.wake_word()  # before the meter, which runs the model; reported beside the other models
         found = self._record(soundcheck.audio_devices(self.settings.audio, self.print))
         if found.status == FAIL:
             self._record(Check("mic level", FAIL, "skipped: no mic to listen to"))
             self._record(Check("speaker", FAIL, "skipped: no speaker to play to"))
         else:
-            self._record(soundcheck.mic_level(self.settings.audio, self.meter_s, self.print))
+            self._record(soundcheck.mic_level(self.settings.audio, self.meter_s, self.print, self.wake_model))
             self._record(soundcheck.speaker(self.settings.audio))
         server = (self.llm_server,) if self.settings.llm.backend == "server" else ()
-        for check in (self.models, *server, self.echo_canceller, self.gpio, self.turn_log, self.disk,
-                      self.cpu_and_memory):
+        for check in (self.models, lambda: wake, *server, self.echo_canceller, self.gpio, self.turn_log,
+                      self.disk, self.cpu_and_memory):
             self._record(check())
         return self.checks
 
@@ -94,6 +101,19 @@ class Doctor:
         return Check("models", WARN if notes else OK, "; ".join([detail, *notes]),
                      "`sayso models fetch` brings the missing models (where the Vosk model's source is "
                      "reachable it gives better recognition)")
+
+    def wake_word(self) -> Check:
+        """The configured wake-word model loads, and the probability a detection needs."""
+        w = self.settings.wake
+        if w.word == "off":
+            return Check("wake word", WARN, 'off in the config (wake.word = "off"): every utterance is answered, '
+                         "the television's too", 'in a room with other voices set wake.word = "okay_nabu"')
+        try:
+            model = self.wake_model = self.load_wake(w.word, w.sensitivity)
+        except WakeWordUnavailable as e:
+            return Check("wake word", FAIL, str(e))
+        return Check("wake word", OK, f"{model.word} ({model.phrase!r}) loads; heard at probability "
+                     f">= {model.threshold:.2f} (sensitivity {w.sensitivity:g})")
 
     def llm_server(self) -> Check:
         """With [llm] backend = "server": it is reachable, lists the model and answers "Say OK" in time."""

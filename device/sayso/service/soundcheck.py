@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sayso.audio import rms
+from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms
 from sayso.config import AudioSettings
 from sayso.errors import SaysoError
 from sayso.hearing.capture import PyAudioMic, find_device
+from sayso.hearing.wake import WakeModel
 from sayso.service.check import FAIL, OK, WARN, Check
 
 
@@ -57,14 +58,50 @@ def audio_devices(settings: AudioSettings, print: Callable[[str], None]) -> Chec
                      "audio.input_device / audio.output_device in the config to part of their names")
     return Check("audio devices", OK, ", ".join(picked) + " (from audio.input_device / audio.output_device)")
 
-def mic_level(settings: AudioSettings, meter_s: float, print: Callable[[str], None]) -> Check:
-    """A live level meter over `meter_s` of mic audio: a bar per quarter second."""
+class WakeMeter:
+    """The wake word's probability over the meter's audio, fed at the mic's rate in 512-sample frames at 16 kHz."""
+
+    def __init__(self, model: WakeModel, rate_hz: int):
+        self.model, self.detector = model, model.detector()
+        self.peak = 0.0
+        """The highest probability so far."""
+        self._index, self._pending = 0, np.zeros(0, np.int16)
+        self._resampler = None
+        if rate_hz != RATE_HZ:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(rate_hz, RATE_HZ, 1, dtype="int16")
+
+    def feed(self, samples: np.ndarray) -> float:
+        """Mic samples in; the highest probability among the frames they completed."""
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        self._pending = np.concatenate([self._pending, samples])
+        best = 0.0
+        while len(self._pending) >= FRAME_SAMPLES:
+            frame, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
+            self.detector.process(frame, self._index)
+            self._index += FRAME_SAMPLES
+            best = max(best, self.detector.probability)
+        self.peak = max(self.peak, best)
+        return best
+
+    def summary(self) -> str:
+        heard = "heard" if self.peak >= self.model.threshold else "not heard"
+        return f"wake word {self.model.word} peak {self.peak:.2f} ({heard}; needs {self.model.threshold:.2f})"
+
+
+def mic_level(settings: AudioSettings, meter_s: float, print: Callable[[str], None],
+              wake: WakeModel | None = None) -> Check:
+    """A live level meter over `meter_s` of mic audio: a bar per quarter second, with the wake word's probability."""
     blocks: queue.Queue[bytes] = queue.Queue()
     mic = PyAudioMic(settings.input_device)
     chunks, got = [], 0
+    meter: WakeMeter | None = None
     try:
         mic.open(lambda data, t_ns: blocks.put(data))
         rate = mic.rate_hz
+        meter = WakeMeter(wake, rate) if wake is not None else None
         want = int(meter_s * rate)
         deadline = time.monotonic() + meter_s + 2.0
         quarter, pending = rate // 4, np.zeros(0, np.int16)
@@ -80,7 +117,8 @@ def mic_level(settings: AudioSettings, meter_s: float, print: Callable[[str], No
                 q, pending = pending[:quarter], pending[quarter:]
                 level = dbfs(rms(q))
                 bar = "#" * max(0, int((level + 70) / 2))
-                print(f"      mic {level:6.1f} dBFS |{bar:35}|")
+                wake_col = f"  wake {meter.feed(q):.2f}" if meter is not None else ""
+                print(f"      mic {level:6.1f} dBFS |{bar:35}|{wake_col}")
     except (OSError, SaysoError) as e:
         return Check("mic level", FAIL, f"the mic would not open: {e}",
                      "another program may hold it (`fuser -v /dev/snd/*`); stop it, or replug the mic")
@@ -93,14 +131,15 @@ def mic_level(settings: AudioSettings, meter_s: float, print: Callable[[str], No
     peak = int(np.max(np.abs(audio.astype(np.int32))))
     heard = (f"{len(audio) / rate:.1f} s at {rate} Hz: peak {dbfs(peak / 32768):.0f} dBFS, "
              f"average {dbfs(rms(audio)):.0f} dBFS")
+    wake_note = f"; {meter.summary()}" if meter is not None else ""
     if peak == 0:
-        return Check("mic level", WARN, f"{heard}: digital silence",
+        return Check("mic level", WARN, f"{heard}: digital silence{wake_note}",
                      "the mic is muted or its gain is at zero: raise the capture level in `alsamixer` "
                      "(F4 shows capture controls)")
     if peak >= 32767:
-        return Check("mic level", WARN, f"{heard}: clipping",
+        return Check("mic level", WARN, f"{heard}: clipping{wake_note}",
                      "lower the capture level in `alsamixer`; clipped speech is recognised worse")
-    return Check("mic level", OK, heard)
+    return Check("mic level", OK, heard + wake_note)
 
 def speaker(settings: AudioSettings, seconds: float = 0.6, freq: float = 440.0) -> Check:
     """A short tone on the configured speaker: the person listening hears whether it works."""
