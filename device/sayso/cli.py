@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="the appliance: listen, answer, be interrupted (what the systemd service runs)")
     r.set_defaults(func=cmd_run)
 
-    doc = sub.add_parser("doctor", help="check devices, mic level, speaker, models, GPIO, turn log, disk, memory")
+    doc = sub.add_parser("doctor", help="check devices, mic level, speaker, models, wake word, GPIO, turn log, disk, "
+                         "memory")
     doc.add_argument("--meter-s", type=float, default=3.0, help="seconds of mic level meter (default 3)")
     doc.set_defaults(func=cmd_doctor)
 
