@@ -137,7 +137,8 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
                                       "eos_to_first_audio_ms", "llm_stop_ms", "self_interruptions",
                                       "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
                                       "preemptive_used", "preemptive_discarded", "user_turns", "answers",
-                                      "underruns", "late_ticks", "wake_words", "false_activations", "ignored"}
+                                      "underruns", "late_ticks", "wake_words", "false_activations", "ignored",
+                                      "wake_to_listening_ms"}
     s = report["summary"]
     assert s["user_turns"] == sum(r["role"] == "user" for r in report["turns"])
     assert (s["wake_words"], s["false_activations"], s["ignored"]) == (0, 0, 0)  # a scenario without a wake word

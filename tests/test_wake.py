@@ -62,12 +62,15 @@ def test_the_gate_admits_speech_with_the_wake_word_or_in_a_window():
     assert gate.admits(10 * S) is None
     gate.woke(11 * S)
     assert gate.admits(10 * S) == "word"  # the wake word came in this speech
-    gate.used()
+    gate.used("word")
     assert gate.admits(20 * S) is None, "one wake word is one request"
     gate.answered(30 * S)
     assert gate.admits(34 * S) == "follow_up" and gate.admits(36 * S) is None
-    gate.button(40 * S)
-    assert gate.admits(45 * S) == "button" and gate.admits(47 * S) is None
+    gate.used("follow_up")
+    gate.answered(40 * S)
+    assert gate.admits(41 * S) is None, "one follow-up per call"
+    gate.button(50 * S)
+    assert gate.admits(55 * S) == "button" and gate.admits(57 * S) is None
     assert WakeGate(WakeSettings(follow_up_s=0)).admits(1) is None
 
 

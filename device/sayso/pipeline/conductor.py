@@ -373,7 +373,7 @@ class Conductor(Stage):
             user_id = self._write(self.turnlog.add_user, self.conversations.current(), text, metrics=metrics)
             self._emit("user_turn", turn=user_id, text=text, **metrics)
             if self.gate is not None:
-                self.gate.used()
+                self.gate.used(wake)
         if self._active is not None:
             # cancel-then-send: the new utterance waits until the cut answer is closed
             self._queued = (user_id, u, text)

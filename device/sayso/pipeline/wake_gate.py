@@ -5,6 +5,10 @@ time is it?"), or when it began while a window was open: after the wake word
 alone or a button press while idle (`listen_s`), and after an answer ended or
 was cut (`follow_up_s`). Speech over an answer is never gated: barge-in needs
 no wake word.
+
+One follow-up per call: the answer to a follow-up opens no window of its own.
+Otherwise people talking to each other after an answer keep the appliance
+answering them, one window after another (measured in `sayso bench`'s home).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class WakeGate:
         self.settings = settings
         self.window: Window | None = None
         self._woke_ns: int | None = None
+        self._last: str | None = None
+        """Why the newest request was taken."""
 
     def woke(self, t_ns: int) -> None:
         """The wake word: this speech is a request, and a window opens for one that follows it."""
@@ -44,8 +50,9 @@ class WakeGate:
         self.window = Window(t_ns + int(self.settings.listen_s * 1e9), "button")
 
     def answered(self, t_ns: int) -> None:
-        """An answer ended or was cut: the person may go on without the wake word for a while."""
-        if self.settings.follow_up_s > 0:
+        """An answer ended or was cut: the person may go on without the wake word for a while, unless
+        it answered a follow-up."""
+        if self.settings.follow_up_s > 0 and self._last != "follow_up":
             self.window = Window(t_ns + int(self.settings.follow_up_s * 1e9), "follow_up")
 
     def woke_in(self, onset_ns: int | None) -> bool:
@@ -66,6 +73,6 @@ class WakeGate:
         window = self.window
         return window is not None and t_ns <= window.until_ns
 
-    def used(self) -> None:
-        """A request was taken: the window it came through is spent, and the wake word with it."""
-        self.window, self._woke_ns = None, None
+    def used(self, why: str) -> None:
+        """A request was taken (for `why`): the window it came through is spent, and the wake word with it."""
+        self.window, self._woke_ns, self._last = None, None, why

@@ -30,7 +30,7 @@ from sayso.sim.stagetimes import idle_cpu, limit_cpu, stage_timings
 from sayso.sim.voices import PIPER
 
 SCENARIOS = ("bench-answer", "bench-barge-in", "bench-button", "bench-coughs", "bench-questions", "bench-pauses",
-             "bench-reading")
+             "bench-reading", "bench-wake")
 LEVELS: dict[str, dict] = {
     "-20": {"echo_gain_db": -20.0},
     "-6": {"echo_gain_db": -6.0},
@@ -61,6 +61,10 @@ TARGETS = (("-20", "barge_in_latency_ms", "p95", 250.0), ("-6", "barge_in_latenc
            ("hard", "scenario_failures", "total", 0), ("hard", "self_interruptions", "total", 0),
            ("hard", "noise_runs_not_completed", "total", 0),
            ("hard", "barge_in_latency_ms", "p95", 300.0),
+           ("-20", "false_activations", "total", 0), ("-6", "false_activations", "total", 0),
+           ("-20", "wake_requests_missed_rate", "total", 0.05), ("-6", "wake_requests_missed_rate", "total", 0.05),
+           ("-20", "wake_to_listening_ms", "p95", 300.0), ("-6", "wake_to_listening_ms", "p95", 300.0),
+           (None, "idle_cpu", "percent_of_one_core", 8.0), (None, "wake_ms_per_frame", "p95", 1.0),
            (None, "aec_ms_per_frame", "p95", 1.0), (None, "peak_rss_mb", "max", 1120.0))
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -85,6 +89,7 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
             samples: dict[str, list[float]] = {k: [] for k in SUMMARY_KEYS}
             counts = dict.fromkeys(COUNTS, 0)
             noise_runs = completed = pause_questions = pause_cut_offs = reading_split = failed = 0
+            wake_requests = wake_answered = 0
             for run in range(runs):
                 for name in scenarios:
                     t = time.monotonic()
@@ -117,6 +122,12 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
                         pause_cut_offs += s["cut_offs"]
                     elif name == "bench-reading":
                         reading_split += (s["user_turns"], s["answers"], s["cut_offs"]) != (1, 1, 0)
+                    elif name == "bench-wake":
+                        wake_requests += sum(step.action == "say" and step.say is not None
+                                             and step.say.lower().startswith("okay nabu,") for step in sc.steps)
+                        wake_requests += sum(step.action == "say" and step.say == "Okay Nabu." for step in sc.steps)
+                        wake_answered += sum(r["role"] == "user" and r["metrics"].get("wake") == "word"
+                                             for r in result.report["turns"])
                     progress(f"{key}, run {run + 1}/{runs} {name}: {time.monotonic() - t:.0f}s "
                              + " ".join(f"{k}={s[k]}" for k in (*SUMMARY_KEYS, *COUNTS) if s[k]))
             at: dict = {}
@@ -131,6 +142,8 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
             at["pause_cut_off_rate"] = {"total": round(pause_cut_offs / pause_questions, 3) if pause_questions
                                         else None}
             at["reading_runs_not_one_turn"] = {"total": reading_split}
+            at["wake_requests_missed_rate"] = {"total": round(1 - wake_answered / wake_requests, 3) if wake_requests
+                                               else None}
             started = counts["preemptive_used"] + counts["preemptive_discarded"]
             at["preemptive_discard_rate"] = {"total": round(counts["preemptive_discarded"] / started, 3)
                                              if started else None}

@@ -14,12 +14,14 @@ from sayso.pipeline.messages import Event, Reason
 from sayso.sim.room import RATE_HZ, RoomLog
 
 SUMMARY_KEYS = ("barge_in_latency_ms", "button_latency_ms", "speech_end_to_first_audio_ms", "eos_to_first_audio_ms",
-                "llm_stop_ms")
+                "llm_stop_ms", "wake_to_listening_ms")
 """Latencies in the summary, lists of ms: speech_end_to_first_audio_ms is from the last sample of the
 person's words (ground truth) to the answer's first audible sample; eos_to_first_audio_ms from when the
-appliance decided they had finished."""
+appliance decided they had finished; wake_to_listening_ms from the end of a line that is the wake phrase
+alone to the wake word's detection."""
 COUNT_KEYS = ("self_interruptions", "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
-              "preemptive_used", "preemptive_discarded", "user_turns", "answers", "underruns", "late_ticks")
+              "preemptive_used", "preemptive_discarded", "user_turns", "answers", "underruns", "late_ticks",
+              "wake_words", "false_activations", "ignored")
 
 SPEECH_TAIL_S = 2.0
 """An interrupt up to this long after injected speech ends is still the person's (end of speech + STT)."""
@@ -85,12 +87,22 @@ def _unprompted(events: list[Event], room: RoomLog) -> tuple[int, int]:
     return selfs, noise
 
 
-def _false_activations(events: list[Event], room: RoomLog) -> int:
-    """Wake words heard where no line with a wake phrase in it was being said (or just ended)."""
+def _wake_words(events: list[Event], room: RoomLog) -> tuple[int, list[float]]:
+    """(false activations, wake_to_listening_ms): wake words heard while no line with a wake phrase in it was
+    being said (or had just ended); and for lines that are the phrase alone, its end to the detection."""
     said = [i for i in room.injections
             if i.kind == "say" and any(w.replace("_", " ") in _plain(i.label) for w in WAKE_WORDS)]
-    return sum(not any(i.onset_sample <= _sample(e.t_ns) <= i.end_sample + SPEECH_TAIL_S * RATE_HZ for i in said)
-               for e in events if e.type == "wake_word")
+    false, latencies = 0, []
+    for e in events:
+        if e.type != "wake_word":
+            continue
+        t = _sample(e.t_ns)
+        line = next((i for i in said if i.onset_sample <= t <= i.end_sample + SPEECH_TAIL_S * RATE_HZ), None)
+        if line is None:
+            false += 1
+        elif _plain(line.label) in {w.replace("_", " ") for w in WAKE_WORDS}:
+            latencies.append(_ms(t - line.sound_end_sample))
+    return false, latencies
 
 
 def _plain(text: str) -> str:
@@ -181,7 +193,7 @@ def build_report(name: str, turns: list[dict], events: list[Event], room: RoomLo
     summary["underruns"] = sum(r["metrics"].get("underruns", 0) for r in answers)
     summary["late_ticks"] = room.late_ticks
     summary["wake_words"] = sum(e.type == "wake_word" for e in events)
-    summary["false_activations"] = _false_activations(events, room)
+    summary["false_activations"], summary["wake_to_listening_ms"] = _wake_words(events, room)
     summary["ignored"] = sum(e.type == "ignored" for e in events)
     report = {"scenario": name, "turns": turns, "events": _timeline(events, room), "summary": summary}
     return report, per_turn

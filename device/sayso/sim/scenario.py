@@ -8,7 +8,7 @@ optional `after_s`, and at most one action: `say` (a string, or a list of
 strings spoken with `gap_s` of silence between them, as a person pausing
 mid-sentence), `wav`, `noise_s`, `cough` (how many) or `press` (with `hold_s`).
 The person's `voice` (piper, or espeak:NAME) is set for the scenario and may be
-changed for one `say`. `wake` names the wake word the lines are written for
+changed for one `say`, as may its level (`gain_db`). `wake` names the wake word the lines are written for
 (okay_nabu, hey_jarvis, alexa, hey_mycroft); without it the appliance runs with
 the wake word off and every utterance is a request.
 Every problem is reported with the file, the step and the key.
@@ -71,6 +71,8 @@ class Step:
     hold_s: float = 0.1
     voice: str | None = None
     """Who says `say`: `piper` or `espeak:NAME`; None = the scenario's voice."""
+    gain_db: float = 0.0
+    """The line's level against the voice's own: a television across the room is quieter than the person."""
 
     @property
     def action(self) -> str | None:
@@ -138,7 +140,8 @@ def _voice(where: str, value: Any) -> str:
 
 def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
     w = f"{where} step {number}"
-    t = _keys(w, raw, ("wait", "after_s", "say", "gap_s", "wav", "noise_s", "cough", "press", "hold_s", "voice"))
+    t = _keys(w, raw, ("wait", "after_s", "say", "gap_s", "wav", "noise_s", "cough", "press", "hold_s", "voice",
+                       "gain_db"))
     values: dict[str, Any] = {"number": number}
     if "wait" in t:
         try:
@@ -164,6 +167,10 @@ def _step(where: str, number: int, raw: Any, base: Path | None) -> Step:
         if "say" not in t:
             raise ScenarioError(f"{w}: voice belongs to a step that says something")
         values["voice"] = _voice(w, t["voice"])
+    if "gain_db" in t:
+        if "say" not in t:
+            raise ScenarioError(f"{w}: gain_db belongs to a step that says something")
+        values["gain_db"] = _number(w, "gain_db", t["gain_db"], -40, 10)
     if "wav" in t:
         if not isinstance(t["wav"], str):
             raise ScenarioError(f"{w}: wav must be a file path string, not {t['wav']!r}")

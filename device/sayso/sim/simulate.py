@@ -210,10 +210,12 @@ class Simulation:
         return self._voices[name]
 
     def _sound(self, step: Step) -> tuple[np.ndarray, str, str]:
-        if step.say is not None and step.say_parts:
-            return self._person(step).say_with_pauses(step.say_parts, step.gap_s), "say", step.say
         if step.say is not None:
-            return self._person(step).say(step.say), "say", step.say
+            person = self._person(step)
+            audio = person.say_with_pauses(step.say_parts, step.gap_s) if step.say_parts else person.say(step.say)
+            if step.gain_db:
+                audio = (audio * 10 ** (step.gain_db / 20)).clip(-32768, 32767).astype(np.int16)
+            return audio, "say", step.say
         if step.wav is not None:
             return read_wav_at_mic_rate(step.wav), "wav", str(step.wav)
         if step.cough is not None:

@@ -59,6 +59,10 @@ def stage_timings(kit: Kit, settings: Settings) -> dict:
            "turn_detector": settings.turn.detector if kit.turn is not None else "silence"}
     if kit.turn is not None:
         out["turn_ms_per_call"] = p(_ms_each(kit.turn.probability, ((a,) for a in lines for _ in range(3))))
+    if kit.wake is not None:
+        detector = kit.wake.detector()
+        out["wake_word"] = kit.wake.word
+        out["wake_ms_per_frame"] = p(_ms_each(detector.process, ((f, i * FRAME_SAMPLES) for i, f in enumerate(frames))))
     return out
 
 
