@@ -100,3 +100,10 @@ def _prompt_tokens_evaluated(llm, messages, evaluated: list[int]) -> int:
     for _ in llm.stream(messages):
         break
     return evaluated[0]
+
+
+def test_the_weights_are_read_into_memory_not_mapped_from_the_file(llm):
+    """A mapped file would stay resident beside llama.cpp's repacked copy of its weights."""
+    with open("/proc/self/maps") as maps:
+        mapped = [line for line in maps if line.rstrip().endswith(llm.model_path.name)]
+    assert mapped == []

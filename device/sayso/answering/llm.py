@@ -27,6 +27,15 @@ def generation_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+PROMPT_BATCH_TOKENS = 128
+"""Prompt tokens llama.cpp evaluates per batch.
+
+Its compute buffer holds a batch's activations and attention scores: at
+llama-cpp-python's default of 512 a long history (a thousand tokens) made
+30 MB of it resident, at 128 about 8 MB, and prompt processing is no
+slower on one thread (docs/bench.md)."""
+
+
 class LlamaLLM:
     """One llama.cpp model; not thread-safe, so one thread owns it."""
 
@@ -42,7 +51,11 @@ class LlamaLLM:
         from llama_cpp import LLAMA_DEFAULT_SEED, Llama
 
         self.model_path = Path(model_path)
+        # Read, not mapped: llama.cpp repacks some weights (q4_K on x86) into a copy of its own, and
+        # the mapped originals, read once to make it, would stay resident beside it (28 MB here).
+        # Reading also brings every weight in at load, as warm() would have.
         self._llama = Llama(str(model_path), n_ctx=context_tokens, n_threads=threads or generation_threads(),
+                            n_batch=PROMPT_BATCH_TOKENS, n_ubatch=PROMPT_BATCH_TOKENS, use_mmap=False,
                             seed=LLAMA_DEFAULT_SEED if seed < 0 else seed, verbose=False)
         self.seed, self.temperature, self.max_tokens = seed, temperature, max_tokens
         self.aborts = 0
@@ -55,16 +68,12 @@ class LlamaLLM:
         llama_cpp.llama_set_abort_callback(self._llama._ctx.ctx, self._abort, None)
 
     def warm(self, system_prompt: str) -> None:
-        """Read the weights through once and prefill the system prompt, so the first answer is not slower.
+        """Prefill the system prompt, so the first answer is not slower.
 
-        llama.cpp maps the file: reading it in order is the fastest way to bring
-        every page in (an SD card pays dearly for the random faults of a first
-        forward pass), and llama-cpp-python keeps the prompt's tokens as the
-        cached prefix that later prompts, all starting with the system prompt, reuse.
+        The weights are already in memory (read at load, not mapped page by page
+        on a first forward pass), and llama-cpp-python keeps the prompt's tokens
+        as the cached prefix that later prompts, all starting with the system prompt, reuse.
         """
-        with open(self.model_path, "rb") as f:
-            while f.read(8 << 20):
-                pass
         self.prefill([{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hello."}])
 
     def prefill(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False) -> None:

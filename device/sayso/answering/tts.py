@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sayso.answering.voice import Rendered
+from sayso.models.onnx import session_options
 from sayso.pipeline.messages import WordSpan
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def _load_voice(model_path: Path):
     from piper import PiperVoice
     from piper.config import PiperConfig
 
-    opts = ort.SessionOptions()
+    opts = session_options()
     opts.enable_mem_pattern = False
     providers = ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
