@@ -12,6 +12,7 @@ import pytest
 
 from sayso.sim import scenario
 from sayso.sim.bench import LEVELS, SCENARIOS, TARGETS, table
+from sayso.sim.report import COUNT_KEYS, SUMMARY_KEYS
 
 
 @pytest.mark.parametrize("level", list(LEVELS))
@@ -31,13 +32,10 @@ def test_the_hard_level_is_the_kitchen_with_a_television():
 
 def test_the_table_has_a_column_per_level_and_voice():
     metric = {"p50": 100.0, "p95": 200.0, "n": 3}
-    at = {k: metric for k in ("barge_in_latency_ms", "button_latency_ms", "speech_end_to_first_audio_ms",
-                              "eos_to_first_audio_ms", "llm_stop_ms")}
-    at.update({k: {"total": 0} for k in ("self_interruptions", "false_barge_ins", "false_interruptions",
-                                          "self_pauses", "cut_offs", "preemptive_used", "preemptive_discarded",
-                                          "user_turns", "answers", "underruns", "late_ticks", "noise_runs",
-                                          "noise_runs_not_completed", "pause_cut_off_rate",
-                                          "reading_runs_not_one_turn", "preemptive_discard_rate", "scenario_failures")})
+    at = {k: metric for k in SUMMARY_KEYS}
+    at.update({k: {"total": 0} for k in (*COUNT_KEYS, "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate",
+                                          "reading_runs_not_one_turn", "preemptive_discard_rate", "scenario_failures",
+                                          "wake_requests_missed_rate")})
     out = {"runs": 1, "scenarios": ["bench-answer"], "machine": "m", "rooms": {"hard": LEVELS["hard"]},
            "levels": {"hard": at, "hard espeak:en-us": at}, "turn_detector": "smart-turn", "llm_tokens_per_s": 1.0,
            "llm_threads": 1, "start_to_warm_s": 1.0, "peak_rss_mb": {"max": 1.0},

@@ -17,10 +17,11 @@ from sayso.hearing.echo import EchoCanceller
 from sayso.hearing.echo_reference import EchoReference, sample_at
 from sayso.hearing.listener import Listener
 from sayso.hearing.stt import PocketsphinxRecognizer
-from sayso.hearing.transcriber import EndOfSpeech, StartOfSpeech, Transcriber
+from sayso.hearing.transcriber import EndOfSpeech, StartOfSpeech, Transcriber, WakeMark
 from sayso.hearing.vad import Endpointer, SileroVAD
+from sayso.hearing.wake import WakeModel
 from sayso.pipeline.channel import Channel
-from sayso.pipeline.messages import SpeechDropped, SpeechStarted, State, Utterance
+from sayso.pipeline.messages import SpeechDropped, SpeechStarted, State, Utterance, WakeWordHeard
 from sayso.pipeline.pause import SUSTAINED_MS
 from sayso.pipeline.turnlog import TurnLog
 from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
@@ -52,6 +53,8 @@ class ConductorProbe:
         self.pauses.append(onset_ns)
         return True
 
+    awaiting_wake = False
+
 
 @pytest.fixture(scope="module")
 def voices(store):
@@ -65,12 +68,16 @@ def onset_of(clean: np.ndarray) -> int:
 
 
 def run_listener(mic: np.ndarray, echo: EchoReference | None, state: State = State.SPEAKING,
-                 barge: BargeInSettings | None = None) -> ConductorProbe:
+                 barge: BargeInSettings | None = None, wake: WakeModel | None = None,
+                 audio: Channel | None = None) -> ConductorProbe:
     """Feed `mic` (16 kHz int16) frame by frame through a real listener; frames stamped on a fixed clock."""
     probe = ConductorProbe(state)
-    frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
+    probe.awaiting_wake = wake is not None
+    frames = Channel("frames", 1 << 20)
+    audio = audio if audio is not None else Channel("audio", 1 << 20)
     listener = Listener(SileroVAD(_vad_path()), Endpointer(VADSettings()), frames, audio,
-                        probe, barge or BargeInSettings(mode="immediate"), echo=echo)
+                        probe, barge or BargeInSettings(mode="immediate"), echo=echo,
+                        wake=None if wake is None else wake.detector())
     n = len(mic) // FRAME_SAMPLES
     for k in range(n):
         index = k * FRAME_SAMPLES
@@ -346,3 +353,38 @@ def test_barge_in_off_lets_the_answer_play_over_the_person(voices):
     mic, ref, _ = two_answers(voices[0], gain_db=-20, person_db=0)
     probe, _, audio = listen(mic, ref, BargeInSettings(mode="off"))
     assert probe.pauses == [] and probe.interrupts == [] and len(audio) == 0
+
+
+def drained(channel: Channel) -> list:
+    items = []
+    while (item := channel.get(timeout=0)) is not None:
+        items.append(item)
+    return items
+
+
+def idle_with_a_wake_word(person: PiperTTS, text: str) -> tuple[ConductorProbe, Channel]:
+    """The listener, idle and waiting for okay_nabu, over `text` said between quiet; what it posted and sent."""
+    r = person.render(text)
+    quiet = np.zeros(RATE_HZ, np.int16)
+    mic = np.concatenate([quiet, to_mic_rate(r.audio, r.rate_hz), quiet, quiet])
+    audio = Channel("audio", 1 << 20)
+    return run_listener(mic, None, State.IDLE, wake=WakeModel("okay_nabu"), audio=audio), audio
+
+
+def test_speech_without_the_wake_word_never_reaches_the_recogniser(voices):
+    probe, audio = idle_with_a_wake_word(voices[1], "What is the capital of Italy? I always forget it.")
+    assert drained(audio) == [], "nothing of it was sent to be transcribed"
+    finals = [m for m in probe.posted if isinstance(m, Utterance)]
+    assert [(u.text, u.transcribed) for u in finals] == [("", False)]
+
+
+def test_a_wake_word_hands_the_recogniser_the_speech_it_was_said_in(voices):
+    probe, audio = idle_with_a_wake_word(voices[1], "Okay Nabu, what time is it?")
+    sent = drained(audio)
+    assert isinstance(sent[0], StartOfSpeech) and any(isinstance(m, WakeMark) for m in sent)
+    frames = [m for m in sent if isinstance(m, Frame)]
+    # from before the phrase began, gap-free, to the end of the utterance
+    assert frames[0].index <= RATE_HZ and [f.index for f in frames] == list(
+        range(frames[0].index, frames[-1].index + 1, FRAME_SAMPLES))
+    assert isinstance(sent[-1], EndOfSpeech)
+    assert any(isinstance(m, WakeWordHeard) for m in probe.posted)

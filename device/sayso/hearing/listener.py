@@ -27,13 +27,25 @@ from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion,
 from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
 from sayso.hearing.wake import WakeDetector
 from sayso.pipeline.channel import Channel
-from sayso.pipeline.messages import Kind, Reason, SpeechDropped, SpeechResumed, SpeechStarted, State, WakeWordHeard
+from sayso.pipeline.messages import (
+    Kind,
+    Reason,
+    SpeechDropped,
+    SpeechResumed,
+    SpeechStarted,
+    State,
+    Utterance,
+    WakeWordHeard,
+)
 from sayso.pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
 
 RESUME_LEAD_FRAMES = 2
 """Frames of a pause kept before speech resumes: Silero lags a soft onset by a frame or so."""
+UNHEARD_KEEP_S = 3.0
+"""Of speech kept from the recogniser, the last this many seconds are kept: a wake word heard in it
+hands the recogniser those, the phrase among them."""
 
 
 class ConductorView(Protocol):
@@ -47,6 +59,9 @@ class ConductorView(Protocol):
     def pause(self, onset_ns: int | None = None) -> bool: ...
 
     def interrupt(self, kind: Kind | str, reason: Reason | str, onset_ns: int | None = None) -> bool: ...
+
+    @property
+    def awaiting_wake(self) -> bool: ...
 
 
 class Listener(Stage):
@@ -66,6 +81,12 @@ class Listener(Stage):
     At a short pause the transcriber is asked for the words so far (an answer may start on them)
     and the frames after it are held back: if the person goes on they follow, if the utterance
     ends there the final is exactly those words.
+
+    With a wake word on, speech that begins while the appliance waits for it
+    is kept from the recogniser and the end-of-turn model (nothing of a
+    conversation the appliance was not asked into is transcribed, and a room of
+    chatter costs the VAD and the wake model only). A wake word heard in it
+    hands the recogniser its last seconds, the phrase among them.
     """
 
     name = "listener"
@@ -98,6 +119,10 @@ class Listener(Stage):
         self._in_utterance = False
         self._barged = False
         self._recent: deque[tuple[int, bool]] = deque(maxlen=10)
+        self._unheard: deque[Frame] | None = None
+        """The newest frames of speech kept from the recogniser (None: this utterance is being transcribed)."""
+        self._woke_at: int | None = None
+        """The audio-clock sample of the newest wake word."""
 
     @property
     def in_utterance(self) -> bool:
@@ -147,12 +172,21 @@ class Listener(Stage):
             if isinstance(event, SpeechStart):
                 self.conductor.post(SpeechStarted(_ns_at(frame, event.onset_sample), event.onset_sample))
                 self._in_utterance, self._probability = True, None
-                self.audio.put(StartOfSpeech(event.onset_sample))
+                unheard = (self.wake is not None and self.conductor.awaiting_wake
+                           and (self._woke_at is None or frame.index - self._woke_at > UNHEARD_KEEP_S * RATE_HZ))
+                self._unheard = deque(maxlen=int(UNHEARD_KEEP_S * RATE_HZ) // FRAME_SAMPLES) if unheard else None
+                if not unheard:
+                    self.audio.put(StartOfSpeech(event.onset_sample))
                 self._utterance.clear()
                 for f in self._preroll:  # pre-roll: the first word arrives whole
                     if f is not frame and f.index + FRAME_SAMPLES > event.onset_sample - self.preroll_samples:
-                        self.audio.put(f)
+                        self._to_transcriber(f)
                         self._utterance.append(f.samples)
+            elif self._unheard is not None:
+                if isinstance(event, SpeechEnd):
+                    self.conductor.post(Utterance("", _ns_at(frame, event.decided_sample), event.decided_sample,
+                                                  transcribed=False))
+                    self._in_utterance, self._unheard = False, None
             elif isinstance(event, SpeechPause):
                 self.audio.put(Checkpoint(self.endpointer.pauses, frame.t_ns))
                 self._held = []
@@ -170,16 +204,29 @@ class Listener(Stage):
             if self._held is not None:
                 self._held.append(frame)
             else:
-                self.audio.put(frame)
+                self._to_transcriber(frame)
         self._check_turn(frame)
         self._check_barge_in(frame)
+
+    def _to_transcriber(self, frame: Frame) -> None:
+        if self._unheard is not None:
+            self._unheard.append(frame)
+        else:
+            self.audio.put(frame)
 
     def _check_wake(self, frame: Frame) -> None:
         """The wake word: the transcriber drops the words before it, the conductor opens listening."""
         hit = cast(WakeDetector, self.wake).process(frame.samples, frame.index)
-        if hit is not None:
-            self.audio.put(WakeMark(hit.sample))
-            self.conductor.post(WakeWordHeard(hit.word, hit.probability, _ns_at(frame, hit.sample)))
+        if hit is None:
+            return
+        self._woke_at = hit.sample
+        if self._unheard is not None:  # the speech it was said in is a request after all
+            kept, self._unheard = list(self._unheard), None
+            self.audio.put(StartOfSpeech(kept[0].index if kept else frame.index))
+            for f in kept:
+                self.audio.put(f)
+        self.audio.put(WakeMark(hit.sample))
+        self.conductor.post(WakeWordHeard(hit.word, hit.probability, _ns_at(frame, hit.sample)))
 
     def answer(self, a: TurnAnswer) -> None:
         """The end-of-turn model's verdict (from its thread): acted on at the next frame."""

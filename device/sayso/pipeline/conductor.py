@@ -330,9 +330,9 @@ class Conductor(Stage):
         turn = self._active
         wake = self._request(turn)
         if wake is None:
-            if text:
-                log.info("not a request (no wake word): %r", text)
-                self._emit("ignored", text=text)
+            if text or not u.transcribed:
+                log.info("not a request (no wake word): %r", text if u.transcribed else "(not transcribed)")
+                self._emit("ignored", text=text, transcribed=u.transcribed)
             self._discard_preempt("not a request")
             if self._state is State.LISTENING:
                 self._set_state(State.IDLE)

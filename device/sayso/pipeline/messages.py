@@ -80,6 +80,8 @@ class Utterance:
     """What ended it: smart-turn (the model said complete at a short pause) or silence (the long wait)."""
     turn_probability: float | None = None
     """The end-of-turn model's last probability for this utterance, when it was asked."""
+    transcribed: bool = True
+    """False for speech the listener kept from the recogniser: idle, waiting for a wake word that never came."""
 
 
 @dataclass(frozen=True)

@@ -201,12 +201,11 @@ def table(out: dict) -> str:
             row += f" {p50:>{width}} {p95:>{width}} {m['n']:>4}"
         lines.append(row)
     for k in (*COUNTS, "scenario_failures", "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate",
-              "reading_runs_not_one_turn",
-              "preemptive_discard_rate"):
+              "reading_runs_not_one_turn", "preemptive_discard_rate", "wake_requests_missed_rate"):
         lines.append(f"{k:26}" + "".join(f" {str(out['levels'][lv][k]['total']):>{width}} {'':>{width}} {'':>4}"
                                          for lv in levels))
     lines.append("")
-    for k in ("vad_ms_per_frame", "aec_ms_per_frame", "stt_rtf", "tts_rtf", "turn_ms_per_call"):
+    for k in ("vad_ms_per_frame", "aec_ms_per_frame", "stt_rtf", "tts_rtf", "turn_ms_per_call", "wake_ms_per_frame"):
         if k in out:
             p50, p95 = out[k]
             lines.append(f"{k:26} {p50:>9.3f} {p95:>9.3f}")
