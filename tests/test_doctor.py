@@ -8,6 +8,7 @@ from gpiozero.pins.mock import MockFactory
 
 from sayso import cli, config
 from sayso.audio import RATE_HZ, resample
+from sayso.config import WakeSettings
 from sayso.hearing.wake import WakeModel
 from sayso.pipeline.turnlog import TurnLog
 from sayso.service.doctor import FAIL, OK, WARN, Doctor
@@ -121,7 +122,8 @@ def test_missing_models_fail_with_the_fetch_command(tmp_path, store):
 def test_the_wake_word_model_loads_with_its_threshold(tmp_path, store):
     check = Doctor(settings_for(tmp_path), store, print=lambda line: None).wake_word()
     assert check.status == OK and check.detail.startswith("okay_nabu ('Okay Nabu') loads"), check
-    assert f">= {WakeModel('okay_nabu').threshold:.2f} (sensitivity 0.5)" in check.detail
+    sensitivity = WakeSettings().sensitivity
+    assert f">= {WakeModel('okay_nabu', sensitivity).threshold:.2f} (sensitivity {sensitivity:g})" in check.detail
     off = Doctor(settings_for(tmp_path, wake={"word": "off"}), store, print=lambda line: None).wake_word()
     assert off.status == WARN and "every utterance is answered" in off.detail and "okay_nabu" in off.fix
 

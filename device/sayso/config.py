@@ -173,7 +173,7 @@ WAKE_WORDS = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
 class WakeSettings:
     word: str = opt("okay_nabu", "Wake word that must start a request (\"Okay Nabu, ...\"), so the appliance does not "
                     "answer the television; off = every utterance is a request.", choices=(*WAKE_WORDS, "off"))
-    sensitivity: float = opt(0.5, "How easily the wake word is heard: 0.5 = the model's own threshold, higher "
+    sensitivity: float = opt(0.6, "How easily the wake word is heard: 0.5 = the model's own threshold, higher "
                              "wakes on less (and on more that was not it), lower needs a clearer phrase.",
                              lo=0.0, hi=1.0)
     listen_s: float = opt(6.0, "After the wake word alone or a button press while idle: seconds in which the "

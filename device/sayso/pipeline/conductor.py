@@ -357,6 +357,8 @@ class Conductor(Stage):
             if join is not None:
                 self._answer_again(join)
                 return
+            if self._active is None and self._woke_in(self._onset_ns) and self.gate is not None:
+                self._listening("word")  # the wake word alone: the tone says "go on"
             log.debug("a final transcript with no words is not a turn")
             self._discard_preempt("the final had no words")
             if self._state is State.LISTENING:
@@ -432,12 +434,12 @@ class Conductor(Stage):
             log.info("turn %s: the wake word over the answer: stopping it for the new request", turn.row)
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=self._onset_ns)
         else:
-            self._listening("word")
+            self._listening("word", earcon=False)  # the person is still speaking: no tone over their request
 
-    def _listening(self, why: str) -> None:
+    def _listening(self, why: str, earcon: bool = True) -> None:
         """A window for a request opened: say so (the `listening` event, the LED) and play the earcon."""
         self._emit("listening", why=why)
-        if self.gate is not None and self.gate.settings.earcon:
+        if earcon and self.gate is not None and self.gate.settings.earcon:
             self.segments.put_control(Earcon())
 
     @property
