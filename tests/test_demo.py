@@ -15,6 +15,8 @@ def test_demo_shows_an_exchange_an_interruption_and_what_was_heard(tmp_path, cap
     assert cli.main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "what happened" in text and "heard  :" in text and "cut by button" in text
+    assert "(with the wake word)" in text and "(no wake word: a follow-up)" in text
+    assert "not requests: 1 utterance(s) without the wake word" in text
     assert "speech onset -> silence" in text and "press -> silence" in text
     rows = TurnLog(out / "turns.db").rows()
     # "Wait." may end a turn of its own; the words after it then join it, and the answer begun on "wait"

@@ -85,8 +85,9 @@ def cmd_demo(args, settings) -> int:
     from sayso.sim.demo import run_demo
 
     check_free(Path(args.out) / "turns.db")
-    print("sayso demo: a question, an answer cut off by the person speaking, a follow-up, and the stop "
-          "button.\nNo sound card needed: a simulated room plays it in real time and records it.", flush=True)
+    print("sayso demo: talk without the wake word, a question with it, a follow-up, an answer cut off by the "
+          "person speaking, and the stop button.\nNo sound card needed: a simulated room plays it in real time "
+          "and records it.", flush=True)
     store = _store(args, settings)
     _loading_models(settings, store, lambda: run_demo(settings, store, Path(args.out)))
     return 0

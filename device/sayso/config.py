@@ -180,7 +180,7 @@ class WakeSettings:
                           "person may start the request.", lo=1, hi=60)
     follow_up_s: float = opt(5.0, "After an answer ends or is cut: seconds in which the person may go on without "
                              "the wake word; 0 = always say it.", lo=0, hi=120)
-    earcon: bool = opt(True, "Play a short tone when the appliance starts listening for a request.")
+    earcon: bool = opt(True, "Play a short tone when a button press while idle starts listening for a request.")
 
 
 @dataclass(frozen=True)

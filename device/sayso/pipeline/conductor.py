@@ -357,8 +357,6 @@ class Conductor(Stage):
             if join is not None:
                 self._answer_again(join)
                 return
-            if self._active is None and self._woke_in(self._onset_ns) and self.gate is not None:
-                self._listening("word")  # the wake word alone: the tone says "go on"
             log.debug("a final transcript with no words is not a turn")
             self._discard_preempt("the final had no words")
             if self._state is State.LISTENING:
@@ -434,7 +432,9 @@ class Conductor(Stage):
             log.info("turn %s: the wake word over the answer: stopping it for the new request", turn.row)
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=self._onset_ns)
         else:
-            self._listening("word", earcon=False)  # the person is still speaking: no tone over their request
+            # no tone: the person may be saying the request already, or about to (a turn may end at the comma
+            # after the wake word), and the echo guard takes speech under the tone for the appliance's own
+            self._listening("word", earcon=False)
 
     def _listening(self, why: str, earcon: bool = True) -> None:
         """A window for a request opened: say so (the `listening` event, the LED) and play the earcon."""

@@ -1,9 +1,10 @@
 """`sayso demo`: the mission on the real models in a simulated room, no sound card needed.
 
-It runs the packaged `demo` scenario: a question answered in full, an answer
-cut off by the person speaking, a follow-up answered with the cut in mind, and
-an answer stopped by the button (real gpiozero on its MockFactory). Then it
-prints what was said and what was heard, why each answer stopped and how fast.
+It runs the packaged `demo` scenario: talk without the wake word ignored, a
+question with it answered in full, a follow-up without it cut off by the person
+speaking, and the answer to what they said stopped by the button (real gpiozero
+on its MockFactory). Then it prints what was said and what was heard, why each
+answer stopped and how fast.
 """
 
 from __future__ import annotations

@@ -208,12 +208,17 @@ def percentiles(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.median(values), statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
+WAKE_VIA = {"word": "with the wake word", "follow_up": "no wake word: a follow-up", "button": "push-to-talk"}
+"""How a user turn came to be a request, by its `wake` metric, for the demo's transcript."""
+
+
 def transcript(report: dict, per_turn: dict[int, dict]) -> str:
     """What a person reading the demo wants: who said what, what was heard, why it stopped, how fast."""
     lines = [f"=== {report['scenario']}: what happened (from the turn log) ==="]
     for r in report["turns"]:
         if r["role"] == "user":
-            lines.append(f"\n[{r['id']}] person : {r['text']}")
+            via = WAKE_VIA.get(r["metrics"].get("wake", ""), "")
+            lines.append(f"\n[{r['id']}] person : {r['text']}" + (f"   ({via})" if via else ""))
             continue
         m = r["metrics"]
         lines.append(f"[{r['id']}] sayso  : {r['text']}")
@@ -245,6 +250,9 @@ def transcript(report: dict, per_turn: dict[int, dict]) -> str:
             lines.append(f"      end of question -> first token {m.get('eos_to_first_token_ms', 0):.0f} ms, "
                          f"-> first audio {m['eos_to_first_audio_ms']:.0f} ms")
     s = report["summary"]
+    if s["ignored"]:
+        lines.append(f"\nnot requests: {s['ignored']} utterance(s) without the wake word, ignored and never "
+                     "transcribed")
     lines.append(f"\nself-interruptions: {s['self_interruptions']}, false barge-ins: {s['false_barge_ins']}, "
                  f"pauses resumed (false interruptions): {s['false_interruptions']}, "
                  f"pauses for its own voice: {s['self_pauses']}")
