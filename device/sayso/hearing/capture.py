@@ -119,6 +119,35 @@ class PyAudioMic:
         self._pa = self._stream = None
 
 
+class Framer:
+    """Mic samples at the device's rate in, 16 kHz frames of FRAME_SAMPLES out (soxr's streaming resampler)."""
+
+    def __init__(self, rate_hz: int):
+        self._buf = np.zeros(0, np.int16)
+        self._resampler = None
+        if rate_hz != RATE_HZ:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(rate_hz, RATE_HZ, 1, dtype="int16")
+
+    @property
+    def pending(self) -> int:
+        """Samples at 16 kHz kept for the next frame."""
+        return len(self._buf)
+
+    def frames(self, samples: np.ndarray, silent: bool = False) -> list[np.ndarray]:
+        """The whole frames `samples` complete; `silent` makes these samples digital silence (mute)."""
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        if silent:
+            samples = np.zeros_like(samples)
+        self._buf = np.concatenate([self._buf, samples])
+        n = len(self._buf) // FRAME_SAMPLES
+        out = [self._buf[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES].copy() for k in range(n)]
+        self._buf = self._buf[n * FRAME_SAMPLES:]
+        return out
+
+
 class Capture(Stage):
     """Turns raw mic blocks into stamped frames and keeps the mic open.
 
@@ -149,8 +178,7 @@ class Capture(Stage):
         self._open = False
         self._failures = 0
         self._last_ns = 0
-        self._buf = np.zeros(0, np.int16)
-        self._resampler = None
+        self._framer = Framer(RATE_HZ)
 
     def _deliver(self, data: bytes, t_ns: int) -> None:
         try:
@@ -179,19 +207,11 @@ class Capture(Stage):
                 self._close()
             return
         self._last_ns, self.last_audio = now, time.monotonic()
-        samples = np.frombuffer(data, dtype=np.int16)
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples)
-        if self.muted.is_set():
-            samples = np.zeros_like(samples)
-        self._buf = np.concatenate([self._buf, samples])
-        n_frames = len(self._buf) // FRAME_SAMPLES
-        for k in range(n_frames):
-            chunk = self._buf[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES].copy()
-            behind = len(self._buf) - (k * FRAME_SAMPLES)
+        chunks = self._framer.frames(np.frombuffer(data, dtype=np.int16), silent=self.muted.is_set())
+        for k, chunk in enumerate(chunks):
+            behind = (len(chunks) - k) * FRAME_SAMPLES + self._framer.pending
             self.frames.put(Frame(chunk, self.index, now - int(behind * 1e9 / RATE_HZ)))
             self.index += FRAME_SAMPLES
-        self._buf = self._buf[n_frames * FRAME_SAMPLES:]
 
     def _try_open(self) -> None:
         try:
@@ -207,13 +227,7 @@ class Capture(Stage):
             # keep the audio clock on time across the outage
             self.index += int((now - self._last_ns) * RATE_HZ / 1e9) // FRAME_SAMPLES * FRAME_SAMPLES
         self._failures, self._open, self._last_ns = 0, True, now
-        self._buf = np.zeros(0, np.int16)
-        if self.mic.rate_hz != RATE_HZ:
-            import soxr
-
-            self._resampler = soxr.ResampleStream(self.mic.rate_hz, RATE_HZ, 1, dtype="int16")
-        else:
-            self._resampler = None
+        self._framer = Framer(self.mic.rate_hz)
 
     def _close(self) -> None:
         self.mic.close()

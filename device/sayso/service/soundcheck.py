@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms
+from sayso.audio import FRAME_SAMPLES, rms
 from sayso.config import AudioSettings
 from sayso.errors import SaysoError
-from sayso.hearing.capture import PyAudioMic, find_device
+from sayso.hearing.capture import Framer, PyAudioMic, find_device
 from sayso.hearing.wake import WakeModel
 from sayso.service.check import FAIL, OK, WARN, Check
 
@@ -65,21 +65,12 @@ class WakeMeter:
         self.model, self.detector = model, model.detector()
         self.peak = 0.0
         """The highest probability so far."""
-        self._index, self._pending = 0, np.zeros(0, np.int16)
-        self._resampler = None
-        if rate_hz != RATE_HZ:
-            import soxr
-
-            self._resampler = soxr.ResampleStream(rate_hz, RATE_HZ, 1, dtype="int16")
+        self._index, self._framer = 0, Framer(rate_hz)
 
     def feed(self, samples: np.ndarray) -> float:
         """Mic samples in; the highest probability among the frames they completed."""
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples)
-        self._pending = np.concatenate([self._pending, samples])
         best = 0.0
-        while len(self._pending) >= FRAME_SAMPLES:
-            frame, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
+        for frame in self._framer.frames(samples):
             self.detector.process(frame, self._index)
             self._index += FRAME_SAMPLES
             best = max(best, self.detector.probability)
