@@ -136,14 +136,18 @@ class Speaker(Stage):
             elif pending == 0 and not self._after_pause:
                 self._underruns += 1  # the device ran dry mid-answer: the person heard a gap
             self._after_pause = False
-            if reference is not None and self.echo is not None:
-                # what the device holds ahead of the block tells the reference whether it ran dry (the block
-                # plays at its next period) and whether the stamp is one to place the run by (echo_reference.py)
-                self.echo.played(reference, self.clock() + pending_ns, queued_ns=pending_ns)
-            self.sink.write(block)
+            self._out(block, reference, pending_ns)
             self._written += len(block)
-            self.beat()
         return True
+
+    def _out(self, block: np.ndarray, reference: np.ndarray | None, pending_ns: int) -> None:
+        """One block to the device, and the same span at 16 kHz to the echo reference first."""
+        if reference is not None and self.echo is not None:
+            # what the device holds ahead of the block tells the reference whether it ran dry (the block
+            # plays at its next period) and whether the stamp is one to place the run by (echo_reference.py)
+            self.echo.played(reference, self.clock() + pending_ns, queued_ns=pending_ns)
+        self.sink.write(block)
+        self.beat()
 
     def _earcon(self) -> None:
         """Play the listening tone, with its echo reference like any answer; never over an answer."""
@@ -154,12 +158,9 @@ class Speaker(Stage):
         k = 0.0 if reference is None else len(reference) / len(audio)
         for i in range(0, len(audio), self.block):
             block = audio[i:i + self.block]
-            if reference is not None and self.echo is not None:
-                pending_ns = int(self.sink.pending_samples() * 1e9 / self.sink.rate_hz)
-                self.echo.played(reference[int(i * k):int((i + len(block)) * k)], self.clock() + pending_ns,
-                                 queued_ns=pending_ns)
-            self.sink.write(block)
-            self.beat()
+            pending_ns = int(self.sink.pending_samples() * 1e9 / self.sink.rate_hz)
+            self._out(block, None if reference is None else reference[int(i * k):int((i + len(block)) * k)],
+                      pending_ns)
 
     def _queued_end(self) -> int:
         """The position just after the turn's last segment (where the next one goes)."""
