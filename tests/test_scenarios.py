@@ -105,6 +105,7 @@ def test_scenario(kit, tmp_path, name):
         assert [r["metrics"]["wake"] for r in turns if r["role"] == U] == ["word", "follow_up", "word", "button"]
         assert not any(w in r["text"] for r in turns if r["role"] == U for w in ("okay", "nabu"))
         assert summary["wake_words"] == 2 and summary["false_activations"] == 0 and summary["ignored"] == 2
+        assert summary["wake_lines"] == 2
     cut = [r for r in turns if r["status"] == "interrupted"]
     audible = [r for r in cut if "first_audio" in {e["type"] for e in result.report["events"]
                                                     if e.get("turn") == r["id"]}]
@@ -138,10 +139,11 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
                                       "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
                                       "preemptive_used", "preemptive_discarded", "user_turns", "answers",
                                       "underruns", "late_ticks", "wake_words", "false_activations", "ignored",
-                                      "wake_to_listening_ms"}
+                                      "wake_to_listening_ms", "wake_lines"}
     s = report["summary"]
     assert s["user_turns"] == sum(r["role"] == "user" for r in report["turns"])
-    assert (s["wake_words"], s["false_activations"], s["ignored"]) == (0, 0, 0)  # a scenario without a wake word
+    # a scenario without a wake word
+    assert (s["wake_words"], s["false_activations"], s["ignored"], s["wake_lines"]) == (0, 0, 0, 0)
     # an answer superseded by the person going on ("Stop." ... "Tell me about Germany") is not an answer
     assert s["answers"] == sum(r["role"] == "assistant" and r["interrupt_reason"] != "superseded"
                                for r in report["turns"]) and s["cut_offs"] == 0

@@ -123,9 +123,7 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
                     elif name == "bench-reading":
                         reading_split += (s["user_turns"], s["answers"], s["cut_offs"]) != (1, 1, 0)
                     elif name == "bench-wake":
-                        wake_requests += sum(step.action == "say" and step.say is not None
-                                             and step.say.lower().startswith("okay nabu,") for step in sc.steps)
-                        wake_requests += sum(step.action == "say" and step.say == "Okay Nabu." for step in sc.steps)
+                        wake_requests += s["wake_lines"]  # "Okay Nabu." alone and the request after it: one
                         wake_answered += sum(r["role"] == "user" and r["metrics"].get("wake") == "word"
                                              for r in result.report["turns"])
                     progress(f"{key}, run {run + 1}/{runs} {name}: {time.monotonic() - t:.0f}s "

@@ -11,7 +11,7 @@ import statistics
 
 from sayso.config import WAKE_WORDS
 from sayso.pipeline.messages import Event, Reason
-from sayso.sim.room import RATE_HZ, RoomLog
+from sayso.sim.room import RATE_HZ, Injection, RoomLog
 
 SUMMARY_KEYS = ("barge_in_latency_ms", "button_latency_ms", "speech_end_to_first_audio_ms", "eos_to_first_audio_ms",
                 "llm_stop_ms", "wake_to_listening_ms")
@@ -21,7 +21,7 @@ appliance decided they had finished; wake_to_listening_ms from the end of a line
 alone to the wake word's detection."""
 COUNT_KEYS = ("self_interruptions", "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
               "preemptive_used", "preemptive_discarded", "user_turns", "answers", "underruns", "late_ticks",
-              "wake_words", "false_activations", "ignored")
+              "wake_words", "false_activations", "ignored", "wake_lines")
 
 SPEECH_TAIL_S = 2.0
 """An interrupt up to this long after injected speech ends is still the person's (end of speech + STT)."""
@@ -87,11 +87,16 @@ def _unprompted(events: list[Event], room: RoomLog) -> tuple[int, int]:
     return selfs, noise
 
 
+def _wake_lines(room: RoomLog) -> list[Injection]:
+    """The lines the person said with a wake phrase in them."""
+    return [i for i in room.injections
+            if i.kind == "say" and any(w.replace("_", " ") in _plain(i.label) for w in WAKE_WORDS)]
+
+
 def _wake_words(events: list[Event], room: RoomLog) -> tuple[int, list[float]]:
     """(false activations, wake_to_listening_ms): wake words heard while no line with a wake phrase in it was
     being said (or had just ended); and for lines that are the phrase alone, its end to the detection."""
-    said = [i for i in room.injections
-            if i.kind == "say" and any(w.replace("_", " ") in _plain(i.label) for w in WAKE_WORDS)]
+    said = _wake_lines(room)
     false, latencies = 0, []
     for e in events:
         if e.type != "wake_word":
@@ -195,6 +200,7 @@ def build_report(name: str, turns: list[dict], events: list[Event], room: RoomLo
     summary["wake_words"] = sum(e.type == "wake_word" for e in events)
     summary["false_activations"], summary["wake_to_listening_ms"] = _wake_words(events, room)
     summary["ignored"] = sum(e.type == "ignored" for e in events)
+    summary["wake_lines"] = len(_wake_lines(room))
     report = {"scenario": name, "turns": turns, "events": _timeline(events, room), "summary": summary}
     return report, per_turn
 
