@@ -550,6 +550,22 @@ def test_a_pause_waits_past_its_window_for_the_final_of_speech_in_progress(rig):
     assert "false_interruption" not in r.rec.sequence(turn)
 
 
+def test_a_final_that_comes_after_newer_speech_began_does_not_end_that_speech(rig):
+    r = pause_rig(rig, window_s=0.3)
+    first = paused_at_speaking(r)
+    # a busy recogniser: the person's next words began (sample 48000) before the final of "stop" (ended 40000)
+    r.c.post(SpeechStarted(time.monotonic_ns(), 48_000))
+    r.c.post(Utterance("stop", time.monotonic_ns(), 40_000, confidence=(0.9,)))
+    assert r.finished(first)["reason"] == "user_speaking"
+    second = r.rec.wait("first_audio", turn=first + 2).data["turn"]
+    assert r.c.pause(onset_ns=time.monotonic_ns())
+    r.rec.wait("speech_paused", turn=second)
+    lasts(0.8)  # the newer speech goes on past the 0.3 s window
+    assert "false_interruption" not in r.rec.sequence(second), "the answer resumed over the person"
+    r.c.post(Utterance("tell me about rome", time.monotonic_ns(), 90_000, confidence=(1.0,) * 4))
+    assert r.finished(second)["reason"] == "user_speaking"
+
+
 def test_a_sound_too_short_for_speech_resumes_after_a_quiet_moment(rig):
     r = pause_rig(rig, window_s=10.0)
     turn = paused_at_speaking(r)

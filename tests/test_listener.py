@@ -137,6 +137,38 @@ def test_a_person_talking_over_the_answer_interrupts_at_the_right_onset(voices):
     assert abs(error_ms) <= 100
 
 
+class ClosingConductorProbe(ConductorProbe):
+    """Refuses the first pauses, as the conductor does while the answer they would pause is being closed."""
+
+    def __init__(self, state: State, refusals: int):
+        super().__init__(state)
+        self.refusals = refusals
+
+    def pause(self, onset_ns=None) -> bool:
+        super().pause(onset_ns)
+        return len(self.pauses) > self.refusals
+
+
+def test_speech_goes_on_asking_to_pause_until_an_answer_takes_it_with_its_first_onset(voices):
+    # "Stop." closed one answer; the person goes on before the reply to it starts, and the reply is paused
+    mic, ref = appliance_playing(voices[0], 6.0, gain_db=-20)
+    person = to_mic_rate(voices[1].audio("Stop, tell me about Germany instead."),
+                         voices[1].rate_hz).astype(np.float32) * 10 ** (-3 / 20)
+    start = int(2.5 * RATE_HZ)
+    mic[start:start + len(person)] += person[: len(mic) - start]
+    probe = ClosingConductorProbe(State.SPEAKING, refusals=5)
+    frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
+    listener = Listener(SileroVAD(_vad_path()), Endpointer(VADSettings()), frames, audio, probe,
+                        BargeInSettings(mode="pause"), echo=ref)
+    samples = np.clip(mic, -32768, 32767).astype(np.int16)
+    for index in range(0, len(samples) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+        frames.put(Frame(samples[index:index + FRAME_SAMPLES].copy(), index, T0_NS + int(index * 1e9 / RATE_HZ)))
+        listener.step()
+    assert len(probe.pauses) == 6, "asked again after the pause took, or gave up before it did"
+    true_onset_ns = T0_NS + int((start + onset_of(person)) * 1e9 / RATE_HZ)
+    assert all(abs(p - true_onset_ns) <= 100e6 for p in probe.pauses), "a later ask moved the onset"
+
+
 def test_no_barge_in_while_idle_but_the_utterance_is_sent_with_its_preroll(voices):
     person = to_mic_rate(voices[1].audio("What time is it?"), voices[1].rate_hz)
     mic = np.concatenate([np.zeros(RATE_HZ, np.int16), person, np.zeros(RATE_HZ, np.int16)])

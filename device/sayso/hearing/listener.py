@@ -283,12 +283,16 @@ class Listener(Stage):
                     break
                 if rising:
                     onset = index
-            self._barged = True
+            # Until a call takes, every frame of this speech asks again: an answer being closed refuses,
+            # and the next one (the reply to the person's last words) may start while they are still talking.
             if self.barge_in.mode == "pause":
-                if self.conductor.pause(onset_ns=_ns_at(frame, onset)):
+                self._barged = self.conductor.pause(onset_ns=_ns_at(frame, onset))
+                if self._barged:
                     log.info("barge-in: speech from sample %d over the answer; paused until words come", onset)
-            elif self.conductor.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=_ns_at(frame, onset)):
-                log.info("barge-in: speech from sample %d over the answer", onset)
+            else:
+                self._barged = self.conductor.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=_ns_at(frame, onset))
+                if self._barged:
+                    log.info("barge-in: speech from sample %d over the answer", onset)
 
 
 def _ns_at(frame: Frame, sample: int) -> int:

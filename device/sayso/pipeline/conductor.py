@@ -128,6 +128,8 @@ class Conductor(Stage):
         self.gate = WakeGate(wake) if wake is not None else None
         self._onset_ns: int | None = None
         """When the person's newest speech began."""
+        self._onset_sample = 0
+        """Its mic sample: a final that ended before it is an older utterance's, late from a busy recogniser."""
         self._notice = ""
         """Said before the next answer: the turn log cannot be written (once per outage)."""
         turnlog.watch(self._cannot_remember, self._remembers_again)
@@ -254,7 +256,7 @@ class Conductor(Stage):
             case SpeechResumed():
                 self._discard_preempt("the person went on")
             case SpeechStarted():
-                self._hearing, self._onset_ns = True, msg.onset_ns
+                self._hearing, self._onset_ns, self._onset_sample = True, msg.onset_ns, msg.onset_sample
                 if self._state is State.IDLE:
                     self._set_state(State.LISTENING)
             case WakeWordHeard():
@@ -325,7 +327,10 @@ class Conductor(Stage):
         turn.text, turn.llm_busy_ms, turn.backend = msg.text or turn.text, msg.busy_ms, msg.backend
 
     def _on_utterance(self, u: Utterance) -> None:
-        self._hearing = False
+        newest = not (0 < u.eos_sample < self._onset_sample)
+        onset_ns = self._onset_ns if newest and self._hearing else None  # this utterance's, when known
+        if newest:
+            self._hearing = False  # else the person is still saying what came after it
         text = u.text.strip()
         turn = self._active
         wake = self._request(turn)
@@ -350,8 +355,8 @@ class Conductor(Stage):
             log.info("turn %s: words over the paused answer (%r, posteriors %s, sustained speech %s ms): "
                      "interrupting it", turn.row, text, u.confidence, u.sustained_ms)
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
-        elif turn is not None and text:
-            self.interrupt(Kind.FULL, Reason.USER_SPEAKING)  # cancel-then-send
+        elif turn is not None and text:  # cancel-then-send
+            self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=onset_ns)
         join = self._join_of(turn)
         if not text:
             if join is not None:
