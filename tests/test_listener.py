@@ -69,9 +69,9 @@ def onset_of(clean: np.ndarray) -> int:
 
 def run_listener(mic: np.ndarray, echo: EchoReference | None, state: State = State.SPEAKING,
                  barge: BargeInSettings | None = None, wake: WakeModel | None = None,
-                 audio: Channel | None = None) -> ConductorProbe:
+                 audio: Channel | None = None, probe: ConductorProbe | None = None) -> ConductorProbe:
     """Feed `mic` (16 kHz int16) frame by frame through a real listener; frames stamped on a fixed clock."""
-    probe = ConductorProbe(state)
+    probe = probe or ConductorProbe(state)
     probe.awaiting_wake = wake is not None
     frames = Channel("frames", 1 << 20)
     audio = audio if audio is not None else Channel("audio", 1 << 20)
@@ -123,15 +123,21 @@ def test_its_own_voice_at_minus_20_db_does_not_interrupt(voices):
     assert unguarded.interrupts, "the VAD must hear the leak as speech, or this test proves nothing"
 
 
-def test_a_person_talking_over_the_answer_interrupts_at_the_right_onset(voices):
+def person_over_answer(voices, words: str, at_s: float = 2.5):
+    """The answer leaking into the mic at -20 dB, the person saying `words` over it from `at_s`: the mic
+    (int16), the echo reference, and when their speech truly began (ns)."""
     mic, ref = appliance_playing(voices[0], 6.0, gain_db=-20)
-    person = to_mic_rate(voices[1].audio("Stop, that is enough."),
-                         voices[1].rate_hz).astype(np.float32) * 10 ** (-3 / 20)
-    start = int(2.5 * RATE_HZ)
+    person = to_mic_rate(voices[1].audio(words), voices[1].rate_hz).astype(np.float32) * 10 ** (-3 / 20)
+    start = int(at_s * RATE_HZ)
     mic[start:start + len(person)] += person[: len(mic) - start]
-    probe = run_listener(np.clip(mic, -32768, 32767).astype(np.int16), ref)
+    onset_ns = T0_NS + int((start + onset_of(person)) * 1e9 / RATE_HZ)
+    return np.clip(mic, -32768, 32767).astype(np.int16), ref, onset_ns
+
+
+def test_a_person_talking_over_the_answer_interrupts_at_the_right_onset(voices):
+    mic, ref, true_onset_ns = person_over_answer(voices, "Stop, that is enough.")
+    probe = run_listener(mic, ref)
     assert [(k, r) for k, r, _ in probe.interrupts] == [("full", "user_speaking")]
-    true_onset_ns = T0_NS + int((start + onset_of(person)) * 1e9 / RATE_HZ)
     error_ms = (probe.interrupts[0][2] - true_onset_ns) / 1e6
     print(f"barge-in onset error: {error_ms:+.0f} ms")
     assert abs(error_ms) <= 100
@@ -151,21 +157,10 @@ class ClosingConductorProbe(ConductorProbe):
 
 def test_speech_goes_on_asking_to_pause_until_an_answer_takes_it_with_its_first_onset(voices):
     # "Stop." closed one answer; the person goes on before the reply to it starts, and the reply is paused
-    mic, ref = appliance_playing(voices[0], 6.0, gain_db=-20)
-    person = to_mic_rate(voices[1].audio("Stop, tell me about Germany instead."),
-                         voices[1].rate_hz).astype(np.float32) * 10 ** (-3 / 20)
-    start = int(2.5 * RATE_HZ)
-    mic[start:start + len(person)] += person[: len(mic) - start]
-    probe = ClosingConductorProbe(State.SPEAKING, refusals=5)
-    frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
-    listener = Listener(SileroVAD(_vad_path()), Endpointer(VADSettings()), frames, audio, probe,
-                        BargeInSettings(mode="pause"), echo=ref)
-    samples = np.clip(mic, -32768, 32767).astype(np.int16)
-    for index in range(0, len(samples) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
-        frames.put(Frame(samples[index:index + FRAME_SAMPLES].copy(), index, T0_NS + int(index * 1e9 / RATE_HZ)))
-        listener.step()
+    samples, ref, true_onset_ns = person_over_answer(voices, "Stop, tell me about Germany instead.")
+    probe = run_listener(samples, ref, barge=BargeInSettings(mode="pause"),
+                         probe=ClosingConductorProbe(State.SPEAKING, refusals=5))
     assert len(probe.pauses) == 6, "asked again after the pause took, or gave up before it did"
-    true_onset_ns = T0_NS + int((start + onset_of(person)) * 1e9 / RATE_HZ)
     assert all(abs(p - true_onset_ns) <= 100e6 for p in probe.pauses), "a later ask moved the onset"
 
 
