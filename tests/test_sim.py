@@ -8,8 +8,9 @@ import wave
 import numpy as np
 import pytest
 
+from sayso.audio import RATE_HZ
 from sayso.sim.onset import onset_of
-from sayso.sim.room import RATE_HZ, TICK_SAMPLES, Room
+from sayso.sim.room import TICK_SAMPLES, Room
 from sayso.sim.sounds import noise_burst
 
 

@@ -1,13 +1,12 @@
 """Where a sound's speech starts, relative to the recording's own noise floor: the room's ground truth.
 
-A recording of a real person opens with room tone; a rule of "first sample over
-2 % of the peak" put the onset in it, and barge-in latency read 300-400 ms long.
-This rule is an energy rule of its own (no VAD, so it never agrees with the one
-under test by construction): 5 ms frames; the floor is the room's tone (the
-quietest 20 ms that is not digital silence, where 100 ms stay near it), or
-silence in a clean recording; speech starts at the first 15 ms that stay 15 dB over the floor (and
-within 45 dB of the loudest frame, and at least 6 dB under it); the onset is the first sample of that
-stretch as loud as that threshold.
+An energy rule of its own (no VAD, so it never agrees with the one under test by
+construction), which a real recording's room tone does not fool: 5 ms frames; the
+floor is the room's tone (the quietest 20 ms that is not digital silence, where
+100 ms stay near it), or silence in a clean recording; speech starts at the first
+15 ms that stay 15 dB over the floor (and within 45 dB of the loudest frame, and at
+least 6 dB under it); the onset is the first sample of that stretch as loud as that
+threshold. docs/simulator.md has why a peak-relative rule was not enough.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import cast
 import numpy as np
 
 from sayso.answering.tts import PiperTTS
-from sayso.audio import read_wav_at_mic_rate, to_mic_rate
+from sayso.audio import RATE_HZ, read_wav_at_mic_rate, to_mic_rate
 from sayso.config import Settings, WakeSettings
 from sayso.engine import Engine
 from sayso.errors import SaysoError, ScenarioFailed
@@ -31,7 +31,7 @@ from sayso.service.modelset import Models
 from sayso.sim import voices
 from sayso.sim.acoustics import Acoustics
 from sayso.sim.report import build_report
-from sayso.sim.room import RATE_HZ, Room
+from sayso.sim.room import Room
 from sayso.sim.scenario import RoomSpec, Scenario, Step
 from sayso.sim.sounds import cough, noise_burst
 
