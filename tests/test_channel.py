@@ -24,6 +24,16 @@ def test_flush_drops_only_the_cancelled_turn():
     assert ch.get(0) == Clause(2, 0, "x") and len(ch) == 0
 
 
+def test_holds_sees_queued_data_and_control_until_taken():
+    ch = Channel("t")
+    ch.put(Clause(1, 0, "a"))
+    ch.put_control(Cancel(2))
+    assert ch.holds(lambda x: isinstance(x, Clause)) and ch.holds(lambda x: isinstance(x, Cancel))
+    assert not ch.holds(of_turn(3))
+    ch.get(0)
+    assert not ch.holds(lambda x: isinstance(x, Cancel)) and ch.holds(of_turn(1))
+
+
 def test_close_wakes_a_blocked_get_and_a_blocked_put():
     empty, full = Channel("empty"), Channel("full", capacity=1)
     full.put("x")

@@ -20,7 +20,9 @@ from sayso.engine import Engine
 from sayso.hearing.wake import WakeModel
 from sayso.pipeline.messages import (
     Event,
+    GenerateRequest,
     PartialTranscript,
+    Prefill,
     SpeechDropped,
     SpeechResumed,
     SpeechStarted,
@@ -185,6 +187,71 @@ def test_when_an_answer_ends_the_next_prompts_beginning_is_prefilled(rig):
     r.say("And of Germany?")
     assert r.finished(4)["status"] == "complete"
     assert r.llm.calls[-1][:len(prefilled)] == prefilled, "the next prompt begins with what was prefilled"
+
+
+class HeldPrefillFakeLLM(FakeLLM):
+    """The fake LLM with a prompt cache whose prefill lasts until the test lets it go, or until the thinker
+    tells it to stop; records how each prefill ended."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.prefilled: list[list[dict]] = []
+        self.ended: list[str] = []
+        self.running, self.release = threading.Event(), threading.Event()
+        self.should_stop = lambda: False
+
+    def prefill(self, messages: list[dict], should_stop) -> None:
+        self.prefilled.append(messages)
+        self.should_stop = should_stop
+        self.running.set()
+        assert wait_until(lambda: should_stop() or self.release.is_set()), "a prefill held past the test's wait"
+        self.ended.append("gave way" if should_stop() else "finished")
+        self.running.clear()
+
+
+def held_prefill_rig(rig, answer: str = "Paris.") -> Rig:
+    r = rig([answer])
+    r.llm = r.engine.thinker.llm = HeldPrefillFakeLLM([answer])
+    return r
+
+
+def test_the_words_so_far_are_prefilled_and_an_answer_to_other_words_stops_it(rig):
+    r = held_prefill_rig(rig)
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r.c.post(PartialTranscript("what is the capital"))
+    assert r.llm.running.wait(WAIT), "no prefill of the words so far"
+    assert r.llm.prefilled[-1][-1] == {"role": "user", "content": "what is the capital"}
+    r.c.post(Utterance("what is the capital of france", time.monotonic_ns()))
+    assert r.finished()["status"] == "complete"
+    assert r.llm.ended[0] == "gave way"
+    assert r.llm.calls[0][-1] == {"role": "user", "content": "what is the capital of france"}
+
+
+def test_an_answer_to_the_very_words_prefilled_lets_the_prefill_finish(rig):
+    r = held_prefill_rig(rig)
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r.c.post(PartialTranscript("what is the capital of france"))
+    assert r.llm.running.wait(WAIT), "no prefill of the words so far"
+    r.c.post(Utterance("what is the capital of france", time.monotonic_ns()))
+    assert wait_until(lambda: r.engine.requests.holds(lambda x: isinstance(x, GenerateRequest)))
+    assert not r.llm.should_stop(), "the prefill the answer starts on was stopped"
+    r.llm.release.set()
+    assert r.finished()["status"] == "complete"
+    assert r.llm.ended[0] == "finished" and r.llm.calls[0][-1]["content"] == "what is the capital of france"
+
+
+def test_words_heard_over_an_answer_are_not_prefilled(rig):
+    r = held_prefill_rig(rig, LONG)
+    r.llm.release.set()
+    r.say("what is the capital of france")
+    turn = r.rec.wait("turn_started").data["turn"]
+    r.c.post(PartialTranscript("stop"))
+    r.c.post(PartialTranscript("stop it"))
+    r.rec.wait("partial", text="stop it")  # both handled: the conductor takes its inbox in order
+    assert not r.engine.requests.holds(lambda x: isinstance(x, Prefill))
+    assert all(m[-1]["content"] != "stop" for m in r.llm.prefilled)
+    assert r.c.interrupt("full", "button")
+    r.finished(turn)
 
 
 def test_interrupt_while_thinking_stops_before_any_sound(rig):

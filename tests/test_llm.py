@@ -94,6 +94,18 @@ def test_a_prefill_while_idle_leaves_only_the_new_question_to_evaluate(llm, eval
     assert prefilled > 500 and asked < 50, (prefilled, asked)
 
 
+def test_a_prefill_of_the_words_so_far_leaves_only_the_last_words_and_the_reply_to_begin(llm, evaluated):
+    history = long_history(6)[:-1]
+    cold = _prompt_tokens_evaluated(llm, long_history(0), evaluated)  # the cache holds another conversation
+    llm.prefill(history + [{"role": "user", "content": "What is the capital"}])
+    asked = _prompt_tokens_evaluated(llm, history + [{"role": "user", "content": "What is the capital of France?"}],
+                                     evaluated)
+    assert cold > 10 and asked < 12, (cold, asked)
+    llm.prefill(history + [{"role": "user", "content": "And of Germany?"}])
+    asked = _prompt_tokens_evaluated(llm, history + [{"role": "user", "content": "And of Germany?"}], evaluated)
+    assert asked <= 1, f"the very words prefilled were evaluated again: {asked} tokens"
+
+
 def _prompt_tokens_evaluated(llm, messages, evaluated: list[int]) -> int:
     """How many prompt tokens llama.cpp evaluated before the first piece of the answer."""
     evaluated.clear()

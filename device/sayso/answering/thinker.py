@@ -49,6 +49,8 @@ class Thinker(Stage):
         super().__init__(on_error)
         self.llm, self.requests, self.clauses, self.report = llm, requests, clauses, report
         self.scopes, self.clock, self.max_seconds = scopes, clock, max_seconds
+        self._prefilling: tuple[tuple[str, str], ...] | None = None
+        """The messages of the prefill running now."""
 
     def step(self) -> None:
         req: GenerateRequest | Prefill | None = self.requests.get(timeout=0.1)
@@ -114,13 +116,21 @@ class Thinker(Stage):
         prefill = getattr(self.llm, "prefill", None)
         if prefill is None:
             return
-        t = self.clock()
+        t, self._prefilling = self.clock(), req.messages
         try:
-            prefill(_chat(req.messages), self.stopping.is_set)
+            prefill(_chat(req.messages), self._gives_way)
         except LLMUnavailable as e:
             log.debug("prefill skipped: %s", e)
             return
+        finally:
+            self._prefilling = None
         log.debug("prefilled %d messages in %.0f ms", len(req.messages), (self.clock() - t) / 1e6)
+
+    def _gives_way(self) -> bool:
+        """A prefill stops where it is: the thinker is stopping, or an answer to other words waits behind it.
+        An answer to the very words being prefilled lets it finish, and then starts on all of it."""
+        return self.stopping.is_set() or self.requests.holds(
+            lambda x: isinstance(x, GenerateRequest) and x.messages != self._prefilling)
 
     def _let_the_voice_start(self, turn: int, cancelled: Callable[[], bool]) -> None:
         """Hold generation while the voice synthesizes the first clause.

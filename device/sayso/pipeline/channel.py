@@ -75,6 +75,11 @@ class Channel(Generic[T]):
             self._cond.notify_all()
             return dropped
 
+    def holds(self, match: Callable[[T], bool]) -> bool:
+        """Whether a queued item (control or data) matches: a long job checks it to give way."""
+        with self._cond:
+            return any(match(x) for x in self._control) or any(match(x) for x in self._data)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

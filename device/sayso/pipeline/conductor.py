@@ -267,6 +267,7 @@ class Conductor(Stage):
                     self._listening("button")
             case PartialTranscript():
                 self._emit("partial", text=msg.text)  # never commits a pause: partial words flip (pause.py)
+                self._prefill_heard(msg.text)
             case SpeechDropped():
                 if self._active and self._active.pause:
                     self._active.pause.sound_dropped(msg.t_ns)
@@ -484,7 +485,25 @@ class Conductor(Stage):
         self._preempt = turn
         history = self._history(text, self._join)
         self._emit("preemptive_start", text=text)
+        self.requests.flush(lambda x: isinstance(x, Prefill))
         self.requests.put(GenerateRequest(pid, (("system", self.system_prompt), *history)))
+
+    def _prefill_heard(self, text: str) -> None:
+        """While the person speaks, have the LLM evaluate their words so far into its prompt cache: when the
+        answer starts, only the last words and the reply's header are new to it."""
+        text = text.strip()
+        if not (self.turn_settings.preemptive and text) or self._active or self._queued or self._preempt:
+            return
+        if self._request(None) is None:
+            return
+        if self._join is not None:
+            text = f"{self._join.text} {text}"
+        messages = (("system", self.system_prompt), *self._history(text, self._join))
+        self.requests.flush(lambda x: isinstance(x, Prefill))  # a newer text begins as they do, and goes further
+        try:
+            self.requests.put(Prefill(messages), timeout=0)
+        except (ChannelClosed, TimeoutError):
+            pass  # shutting down, or answers queued: they fill the cache themselves
 
     def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
         """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
@@ -566,6 +585,7 @@ class Conductor(Stage):
         self._emit("turn_started", turn=turn.row, reply_to=user_id)
         self._set_state(State.THINKING)
         preface, self._notice = self._notice, ""
+        self.requests.flush(lambda x: isinstance(x, Prefill))
         self.requests.put(GenerateRequest(turn.id, (("system", self.system_prompt), *history), preface))
 
     def _fill(self, turn: Answer, u: Utterance) -> None:

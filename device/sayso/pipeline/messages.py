@@ -138,8 +138,10 @@ class GenerateRequest:
 class Prefill:
     """The conversation as the next prompt will begin, for the LLM to evaluate while nobody waits.
 
-    Sent when an answer ends: the next answer then starts on a cached prefix, even
-    where the history window has just moved and the whole of it is new.
+    Sent when an answer ends, so the next starts on a cached prefix even where the
+    history window has just moved; and with the person's words so far while they
+    speak, so at the pause only the last words are new. An answer waiting behind
+    it stops it where it is.
     """
 
     messages: tuple[tuple[str, str], ...]
