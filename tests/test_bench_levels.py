@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sayso.sim import scenario
-from sayso.sim.bench import LEVELS, SCENARIOS, TARGETS, table
+from sayso.sim.bench import LEVELS, SCENARIOS, TARGETS, table, verdicts
 from sayso.sim.report import COUNT_KEYS, SUMMARY_KEYS
 
 
@@ -28,6 +28,14 @@ def test_the_hard_level_is_the_kitchen_with_a_television():
     assert LEVELS["hard"] == {"echo_gain_db": -6.0, "rt60_s": 0.5, "drr_db": 3.0, "drift_ppm": 100.0,
                               "babble_dbfs": -35.0, "noise_dbfs": -50.0}
     assert {t[0] for t in TARGETS} <= {None, *LEVELS}
+
+
+def test_a_figure_the_run_skipped_has_no_verdict():
+    out = {"levels": {"-20": {"cut_offs": {"total": 0}, "barge_in_latency_ms": {"p95": 120.0}}},
+           "peak_rss_mb": {"max": 1500.0}}
+    given = {(v["level"], v["metric"]): v["met"] for v in verdicts(out)
+             if v["metric"] in ("barge_in_latency_ms", "peak_rss_mb", "idle_cpu")}
+    assert given == {("-20", "barge_in_latency_ms"): True, (None, "peak_rss_mb"): False}
 
 
 def test_the_table_has_a_column_per_level_and_voice():

@@ -151,7 +151,7 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
         progress(f"idle: {idle_s:g} s of a quiet room, then {idle_s:g} s of the appliance listening to it")
         out["idle_cpu"] = idle_cpu(kit, settings, idle_s)
     out["peak_rss_mb"] = {"max": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    out["targets"] = [_verdict(out, *target) for target in TARGETS if target[0] in (None, *out["levels"])]
+    out["targets"] = verdicts(out)
     return out
 
 
@@ -169,12 +169,18 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}"
 
 
+def verdicts(out: dict) -> list[dict]:
+    """Each target the run measured, met or not: levels, scenarios and figures it skipped (`--idle-s 0`) give none."""
+    given = [_verdict(out, *t) for t in TARGETS]
+    return [v for v in given if v["value"] is not None]
+
+
 def _verdict(out: dict, level: str | None, metric: str, stat: str, limit: float) -> dict:
     if level is None:
-        value = out[metric]
-        value = value[1] if isinstance(value, list) else value[stat]  # stage timings are [p50, p95]
+        value = out.get(metric)
+        value = value[1] if isinstance(value, list) else (value or {}).get(stat)  # stage timings are [p50, p95]
     else:
-        value = out["levels"][level][metric][stat]
+        value = out["levels"].get(level, {}).get(metric, {}).get(stat)
     met = value is not None and value <= limit
     return {"level": level, "metric": metric, "stat": stat, "limit": limit, "value": value, "met": met}
 
