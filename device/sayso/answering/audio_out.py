@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from sayso.hearing.capture import find_device
+from sayso.audio import find_device
 
 log = logging.getLogger(__name__)
 
