@@ -11,7 +11,8 @@ from sayso.config import BargeInSettings
 from sayso.hearing.aec import SpeexAEC
 from sayso.hearing.capture import Frame
 from sayso.hearing.echo import DelayEstimator, EchoCanceller, EchoGuard
-from sayso.hearing.echo_reference import EchoReference, MicClock
+from sayso.hearing.mic_clock import MicClock
+from sayso.pipeline.echo_reference import EchoReference
 
 FRAME = 512
 

@@ -171,6 +171,8 @@ def models_dir_with(tmp_path: Path, copied: str) -> Path:
     return folder
 
 
+# Slow: the child process loads the real models (conftest's guard only sees this process's loaders).
+@pytest.mark.slow
 def test_a_model_rotten_past_the_quick_check_is_named_when_its_loader_fails(tmp_path, store):
     llm = store.manifest.get(config.Settings().llm.model, "llm")
     folder = models_dir_with(tmp_path, llm.files[0].name)
@@ -187,6 +189,8 @@ def test_a_model_rotten_past_the_quick_check_is_named_when_its_loader_fails(tmp_
     assert f"model {llm.name} is damaged" in line and "sayso models fetch" in line
 
 
+# Slow: the child `simulate` loads the LLM and Piper before it reaches the unreadable VAD.
+@pytest.mark.slow
 def test_an_unreadable_model_is_a_message_and_doctor_goes_on(tmp_path):
     folder = models_dir_with(tmp_path, "silero_vad.onnx")
     os.chmod(folder / "silero_vad.onnx", 0)

@@ -5,9 +5,9 @@ import threading
 import numpy as np
 import pytest
 
-from sayso.audio import FRAME_SAMPLES
+from sayso.audio import FRAME_SAMPLES, find_device
 from sayso.errors import DeviceNotFound
-from sayso.hearing.capture import Capture, PyAudioMic, find_device
+from sayso.hearing.capture import Capture, PyAudioMic
 from sayso.pipeline.channel import Channel
 
 

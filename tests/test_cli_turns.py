@@ -2,6 +2,8 @@
 
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +17,15 @@ from waits import wait_until
 ANSWER = "Paris is the capital of France. It sits on the Seine and has many bridges and museums to see."
 
 
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    press_to_idle_ms: float
+    """From just before the button was pressed to the appliance back to idle: the answer went quiet within."""
+
+
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
+def written(tmp_path_factory) -> Written:
     path = tmp_path_factory.mktemp("turns") / "turns.db"
     events = []
     engine = Engine(llm=FakeLLM([ANSWER, "Berlin."]), tts=FakeTTS(), sink=FakeSpeakerSink(),
@@ -25,12 +34,19 @@ def db(tmp_path_factory):
     c.post(Utterance("capital of france", time.monotonic_ns()))
     assert c.wait_state(State.SPEAKING, 10)
     assert wait_until(lambda: engine.turnlog.rows()[-1]["heard_text"]), "nothing was heard before the button"
+    pressed_ns = time.monotonic_ns()
     assert c.button()
     assert c.wait_state(State.IDLE, 10)
+    idle_ns = time.monotonic_ns()
     c.post(Utterance("and germany", time.monotonic_ns()))
     assert c.wait_state(State.THINKING, 10) and c.wait_state(State.IDLE, 10)
     engine.stop()
-    return path
+    return Written(path, (idle_ns - pressed_ns) / 1e6)
+
+
+@pytest.fixture(scope="module")
+def db(written) -> Path:
+    return written.path
 
 
 def test_table_shows_said_and_heard_for_interrupted_turns(db, capsys):
@@ -44,12 +60,13 @@ def test_table_shows_said_and_heard_for_interrupted_turns(db, capsys):
     assert "4 turn(s)" in out
 
 
-def test_json_rows_use_the_contract_columns(db, capsys):
-    assert cli.main(["turns", "--db", str(db), "--json", "--interrupted"]) == 0
+def test_json_rows_use_the_contract_columns(written, capsys):
+    assert cli.main(["turns", "--db", str(written.path), "--json", "--interrupted"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and tuple(rows[0]) == COLUMNS
     assert rows[0]["interrupt_reason"] == "button" and rows[0]["text"] == ANSWER
-    assert rows[0]["metrics"]["interrupt_to_silence_ms"] >= 0
+    # the speaker went quiet after the press, and before the conductor, told so, went back to idle
+    assert 0 < rows[0]["metrics"]["interrupt_to_silence_ms"] <= written.press_to_idle_ms
 
 
 def test_show_one_turn_and_last_n(db, capsys):

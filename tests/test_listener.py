@@ -14,13 +14,13 @@ from sayso.config import BargeInSettings, VADSettings
 from sayso.engine import Engine
 from sayso.hearing.capture import Frame, PyAudioMic
 from sayso.hearing.echo import EchoCanceller
-from sayso.hearing.echo_reference import EchoReference, sample_at
 from sayso.hearing.listener import Listener
 from sayso.hearing.stt import PocketsphinxRecognizer
 from sayso.hearing.transcriber import EndOfSpeech, StartOfSpeech, Transcriber, WakeMark
 from sayso.hearing.vad import Endpointer, SileroVAD
 from sayso.hearing.wake import WakeModel
 from sayso.pipeline.channel import Channel
+from sayso.pipeline.echo_reference import EchoReference, sample_at
 from sayso.pipeline.messages import SpeechDropped, SpeechStarted, State, Utterance, WakeWordHeard
 from sayso.pipeline.pause import SUSTAINED_MS
 from sayso.pipeline.turnlog import TurnLog

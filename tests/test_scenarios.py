@@ -70,6 +70,32 @@ def assert_heard_is_a_word_prefix(turns: list[dict]) -> None:
             assert heard == said[:len(heard)] and (len(heard) < len(said) or not said), r
 
 
+def latencies_on_the_timeline(events: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Each audible answer cut by the person or the button, as the room's timeline tells it: (latency, when the
+    cut was committed). The latency runs from the cause (the person's last onset, or the press, before the
+    cut) to the last sample played when the speaker next went quiet; 0 when it was quiet already."""
+    first_audio = {e["turn"]: e["t_ms"] for e in events if e["type"] == "first_audio"}
+    out: dict[str, list[tuple[float, float]]] = {"barge_in_latency_ms": [], "button_latency_ms": []}
+    cuts = {}
+    for e in events:
+        if e["type"] == "speech_interrupted":
+            cuts.setdefault(e["turn"], e)  # an escalation repeats the first cut
+    for turn, cut in cuts.items():
+        if cut["reason"] == "user_speaking":
+            key, causes = "barge_in_latency_ms", [e["onset_ms"] for e in events if e["type"] in ("say", "wav")]
+        elif cut["reason"] == "button":
+            key, causes = "button_latency_ms", [e["t_ms"] for e in events if e["type"] == "button_press"]
+        else:
+            continue
+        causes = [c for c in causes if c <= cut["t_ms"]]
+        if not causes or turn not in first_audio or first_audio[turn] > max(causes):
+            continue  # it was not audible yet: nothing to go quiet
+        cause = max(causes)
+        quiet = next(e["last_played_ms"] for e in events if e["type"] == "speaker_abort" and e["t_ms"] >= cause)
+        out[key].append((max(0.0, quiet - cause), cut["t_ms"] - cause))
+    return out
+
+
 def test_every_scenario_here_has_expectations():
     assert sorted(p.stem for p in HERE.glob("*.toml")) == sorted(EXPECTED)
 
@@ -113,7 +139,12 @@ def test_scenario(kit, tmp_path, name):
     n_button = sum(r["interrupt_reason"] == "button" for r in audible)
     assert len(summary["barge_in_latency_ms"]) == n_speech
     assert len(summary["button_latency_ms"]) == n_button
-    assert all(v >= 0 for v in summary["barge_in_latency_ms"] + summary["button_latency_ms"])
+    # the summary's latencies are the room's: from the cause to the last sample the person heard
+    timeline = latencies_on_the_timeline(result.report["events"])
+    for key in ("barge_in_latency_ms", "button_latency_ms"):
+        assert summary[key] == [pytest.approx(v, abs=0.2) for v, _ in timeline[key]], key
+    # pause mode: the person's speech silences the answer at once, before their words commit the cut
+    assert all(v <= committed for v, committed in timeline["barge_in_latency_ms"])
     if name == "button_while_thinking":
         assert turns[1]["heard_text"] == "" and not summary["button_latency_ms"]
     with wave.open(str(tmp_path / "rec.wav")) as w:

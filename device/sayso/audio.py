@@ -1,4 +1,4 @@
-"""Small audio helpers shared across the appliance and its tools: level, rate conversion and WAV files."""
+"""Small audio helpers shared across the appliance and its tools: level, rates, WAV files, devices by name."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from sayso.errors import SaysoError
+from sayso.errors import DeviceNotFound, SaysoError
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +67,28 @@ def read_wav_at_mic_rate(path: Path) -> np.ndarray:
     data = np.frombuffer(raw[:whole], dtype=np.int16)
     mono = data.reshape(-1, channels).mean(axis=1) if channels > 1 else data
     return to_mic_rate(mono, rate) if rate != RATE_HZ else mono.astype(np.int16)
+
+
+def find_device(pa, name: str, direction: str) -> tuple[int, dict]:
+    """The first `direction` ("input"/"output") device whose name contains `name` (any, when empty)."""
+    key = "maxInputChannels" if direction == "input" else "maxOutputChannels"
+    devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
+    usable = [d for d in devices if d.get(key, 0) > 0]
+    if not name:
+        try:
+            default = pa.get_default_input_device_info() if direction == "input" else \
+                pa.get_default_output_device_info()
+            return int(default["index"]), default
+        except OSError:
+            pass
+    for d in usable:
+        if name.lower() in d["name"].lower():
+            return int(d["index"]), d
+    names = ", ".join(repr(d["name"]) for d in usable)
+    wanted = f"no {direction} device matching {name!r}" if name else f"no default {direction} device"
+    if not names:
+        raise DeviceNotFound(f"{wanted}, and no {direction} devices at all: is the sound card or USB "
+                             f"{'mic' if direction == 'input' else 'speaker'} plugged in? `arecord -l` and "
+                             "`aplay -l` list what ALSA sees; `sayso doctor` checks the rest.")
+    raise DeviceNotFound(f"{wanted}; {direction} devices here: {names}. "
+                         f"Set audio.{direction}_device in the config to part of one of these names.")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from sayso import __version__, config
 from sayso.errors import ModelCorrupt, ModelMissing, SaysoError
 from sayso.pipeline.writelock import check_free
+from sayso.service.journal import setup_logging
 from sayso.service.malloc import limit_arenas
 
 log = logging.getLogger("sayso")
@@ -269,33 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class JournalFormatter(logging.Formatter):
-    """Prefixes each line with its syslog priority (`<3>`), which journald reads off a service's stdout."""
-
-    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
-
-
-def _setup_logging(args) -> None:
-    """Each line names its thread, which is the stage (`listener`, `speaker`, ...).
-
-    `sayso run` logs to stdout for journald, with priorities when under systemd.
-    """
-    level = logging.DEBUG if args.verbose else logging.INFO
-    if args.command != "run":
-        logging.basicConfig(level=level, format="%(levelname)s %(threadName)s %(name)s: %(message)s")
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    fmt = "%(threadName)s %(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(JournalFormatter(fmt) if os.environ.get("JOURNAL_STREAM") else logging.Formatter(fmt))
-    logging.basicConfig(level=level, handlers=[handler])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args)
+    setup_logging(args.verbose, service=args.command == "run")
     limit_arenas()
     try:
         settings = config.load(args.config)

@@ -13,7 +13,6 @@ from sayso.answering.voice import TTS, Voice
 from sayso.config import Settings
 from sayso.hearing.capture import Capture, Mic
 from sayso.hearing.echo import EchoCanceller
-from sayso.hearing.echo_reference import EchoReference
 from sayso.hearing.listener import Listener
 from sayso.hearing.stt import Recognizer
 from sayso.hearing.transcriber import Transcriber
@@ -23,6 +22,7 @@ from sayso.hearing.wake import WakeModel
 from sayso.pipeline.cancel import Scopes
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.conductor import Conductor
+from sayso.pipeline.echo_reference import EchoReference
 from sayso.pipeline.events import EventBus, Observer
 from sayso.pipeline.messages import Kind, Reason, State
 from sayso.pipeline.stage import Stage, stop_all

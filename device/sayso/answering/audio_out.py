@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
-from sayso.hearing.capture import find_device
+from sayso.audio import find_device
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ class PyAudioSink:
         except ValueError:
             self.rate_hz = int(info["defaultSampleRate"])  # the speaker resamples to this with soxr
         self.block = int(self.rate_hz * block_ms / 1000)
-        self._stream = None
+        self._stream: Any = None  # pyaudio's Stream: pyaudio has no types
         self._lock = threading.Lock()
         self._last_write_ns = 0
 
-    def _open(self):
+    def _open(self) -> Any:
         if self._stream is None:
             self._stream = self._pa.open(format=self._pyaudio.paInt16, channels=1, rate=self.rate_hz, output=True,
                                          output_device_index=self.index, frames_per_buffer=self.block)

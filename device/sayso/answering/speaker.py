@@ -16,9 +16,9 @@ import numpy as np
 
 from sayso.answering.earcon import earcon
 from sayso.audio import resample, to_mic_rate
-from sayso.hearing.echo_reference import EchoReference
 from sayso.pipeline.cancel import Scopes
 from sayso.pipeline.channel import Channel
+from sayso.pipeline.echo_reference import EchoReference
 from sayso.pipeline.messages import (
     Cancel,
     Earcon,

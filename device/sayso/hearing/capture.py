@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sayso.audio import FRAME_SAMPLES, RATE_HZ
+from sayso.audio import FRAME_SAMPLES, RATE_HZ, find_device
 from sayso.errors import DeviceNotFound
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.stage import Stage
@@ -44,31 +44,6 @@ class Mic(Protocol):
 
     def close(self) -> None:
         """Stop capturing; harmless when it is not open."""
-
-
-def find_device(pa, name: str, direction: str) -> tuple[int, dict]:
-    """The first `direction` ("input"/"output") device whose name contains `name` (any, when empty)."""
-    key = "maxInputChannels" if direction == "input" else "maxOutputChannels"
-    devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
-    usable = [d for d in devices if d.get(key, 0) > 0]
-    if not name:
-        try:
-            default = pa.get_default_input_device_info() if direction == "input" else \
-                pa.get_default_output_device_info()
-            return int(default["index"]), default
-        except OSError:
-            pass
-    for d in usable:
-        if name.lower() in d["name"].lower():
-            return int(d["index"]), d
-    names = ", ".join(repr(d["name"]) for d in usable)
-    wanted = f"no {direction} device matching {name!r}" if name else f"no default {direction} device"
-    if not names:
-        raise DeviceNotFound(f"{wanted}, and no {direction} devices at all: is the sound card or USB "
-                             f"{'mic' if direction == 'input' else 'speaker'} plugged in? `arecord -l` and "
-                             "`aplay -l` list what ALSA sees; `sayso doctor` checks the rest.")
-    raise DeviceNotFound(f"{wanted}; {direction} devices here: {names}. "
-                         f"Set audio.{direction}_device in the config to part of one of these names.")
 
 
 class PyAudioMic:

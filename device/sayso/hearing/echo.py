@@ -18,7 +18,7 @@ import numpy as np
 from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms
 from sayso.config import BargeInSettings
 from sayso.hearing.aec import SpeexAEC
-from sayso.hearing.echo_reference import LEVEL_CHUNK, EchoReference
+from sayso.pipeline.echo_reference import LEVEL_CHUNK, EchoReference
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,13 @@ from sayso.audio import FRAME_SAMPLES, RATE_HZ
 from sayso.config import BargeInSettings
 from sayso.hearing.capture import Frame
 from sayso.hearing.echo import EchoCanceller, EchoGuard
-from sayso.hearing.echo_reference import EchoReference, MicClock
+from sayso.hearing.mic_clock import MicClock
 from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech, WakeMark
 from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
 from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
 from sayso.hearing.wake import WakeDetector
 from sayso.pipeline.channel import Channel
+from sayso.pipeline.echo_reference import EchoReference
 from sayso.pipeline.messages import (
     Kind,
     Reason,

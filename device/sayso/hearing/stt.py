@@ -84,8 +84,8 @@ class PocketsphinxRecognizer:
     FRAMES_PER_S = 100
     """pocketsphinx's feature frames (its default frate): word segments are counted in them."""
     MIN_WORD_PROB = 0.1
-    """Words the decoder itself doubts are dropped from the final. Measured on Piper voices: real words
-    0.45-1.0; what it writes for a cough or a mumble ("edit" for "hmm", "dr" for a clipped "stop") 0.01-0.03."""
+    """Words the decoder itself doubts are dropped from the final: what it writes for a cough or a mumble
+    scores far below real words (docs/echo-cancelling.md)."""
 
     def end(self) -> Transcript:
         if not self._started:

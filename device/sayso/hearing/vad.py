@@ -137,8 +137,7 @@ class Endpointer:
         self.end_silence_ms = settings.end_silence_ms if end_silence_ms is None else end_silence_ms
         self._default_end_silence = self.end_silence_ms * rate_hz // 1000
         self._pause = None if pause_ms is None else pause_ms * rate_hz // 1000
-        # Silero's recurrent state carries speech about one frame past the sound (measured: ends
-        # came a median +66 ms late at the last confident frame); one frame is taken back.
+        # Silero's recurrent state carries speech about one frame past the sound: one frame is taken back
         self._lag = frame_samples
         self.pauses = 0
         """How many SpeechPause events there have been (identifies the newest)."""

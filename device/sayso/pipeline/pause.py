@@ -1,12 +1,8 @@
 """Barge-in's pause: which words over a paused answer commit the interrupt, and when it plays on.
 
-A paused answer is cut for good only by a final transcript that holds words
-the recogniser stands by and sustained speech. Partials never commit: their
-words flip as the recogniser goes, and a cough reads as words in them. A
-final's word posteriors drop most of what a recogniser writes for a cough,
-but not all, and a cough's decaying burst holds no sustained speech. The
-pause holds while the person is still speaking, however long. The
-measurements behind the constants are in docs/echo-cancelling.md.
+Only a final transcript commits, and only with words the recogniser stands by
+and sustained speech: partials flip as the recogniser goes, and a cough reads
+as words. The figures behind the constants are in docs/echo-cancelling.md.
 """
 
 from __future__ import annotations
@@ -20,23 +16,17 @@ FILLERS = frozenset({"ah", "oh", "uh", "um", "er", "eh", "hm", "hmm", "mm", "mhm
 """Sounds a recogniser writes for a cough or a hesitation: not words."""
 
 NOISE_WORDS = frozenset({"a", "an", "the", "i", "of", "and", "but", "or", "to", "by"})
-"""One-sound words a language model fills noise with: they count only beside a word that carries
-meaning, so "stop it" commits and a lone "the" does not."""
+"""One-sound words a recogniser fills noise with: they count only beside a real word ("stop it")."""
 
 SUSTAINED_MS = 160
-"""A final commits only if a VAD that heard nothing before its onset found a run of sure speech
-(Silero, p >= 0.9) this long in it: a cough has none, a one-word command about twice this. Counted
-from the onset, because over an answer the pre-roll holds the canceller's residue of the appliance's
-own voice, which is speech."""
+"""A final commits only with a run of sure speech (Silero, p >= 0.9) this long from its onset: a cough
+has none. From the onset, because over an answer the pre-roll holds the echo's residue."""
 
 COMMIT_CONFIDENCE = 0.3
-"""A final's word commits only at this posterior or above: a recogniser's words for a cough score
-below it, and a command heard right has at least one word above it (so one sure word is asked for,
-not all)."""
+"""A word commits at this posterior or above: a cough's words score below it; one sure word suffices."""
 
 RESUME_QUIET_S = 0.5
-"""After a sound too short to be speech, how long the room must stay quiet before the answer resumes.
-People pause after "Stop." for about this long before going on; a cough rarely comes alone."""
+"""After a sound too short to be speech, the quiet before the answer resumes (people pause after "Stop.")."""
 
 
 def committing_words(u: Utterance) -> int:
@@ -68,11 +58,7 @@ class Pause:
         self.deadline_ns, self.resume_at_ns = deadline_ns, None
 
     def resume_reason(self, now_ns: int, speech_in_progress: bool, window_s: float) -> str | None:
-        """Why the answer should play on now, or None to keep waiting.
-
-        While the person is mid-utterance it waits for their final, past the
-        window: resuming would talk over them.
-        """
+        """Why the answer should play on now, or None to wait (for a final still being said, even past the window)."""
         if self.resume_at_ns is not None and now_ns > self.resume_at_ns:
             return "the sound was too short to be speech"
         if now_ns > self.deadline_ns and not speech_in_progress:
@@ -87,11 +73,9 @@ def commits(u: Utterance, settings: BargeInSettings) -> bool:
 
 
 def continues(u: Utterance) -> bool:
-    """Whether this final, heard over an answer of which nothing was heard yet, goes on with the person's turn.
+    """Whether this final, over an answer not yet heard, goes on with the person's turn.
 
-    The bar is lower than `commits`: nothing is cut that the person heard, and
-    a recogniser unsure of a lone word ("Hamlet?" at 0.28) is still the person
-    finishing their sentence. A cough has no sustained speech and no words.
+    A lower bar than `commits` (any word, however unsure): nothing the person heard is cut.
     """
     words = [w.lower().strip(".,!?") for w in u.text.split()]
     sustained = u.sustained_ms is None or u.sustained_ms >= SUSTAINED_MS

@@ -1,16 +1,11 @@
 """Which speech is a request when a wake word is on: the gate the conductor asks before a turn begins.
 
-Speech becomes a request when the wake word was heard in it ("Okay Nabu, what
-time is it?"), or when it began while a window was open: after the wake word
-alone or a button press while idle (`listen_s`), and after an answer ended or
-was cut (`follow_up_s`). Speech over an answer is never gated: barge-in needs
-no wake word.
-
-One follow-up per call: the answer to a follow-up opens no window of its own.
-Otherwise people talking to each other after an answer keep the appliance
-answering them, one window after another (measured in `sayso bench`'s home).
+Speech is a request when the wake word was heard in it ("Okay Nabu, what time
+is it?") or when it began while a window was open: after the wake word alone or
+a button press while idle (`listen_s`), or after an answer (`follow_up_s`; one
+follow-up per call, so chatter after an answer does not keep it answering).
+Speech over an answer is never gated: barge-in needs no wake word.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass

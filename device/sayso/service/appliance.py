@@ -18,10 +18,11 @@ from pathlib import Path
 
 from sayso.answering.audio_out import PyAudioSink
 from sayso.answering.speaker import AudioSink
+from sayso.audio import find_device
 from sayso.config import Settings
 from sayso.engine import Engine
 from sayso.errors import DeviceFailed
-from sayso.hearing.capture import Mic, PyAudioMic, find_device
+from sayso.hearing.capture import Mic, PyAudioMic
 from sayso.models.manifest import ModelStore
 from sayso.pipeline.messages import Event, State
 from sayso.pipeline.turnlog import TurnLog

@@ -24,7 +24,7 @@ from sayso.service import soundcheck
 from sayso.service.check import FAIL, OK, WARN, Check
 
 RUNTIME_MB = 550
-"""Memory on top of the model files: `sayso bench` measured peak RSS 1082 MB with 554 MB of default models."""
+"""Memory the running appliance needs on top of its model files (from `sayso bench`'s peak; hardware.md)."""
 
 
 class Doctor:

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sayso.audio import FRAME_SAMPLES, rms
+from sayso.audio import FRAME_SAMPLES, find_device, rms
 from sayso.config import AudioSettings
 from sayso.errors import SaysoError
-from sayso.hearing.capture import Framer, PyAudioMic, find_device
+from sayso.hearing.capture import Framer, PyAudioMic
 from sayso.hearing.wake import WakeModel
 from sayso.service.check import FAIL, OK, WARN, Check
 

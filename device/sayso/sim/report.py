@@ -12,7 +12,7 @@ import statistics
 from sayso.audio import RATE_HZ
 from sayso.config import WAKE_WORDS
 from sayso.pipeline.messages import Event, Reason
-from sayso.sim.room import Injection, RoomLog
+from sayso.sim.roomlog import Injection, RoomLog
 
 SUMMARY_KEYS = ("barge_in_latency_ms", "button_latency_ms", "speech_end_to_first_audio_ms", "eos_to_first_audio_ms",
                 "llm_stop_ms", "wake_to_listening_ms")

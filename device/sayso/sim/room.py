@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from sayso.audio import RATE_HZ
 from sayso.sim.acoustics import Acoustics, Convolver
 from sayso.sim.devices import SimMic, SimSpeaker
 from sayso.sim.onset import onset_of
+from sayso.sim.roomlog import Injection, RoomLog
 from sayso.sim.sounds import dbfs_gain
 
 log = logging.getLogger(__name__)
@@ -37,41 +38,9 @@ RESAMPLER_SAMPLES = 2
 
 
 @dataclass(frozen=True)
-class Injection:
-    """Something played into the mic, with where it sits on the room's clock."""
-
-    kind: str
-    """say | wav | noise"""
-    label: str
-    start_sample: int
-    onset_sample: int
-    """The first sample of sound (speech), not of the leading silence."""
-    end_sample: int
-    sound_end_sample: int = 0
-    """Just after the last sample of sound, not of the trailing silence: where the person stopped."""
-
-    @property
-    def is_speech(self) -> bool:
-        return self.kind in ("say", "wav")
-
-
-@dataclass(frozen=True)
 class _Playing:
     audio: np.ndarray
     start_sample: int
-
-
-@dataclass
-class RoomLog:
-    """What happened in the room, on its clock; filled by the room's thread and the runner."""
-
-    injections: list[Injection] = field(default_factory=list)
-    presses: list[tuple[int, int]] = field(default_factory=list)
-    """(press_sample, release_sample)"""
-    aborts: list[tuple[int, int]] = field(default_factory=list)
-    """(abort_sample, last_played_sample): the speaker went quiet."""
-    late_ticks: int = 0
-    """Ticks the room's thread ran more than 50 ms behind real time (a machine too loaded for the pipeline)."""
 
 
 class Room:

@@ -30,9 +30,9 @@ def cough(count: int = 1, level_dbfs: float = -20.0, seed: int = 0) -> np.ndarra
     """A synthetic cough (or a run of them), int16 at 16 kHz: enough like a voice to fool a VAD for a moment.
 
     Each is a 250 ms burst with a sharp attack and a fast decay: breath noise
-    and a 170 Hz glottal buzz through three vowel-like resonances. Silero gives
-    it 64-96 ms of speech (measured), which pauses an answer, and a recogniser
-    gets no utterance from it: a real cough's problem for barge-in.
+    and a 170 Hz glottal buzz through three vowel-like resonances. Silero takes
+    a moment of it for speech, which pauses an answer, and a recogniser gets no
+    utterance from it: a real cough's problem for barge-in (docs/simulator.md).
     """
     rng = np.random.default_rng(seed)
     n = int(0.25 * RATE_HZ)

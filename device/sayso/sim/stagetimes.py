@@ -69,7 +69,7 @@ def stage_timings(kit: Kit, settings: Settings) -> dict:
 def _aec_ms(speech: np.ndarray) -> list[float]:
     """The echo canceller's cost per 32 ms frame, delay measurement included, on speech echoed at -6 dB."""
     from sayso.hearing.echo import EchoCanceller
-    from sayso.hearing.echo_reference import EchoReference
+    from sayso.pipeline.echo_reference import EchoReference
 
     reference = EchoReference(keep_s=len(speech) / RATE_HZ + 2)
     for i in range(0, len(speech), 320):

@@ -1,21 +1,20 @@
 """The echo reference: what the speaker played, laid sample by sample on the audio clock.
 
 The speaker publishes every block it plays, at the mic's 16 kHz, at the time it
-becomes audible; the listener reads it back for each mic frame, placed by
-`MicClock`, so the echo canceller and guard know what the appliance itself put
-into the room at that moment.
+becomes audible; the listener reads it back for each mic frame, so the echo
+canceller and guard know what the appliance itself put into the room at that
+moment. It sits in the pipeline, below both stages: a side channel between the
+speaker and the listener, beside the channels rather than through them.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
 from typing import cast
 
 import numpy as np
 
 from sayso.audio import RATE_HZ
-from sayso.hearing.capture import Frame
 
 LEVEL_CHUNK = RATE_HZ // 50
 """The reference's level is taken over 20 ms chunks."""
@@ -24,34 +23,6 @@ LEVEL_CHUNK = RATE_HZ // 50
 def sample_at(t_ns: int) -> int:
     """The 16 kHz sample of the audio clock at `t_ns`."""
     return t_ns * RATE_HZ // 1_000_000_000
-
-
-class MicClock:
-    """Where mic frames sit on the audio clock, without the capture thread's scheduling jitter.
-
-    A frame's sample index is exact; its stamp is late by however long the
-    capture thread took to read it. The least-late offset between the two over
-    the last few seconds maps one to the other. The offset in use moves only
-    when that is more than `HOLD` off (a stream's first frames, a reopened mic),
-    never by the sample or two the stamps wobble: Speex needs the mic and the
-    reference to stay put to the sample, and a one-sample step mid-answer
-    loses its cancelling for seconds.
-    """
-
-    HOLD = RATE_HZ // 1000
-    """1 ms: a smaller difference is the stamps' own rounding and lateness, not the mic moving."""
-
-    def __init__(self, keep_frames: int = 160):
-        self._offsets: deque[int] = deque(maxlen=keep_frames)
-        self._offset: int | None = None
-
-    def start_of(self, frame: Frame) -> int:
-        """The audio-clock sample of the frame's first sample."""
-        self._offsets.append(sample_at(frame.t_ns) - frame.index)
-        least = min(self._offsets)
-        if self._offset is None or abs(least - self._offset) > self.HOLD:
-            self._offset = least
-        return frame.index + self._offset
 
 
 class EchoReference:
