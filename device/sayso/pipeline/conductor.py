@@ -602,7 +602,7 @@ class Conductor(Stage):
             turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, "cancelled", self.clock()
         turn.ack_deadline_ns = self.clock() + self.ack_timeout_ns
         first = cast(Cancellation, turn.scope.first)  # set by the interrupt this message carries
-        self._emit("speech_interrupted", turn=turn.row, reason=first.reason.value, kind=first.kind.value)
+        self._emit_at("speech_interrupted", first.t_ns, turn=turn.row, reason=first.reason.value, kind=first.kind.value)
         self._maybe_finish(turn)
 
     def _on_pause(self, turn: Answer, msg: PauseRequested) -> None:
@@ -612,7 +612,7 @@ class Conductor(Stage):
         deadline = msg.t_ns + int(self.barge_in.commit_window_s * 1e9)
         if turn.pause is None:
             turn.pause = Pause(msg.t_ns, msg.onset_ns, deadline)
-            self._emit("speech_paused", turn=turn.row)
+            self._emit_at("speech_paused", msg.t_ns, turn=turn.row)
         else:
             turn.pause.more_sound(deadline)
 
@@ -711,3 +711,8 @@ class Conductor(Stage):
 
     def _emit(self, type_: str, **data) -> None:
         self.bus.emit(Event(type_, self.clock(), data))
+
+    def _emit_at(self, type_: str, t_ns: int, **data) -> None:
+        """An event stamped when what it reports happened, not when the conductor got to it: a report lays
+        it beside what the speaker and the room did meanwhile."""
+        self.bus.emit(Event(type_, t_ns, data))
