@@ -744,6 +744,26 @@ def test_words_while_thinking_join_the_turn_and_it_is_answered_once(rig):
     assert r.rec.wait("user_turn", joined=True).data["turn"] == first["reply_to"]
 
 
+def test_words_at_a_pause_over_an_unheard_answer_start_the_joined_answer_before_the_final(rig):
+    r = join_rig(rig, llm_kwargs={"first_token_delay_s": 0.5})
+    r.say("tell me about the history")
+    first = r.rec.wait("turn_started").data
+    assert r.c.wait_state(State.THINKING, WAIT)
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    assert r.c.pause(onset_ns=time.monotonic_ns())
+    r.c.post(TentativeTranscript("um", time.monotonic_ns()))  # no words: nothing is dropped yet
+    r.c.post(TentativeTranscript("of spain", time.monotonic_ns()))
+    cut = r.finished(first["turn"])
+    assert (cut["reason"], cut["heard_text"]) == ("superseded", "")
+    assert r.rec.wait("preemptive_start").data["text"] == "tell me about the history of spain"
+    assert r.rec.sequence().count("user_turn") == 1, "the joined answer waited for the final"
+    r.c.post(Utterance("of spain", time.monotonic_ns()))
+    second = r.rec.wait("turn_started", preemptive=True).data
+    done = r.finished(second["turn"])
+    assert done["text"] == "About tell me about the history of spain." and done["metrics"]["preemptive"] == "used"
+    assert r.engine.turnlog.rows()[0]["text"] == "tell me about the history of spain"
+
+
 def test_words_after_an_answer_was_heard_are_a_new_turn(rig):
     r = join_rig(rig)
     r.say("tell me about paris")

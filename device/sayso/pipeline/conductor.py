@@ -58,7 +58,7 @@ from sayso.pipeline.messages import (
     WakeWordHeard,
 )
 from sayso.pipeline.metrics import timeline, turn_metrics
-from sayso.pipeline.pause import Pause, commits, continues
+from sayso.pipeline.pause import Pause, commits, continues, has_words
 from sayso.pipeline.stage import Stage
 from sayso.pipeline.turnlog import TurnLog
 from sayso.pipeline.wake_gate import WakeGate
@@ -122,6 +122,8 @@ class Conductor(Stage):
         self._queued: tuple[int | None, Utterance, str] | None = None
         self._join: _Join | None = None
         """Set when an answer was superseded and closed before the words that dropped it were final."""
+        self._tentative: TentativeTranscript | None = None
+        """The words at a pause that dropped an unheard answer: its successor starts on them once it is closed."""
         self.conversations = Conversations(turnlog, self.settings.idle_timeout_s, clock)
         self._hearing = False
         """Between a SpeechStarted and its final: a pause waits for that final."""
@@ -254,6 +256,7 @@ class Conductor(Stage):
             case TentativeTranscript():
                 self._on_tentative(msg)
             case SpeechResumed():
+                self._tentative = None
                 self._discard_preempt("the person went on")
             case SpeechStarted():
                 self._hearing, self._onset_ns, self._onset_sample = True, msg.onset_ns, msg.onset_sample
@@ -328,6 +331,7 @@ class Conductor(Stage):
         turn.text, turn.llm_busy_ms, turn.backend = msg.text or turn.text, msg.busy_ms, msg.backend
 
     def _on_utterance(self, u: Utterance) -> None:
+        self._tentative = None
         newest = not (0 < u.eos_sample < self._onset_sample)
         onset_ns = self._onset_ns if newest and self._hearing else None  # this utterance's, when known
         if newest:
@@ -469,7 +473,10 @@ class Conductor(Stage):
     def _on_tentative(self, t: TentativeTranscript) -> None:
         """A short pause: start the answer on the words so far, held unheard until the turn is final."""
         text = t.text.strip()
-        if not (self.turn_settings.preemptive and text) or self._active is not None or self._queued is not None:
+        if not (self.turn_settings.preemptive and text) or self._queued is not None:
+            return
+        if self._active is not None:
+            self._going_on(self._active, t)
             return
         if self._request(None) is None:
             return  # not a request (yet): nothing to answer
@@ -504,6 +511,19 @@ class Conductor(Stage):
             self.requests.put(Prefill(messages), timeout=0)
         except (ChannelClosed, TimeoutError):
             pass  # shutting down, or answers queued: they fill the cache themselves
+
+    def _going_on(self, turn: Answer, t: TentativeTranscript) -> None:
+        """Words at a pause in speech that paused an answer nobody heard yet: the person is going on with
+        their turn. Drop the answer now, and start the joined turn's answer once it is closed, rather than
+        wait for their final (a cough has no words here; one misread as words is answered again)."""
+        if turn.pause is None or not self._joins(turn, turn.pause.onset_ns) or self._woke_in(self._onset_ns):
+            return
+        if not has_words(t.text):
+            return
+        turn.committed, turn.pause = turn.pause, None
+        log.info("turn %s: the person went on (%r) before hearing it: dropping it now", turn.row, t.text)
+        self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
+        self._tentative = t
 
     def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
         """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
@@ -669,6 +689,9 @@ class Conductor(Stage):
             self._set_state(State.IDLE)
             if self._join is None and not self.stopping.is_set():
                 self._prefill_next()
+            elif self._join is not None and self._tentative is not None:
+                self._on_tentative(self._tentative)
+        self._tentative = None
 
     def _prefill_next(self) -> None:
         """While nobody waits, have the LLM evaluate how the next prompt will begin."""

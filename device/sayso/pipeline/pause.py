@@ -77,6 +77,10 @@ def continues(u: Utterance) -> bool:
 
     A lower bar than `commits` (any word, however unsure): nothing the person heard is cut.
     """
-    words = [w.lower().strip(".,!?") for w in u.text.split()]
     sustained = u.sustained_ms is None or u.sustained_ms >= SUSTAINED_MS
-    return sustained and any(w not in FILLERS for w in words)
+    return sustained and has_words(u.text)
+
+
+def has_words(text: str) -> bool:
+    """Whether a transcript holds a word, not only the sounds a recogniser writes for a cough."""
+    return any(w.lower().strip(".,!?") not in FILLERS for w in text.split())
