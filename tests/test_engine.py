@@ -723,12 +723,19 @@ def join_rig(rig, **kw) -> Rig:
                **kw)
 
 
-def test_words_while_thinking_join_the_turn_and_it_is_answered_once(rig):
+def going_on_while_thinking(rig, said: str) -> tuple[Rig, dict]:
+    """The person says `said`, and speaks again while its answer is still thinking: the rig and that
+    answer's turn_started event."""
     r = join_rig(rig, llm_kwargs={"first_token_delay_s": 0.5})
-    r.say("ever tried")
+    r.say(said)
     first = r.rec.wait("turn_started").data
     assert r.c.wait_state(State.THINKING, WAIT)
     r.c.post(SpeechStarted(time.monotonic_ns()))
+    return r, first
+
+
+def test_words_while_thinking_join_the_turn_and_it_is_answered_once(rig):
+    r, first = going_on_while_thinking(rig, "ever tried")
     r.c.post(Utterance("ever failed", time.monotonic_ns()))
     cut = r.finished(first["turn"])
     assert (cut["reason"], cut["heard_text"]) == ("superseded", "")
@@ -745,11 +752,7 @@ def test_words_while_thinking_join_the_turn_and_it_is_answered_once(rig):
 
 
 def test_words_at_a_pause_over_an_unheard_answer_start_the_joined_answer_before_the_final(rig):
-    r = join_rig(rig, llm_kwargs={"first_token_delay_s": 0.5})
-    r.say("tell me about the history")
-    first = r.rec.wait("turn_started").data
-    assert r.c.wait_state(State.THINKING, WAIT)
-    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r, first = going_on_while_thinking(rig, "tell me about the history")
     assert r.c.pause(onset_ns=time.monotonic_ns())
     r.c.post(TentativeTranscript("um", time.monotonic_ns()))  # no words: nothing is dropped yet
     r.c.post(TentativeTranscript("of spain", time.monotonic_ns()))
