@@ -492,12 +492,17 @@ class Conductor(Stage):
         self._preempt = turn
         history = self._history(text, self._join)
         self._emit("preemptive_start", text=text)
+        self._ask(GenerateRequest(pid, (("system", self.system_prompt), *history)))
+
+    def _ask(self, request: GenerateRequest | Prefill, timeout: float | None = None) -> None:
+        """Queue work for the thinker. A prefill still queued is dropped: what comes now begins as its
+        prompt did and goes further, or answers and fills the cache itself."""
         self.requests.flush(lambda x: isinstance(x, Prefill))
-        self.requests.put(GenerateRequest(pid, (("system", self.system_prompt), *history)))
+        self.requests.put(request, timeout=timeout)
 
     def _prefill_heard(self, text: str) -> None:
         """While the person speaks, have the LLM evaluate their words so far into its prompt cache: when the
-        answer starts, only the last words and the reply's header are new to it."""
+        answer starts, only the words that changed since are new to it."""
         text = text.strip()
         if not (self.turn_settings.preemptive and text) or self._active or self._queued or self._preempt:
             return
@@ -505,10 +510,8 @@ class Conductor(Stage):
             return
         if self._join is not None:
             text = f"{self._join.text} {text}"
-        messages = (("system", self.system_prompt), *self._history(text, self._join))
-        self.requests.flush(lambda x: isinstance(x, Prefill))  # a newer text begins as they do, and goes further
         try:
-            self.requests.put(Prefill(messages), timeout=0)
+            self._ask(Prefill((("system", self.system_prompt), *self._history(text, self._join))), timeout=0)
         except (ChannelClosed, TimeoutError):
             pass  # shutting down, or answers queued: they fill the cache themselves
 
@@ -605,8 +608,7 @@ class Conductor(Stage):
         self._emit("turn_started", turn=turn.row, reply_to=user_id)
         self._set_state(State.THINKING)
         preface, self._notice = self._notice, ""
-        self.requests.flush(lambda x: isinstance(x, Prefill))
-        self.requests.put(GenerateRequest(turn.id, (("system", self.system_prompt), *history), preface))
+        self._ask(GenerateRequest(turn.id, (("system", self.system_prompt), *history), preface))
 
     def _fill(self, turn: Answer, u: Utterance) -> None:
         """What the final tells about the end of the person's turn, for the answer's metrics."""
@@ -697,7 +699,7 @@ class Conductor(Stage):
         """While nobody waits, have the LLM evaluate how the next prompt will begin."""
         history = self._logged_history(self.conversations.current())
         try:
-            self.requests.put(Prefill((("system", self.system_prompt), *history)), timeout=0)
+            self._ask(Prefill((("system", self.system_prompt), *history)), timeout=0)
         except (ChannelClosed, TimeoutError):
             pass  # shutting down, or requests already queued: they will fill the cache themselves
 
