@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     Chunks = Generator[CreateChatCompletionStreamResponse, None, None]
     """What create_chat_completion(stream=True) returns."""
 
+from sayso.answering.llama_abort import AbortWatch
+
 log = logging.getLogger(__name__)
 
 
@@ -58,14 +60,11 @@ class LlamaLLM:
                             n_batch=PROMPT_BATCH_TOKENS, n_ubatch=PROMPT_BATCH_TOKENS, use_mmap=False,
                             seed=LLAMA_DEFAULT_SEED if seed < 0 else seed, verbose=False)
         self.seed, self.temperature, self.max_tokens = seed, temperature, max_tokens
-        self.aborts = 0
-        """How many times llama.cpp asked the abort callback and was told to stop."""
-        self._should_stop: Callable[[], bool] = lambda: False
         # Prompt processing runs inside one llama_decode call per batch: on a Pi a long history
-        # takes seconds there, out of reach of anything checked between tokens. llama.cpp asks
-        # this callback between graph nodes; the ctypes object must outlive the context.
-        self._abort = llama_cpp.ggml_abort_callback(self._abort_requested)
-        llama_cpp.llama_set_abort_callback(self._llama._ctx.ctx, self._abort, None)
+        # takes seconds there, out of reach of anything checked between tokens.
+        self._abort = AbortWatch(llama_cpp, self._llama._ctx.ctx)
+        self.aborts = 0
+        """How many times llama.cpp was stopped inside a decode."""
 
     def warm(self, system_prompt: str) -> None:
         """Prefill the system prompt, so the first answer is not slower.
@@ -78,23 +77,16 @@ class LlamaLLM:
 
     def prefill(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False) -> None:
         """Evaluate `messages` into the prompt cache: a later prompt that begins with them reuses it."""
-        self._should_stop = should_stop
         try:
-            for _ in self._llama.create_chat_completion(messages=cast("list[ChatCompletionRequestMessage]", messages),
-                                                        max_tokens=1, stream=True):
-                pass
+            with self._abort.watching(should_stop):
+                for _ in self._llama.create_chat_completion(
+                        messages=cast("list[ChatCompletionRequestMessage]", messages), max_tokens=1, stream=True):
+                    pass
         except RuntimeError as e:
             if not should_stop():
                 raise
-            log.debug("llama.cpp aborted the prefill on request (%s)", e)
-        finally:
-            self._should_stop = lambda: False
-
-    def _abort_requested(self, _data) -> bool:
-        if self._should_stop():
             self.aborts += 1
-            return True
-        return False
+            log.debug("llama.cpp aborted the prefill on request (%s)", e)
 
     def stream(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False
                ) -> Iterator[str]:
@@ -105,18 +97,18 @@ class LlamaLLM:
         stream = cast("Chunks", self._llama.create_chat_completion(
             messages=cast("list[ChatCompletionRequestMessage]", messages), stream=True, max_tokens=self.max_tokens,
             temperature=self.temperature, seed=None if self.seed < 0 else self.seed))
-        self._should_stop = should_stop
         try:
-            for chunk in stream:
-                if should_stop():
-                    return
-                piece = chunk["choices"][0]["delta"].get("content")
-                if isinstance(piece, str) and piece:
-                    yield piece
+            with self._abort.watching(should_stop):
+                for chunk in stream:
+                    if should_stop():
+                        return
+                    piece = chunk["choices"][0]["delta"].get("content")
+                    if isinstance(piece, str) and piece:
+                        yield piece
         except RuntimeError as e:
             if not should_stop():
                 raise
+            self.aborts += 1
             log.debug("llama.cpp aborted on request (%s)", e)  # the clean cancel during prompt processing
         finally:
-            self._should_stop = lambda: False
             stream.close()
