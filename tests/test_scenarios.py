@@ -33,6 +33,7 @@ EXPECTED = {
     "barge_in_at_minus_6_db": [(U, "complete", None), (A, "interrupted", "user_speaking"),
                                (U, "complete", None), (A, "complete", None)],
     "wake_word": [(U, "complete", None), (A, "complete", None)] * 4,
+    "television_in_the_room": [(U, "complete", None), (A, "complete", None)] * 2,
 }
 
 

@@ -195,6 +195,8 @@ class EchoGuard:
         self._levels: deque[float] = deque(maxlen=160)  # every frame's level, about 5 s: the noise floor
         self.above_echo = True
         """Whether the last frame was louder than the expected echo at all (no margin)."""
+        self.expecting_echo = False
+        """Whether the appliance's voice may be in the last frame (it was playing, within the delays allowed)."""
 
     @property
     def coupling(self) -> float:
@@ -220,7 +222,8 @@ class EchoGuard:
         mic = rms(samples)
         self._levels.append(mic)
         self.above_echo = True
-        if ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4:
+        self.expecting_echo = not (ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4)
+        if not self.expecting_echo:
             return True  # nothing playing: nothing to mistake
         raw_level = None if raw is None else rms(raw)
         echo = self.coupling * ref_level

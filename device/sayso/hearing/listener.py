@@ -5,7 +5,9 @@ what is left, sends each utterance (with its pre-roll, so the first word is
 whole) to the transcriber while the person is still speaking, and acts on
 speech over an answer as `barge_in.mode` says: pause it (the conductor commits
 or resumes on the words that follow), interrupt it, or ignore it. The echo
-guard only believes speech clearly louder than the echo the canceller leaves.
+guard only believes speech clearly louder than the echo the canceller leaves,
+and the foreground gate only speech clearly louder than the room's background
+(a television talking across the room is not the person).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sayso.audio import FRAME_SAMPLES, RATE_HZ
 from sayso.config import BargeInSettings
 from sayso.hearing.capture import Frame
 from sayso.hearing.echo import EchoCanceller, EchoGuard
+from sayso.hearing.foreground import ForegroundGate
 from sayso.hearing.mic_clock import MicClock
 from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech, WakeMark
 from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
@@ -111,6 +114,8 @@ class Listener(Stage):
         self.vad, self.endpointer, self.frames, self.audio = vad, endpointer, frames, audio
         self.conductor, self.barge_in, self.echo, self.canceller = conductor, barge_in, echo, canceller
         self.guard = EchoGuard(barge_in)
+        margin = endpointer.settings.foreground_margin_db
+        self.foreground = ForegroundGate(margin) if margin > 0 else None
         self.clock = MicClock()
         self._resets = 0
         # SpeechStart comes min_speech_ms after the onset, so keep that much more than the pre-roll
@@ -148,10 +153,16 @@ class Listener(Stage):
         raw = prob = self.vad.probability(frame.samples)
         if self.echo is not None and not self.guard.allows(frame.samples, at, self.echo, delay, mic):
             prob = 0.0  # the appliance hearing itself
+        settings = self.endpointer.settings
+        # the gate stands in front of onset, end and barge-in alike: a voice across the room does none of them
+        near = self.foreground is None or self.foreground.passes(
+            frame.samples, raw >= settings.stop_threshold, learn=self.echo is None or not self.guard.expecting_echo)
+        if not near:
+            prob = 0.0  # someone else talking: a television across the room
         if self.barge_in.mode == "off" and self.conductor.state in (State.THINKING, State.SPEAKING):
             prob = 0.0  # half duplex: nothing said over an answer counts
         # frames where a person may already be talking: speech-like and louder than the echo alone
-        self._recent.append((frame.index, raw >= self.endpointer.settings.start_threshold and self.guard.above_echo))
+        self._recent.append((frame.index, raw >= settings.start_threshold and self.guard.above_echo and near))
         self._preroll.append(frame)
         was = self.endpointer.state
         events = self.endpointer.update(prob, frame.index)
