@@ -16,7 +16,8 @@ a quiet room the median is the noise floor, far below any voice, and the gate
 changes nothing. It does not learn while the appliance plays: the echo is the
 guard's to judge, and a long answer must not lift the bar a person cutting in
 has to clear. For its first frames, before it knows the room, it learns from
-all of them and holds speech back: a television on at start-up is not a person.
+all of them (the appliance playing or not) and holds speech back: a television
+on at start-up is not a person.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class ForegroundGate:
         foreground = self._since_loud <= self._hangover
         if speech and loud:
             self._passed += 1
-        if learn and (self._background is None or not (speech and loud) or self._passed % SPEECH_SHARE == 0):
+        if self._background is None or (learn and (not (speech and loud) or self._passed % SPEECH_SHARE == 0)):
             self._levels.append(level)
             if len(self._levels) >= MIN_FRAMES:
                 self._background = float(np.median(self._levels))
