@@ -91,6 +91,16 @@ def test_while_the_appliance_plays_nothing_is_learnt():
     assert gate.background_dbfs == pytest.approx(-60, abs=1)
 
 
+def test_an_answer_playing_before_the_room_is_known_leaves_speech_to_the_echo_guard():
+    rng = np.random.default_rng(8)
+    gate = ForegroundGate(MARGIN_DB)
+    playing = [gate.passes(frame(-40, rng), speech=True, learn=False) for _ in range(3 * MIN_FRAMES)]
+    assert all(playing), "a barge-in over an answer from start-up was held back"
+    assert gate.background_dbfs is None, "the appliance's own voice was learnt as the room"
+    held = [gate.passes(frame(-30, rng), speech=True) for _ in range(MIN_FRAMES)]
+    assert not any(held), "once it plays no more, a voice is held until the room is known"
+
+
 def test_quieter_frames_just_after_a_loud_one_stay_inside_the_word():
     rng = np.random.default_rng(7)
     gate = ForegroundGate(MARGIN_DB, hangover_ms=96)

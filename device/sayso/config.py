@@ -43,7 +43,7 @@ class VADSettings:
     preroll_ms: int = opt(320, "Audio kept from before the onset so the first word reaches the STT.",
                           lo=0, hi=2000)
     foreground_margin_db: float = opt(12.0, "Speech counts as the person's only this far above the room's "
-                                      "background (its median level over the last 8 s), so a television "
+                                      "background (its median level over the last 6 s), so a television "
                                       "across the room is not taken for someone talking to it; 0 = off.",
                                       lo=0, hi=40)
 

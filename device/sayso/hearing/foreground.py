@@ -15,9 +15,10 @@ seconds (its quieter frames come in first and lift the bar over the louder). In
 a quiet room the median is the noise floor, far below any voice, and the gate
 changes nothing. It does not learn while the appliance plays: the echo is the
 guard's to judge, and a long answer must not lift the bar a person cutting in
-has to clear. For its first frames, before it knows the room, it learns from
-all of them (the appliance playing or not) and holds speech back: a television
-on at start-up is not a person.
+has to clear. For its first quiet-room frames, before it knows the room, it
+holds speech back: a television on at start-up is not a person. Until then,
+frames while the appliance plays are not learnt and pass: a barge-in over an
+answer that began at start-up is not delayed for the gate to catch up.
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ class ForegroundGate:
         foreground = self._since_loud <= self._hangover
         if speech and loud:
             self._passed += 1
-        if self._background is None or (learn and (not (speech and loud) or self._passed % SPEECH_SHARE == 0)):
+        if learn and (self._background is None or not (speech and loud) or self._passed % SPEECH_SHARE == 0):
             self._levels.append(level)
             if len(self._levels) >= MIN_FRAMES:
                 self._background = float(np.median(self._levels))
+        if self._background is None and not learn:
+            return True  # the room unknown, and the appliance playing: the echo guard judges alone
         return foreground or not speech
