@@ -69,7 +69,7 @@ class TestPauses:
             if wake_before is not None and i <= starts[wake_before] < i + FRAME_SAMPLES:
                 audio.put(WakeMark(starts[wake_before]))
             audio.put(Frame(mic[i:i + FRAME_SAMPLES], i, 0))
-            if i <= pauses[0] < i + FRAME_SAMPLES:
+            if pauses and i <= pauses[0] < i + FRAME_SAMPLES:
                 audio.put(Checkpoint(len(parts) - len(pauses) + 1, i))
                 pauses.pop(0)
                 if not pauses and end_at_last_pause:
@@ -89,13 +89,18 @@ class TestPauses:
 
     def test_many_pauses_cost_each_pause_the_same_and_keep_every_word(self, person):
         parts = ("Ever tried.", "Ever failed.", "No matter.", "Try again.", "Fail again.", "Fail better.")
-        refeed_s = 2.0
+        refeed_s = Transcriber.REFEED_S
         posted, spy, length, _ = self.utterance(person, parts, 0.5, refeed_s=refeed_s)
+        whole, whole_spy, _, _ = self.utterance(person, parts, 0.5, refeed_s=60.0)  # all of it again at each pause
         (final,) = [m for m in posted if isinstance(m, Utterance)]
+        (reference,) = [m for m in whole if isinstance(m, Utterance)]
         said = "ever tried ever failed no matter try again fail again fail better"
-        assert word_errors(said, final.text) <= 3, final.text
-        # each pause the person went on from fed at most `refeed_s` again (all of it again would be twice this)
-        assert spy.fed <= length + (len(parts) - 1) * refeed_s * RATE_HZ, spy.fed / RATE_HZ
+        errors, whole_errors = word_errors(said, final.text), word_errors(said, reference.text)
+        print(f"word errors: {errors} ({final.text!r}), all heard again: {whole_errors} ({reference.text!r}); "
+              f"fed {spy.fed / RATE_HZ:.1f} s against {whole_spy.fed / RATE_HZ:.1f} s, of {length / RATE_HZ:.1f} s")
+        assert errors <= min(whole_errors + 1, 4), (final.text, reference.text)
+        # each pause the person went on from fed at most `refeed_s` again
+        assert spy.fed <= length + (len(parts) - 1) * refeed_s * RATE_HZ < whole_spy.fed, spy.fed / RATE_HZ
         tentative = [m for m in posted if isinstance(m, TentativeTranscript)]
         assert len(tentative) == len(parts) and tentative[-1].text == final.text, \
             "the words at the last pause are not the final, word for word"

@@ -90,7 +90,7 @@ class Transcriber(Stage):
 
     name = "transcriber"
     SURE = 0.9
-    REFEED_S = 2.0
+    REFEED_S = 3.0
     """Most audio fed again when the person goes on after a pause: a short question heard whole."""
 
     def __init__(self, recognizer: Recognizer, audio: Channel, post: Callable[[object], None],
