@@ -236,7 +236,7 @@ def test_words_that_trail_off_wait_the_longer_silence_whatever_the_model_says(st
 
 @pytest.mark.slow
 def test_the_person_going_on_is_heard_as_one_sentence_not_two(store, person):
-    """After a pause the recogniser hears the utterance again from its start, so the final has the
+    """After a pause the recogniser hears a short utterance again from its start, so the final has the
     words before the pause and after it, decoded as one sentence."""
     posted = listen(store, person("Tell me about the history of", "Spain.", gap_s=0.7), ScriptedTurnModel(0.1))
     tentative = [m.text for m in posted if isinstance(m, TentativeTranscript)]

@@ -39,6 +39,16 @@ class Transcript:
         confidence = tuple(self.confidence[i] for i in keep) if len(self.confidence) == len(self.words) else ()
         return Transcript(" ".join(words), self.final, words, confidence, tuple(self.ends[i] for i in keep))
 
+    def then(self, later: Transcript, offset_s: float) -> Transcript:
+        """This final followed by `later`, a final of audio fed from `offset_s` on (word ends count from ours)."""
+        mine, theirs = self.words or tuple(self.text.split()), later.words or tuple(later.text.split())
+        words = mine + theirs
+        aligned = [len(t.confidence) == len(w) for t, w in ((self, mine), (later, theirs))]
+        confidence = self.confidence + later.confidence if all(aligned) else ()
+        timed = [len(t.ends) == len(w) for t, w in ((self, mine), (later, theirs))]
+        ends = self.ends + tuple(offset_s + end for end in later.ends) if all(timed) else ()
+        return Transcript(" ".join(words), self.final and later.final, words, confidence, ends)
+
 
 class Recognizer(Protocol):
     """One utterance at a time: feed 16 kHz mono int16 audio, read partials, end for the final."""
