@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--llm", help="also fetch this LLM")
             m.add_argument("--voice", help="also fetch this voice")
             m.add_argument("--stt", help="also fetch this STT model")
+            m.add_argument("--recording", action="append", metavar="NAME",
+                           help="also fetch this recording of a real person for the simulator (repeatable; all: every one)")
         m.set_defaults(func=cmd_models)
 
     r = sub.add_parser("run", help="the appliance: listen, answer, be interrupted (what the systemd service runs)")

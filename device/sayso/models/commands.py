@@ -14,13 +14,16 @@ from sayso.models.manifest import Model, ModelStore
 
 
 def fetch(args: argparse.Namespace, store: ModelStore) -> int:
-    """The manifest's default models, and any named with --llm, --voice or --stt."""
+    """The manifest's default models, and any named with --llm, --voice, --stt or --recording (`all`: every one)."""
     wanted = store.manifest.defaults()
-    for role in ("llm", "voice", "stt"):
-        if name := getattr(args, role):
-            model = store.manifest.get(name, role)
-            if model not in wanted:
-                wanted.append(model)
+    named = [(role, name) for role in ("llm", "voice", "stt") if (name := getattr(args, role, None))]
+    for name in getattr(args, "recording", None) or ():
+        named += ([("recording", m.name) for m in store.manifest.models if m.role == "recording"] if name == "all"
+                  else [("recording", name)])
+    for role, name in named:
+        model = store.manifest.get(name, role)
+        if model not in wanted:
+            wanted.append(model)
     fetcher = Fetcher(store)
     failed = 0
     for model in wanted:
