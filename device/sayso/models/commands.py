@@ -59,10 +59,10 @@ def _status(store: ModelStore, model: Model) -> str:
 
 def list_all(args: argparse.Namespace, store: ModelStore) -> int:
     """Every model in the manifest, with its size, licence and whether it is here and whole."""
-    print(f"{'name':34} {'role':6} {'kind':9} {'MB':>7}  {'status':8} licence")
+    print(f"{'name':34} {'role':9} {'kind':9} {'MB':>7}  {'status':8} licence")
     for m in store.manifest.models:
         kind = "default" if m.default else "optional"
-        print(f"{m.name:34} {m.role:6} {kind:9} {m.size / 1e6:7.1f}  {_status(store, m):8} {m.licence}")
+        print(f"{m.name:34} {m.role:9} {kind:9} {m.size / 1e6:7.1f}  {_status(store, m):8} {m.licence}")
     print(f"models directory: {store.root}")
     return 0
 
