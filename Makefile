@@ -32,8 +32,9 @@ $(STAMP): pyproject.toml | system-packages $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
+# beckett-reading (0.3 MB): the suite's recording of a real person, for the simulator.
 models: setup
-	$(BIN)/sayso models fetch
+	$(BIN)/sayso models fetch --recording beckett-reading
 
 test: models
 	$(BIN)/python -m pytest

@@ -58,3 +58,21 @@ def test_a_click_in_the_room_tone_is_not_speech():
     audio, onset, _ = recording(-21, -55)
     audio[int(0.45 * RATE_HZ):int(0.45 * RATE_HZ) + 16] = 12000  # 1 ms: a tick of the room, not a word
     assert onset <= onset_of(audio) <= onset + int(0.015 * RATE_HZ)
+
+
+def wavering(audio: np.ndarray, onset: int, seed: int = 0) -> np.ndarray:
+    """A real room's tone ahead of the words: its level wanders +-3 dB every 20 ms, and a 30 ms lip smack in it."""
+    rng = np.random.default_rng(seed)
+    x = audio.astype(np.float64)
+    steps = np.repeat(10 ** (rng.uniform(-3, 3, onset // 320 + 1) / 20), 320)[:onset]
+    x[:onset] *= steps
+    smack = onset - int(0.2 * RATE_HZ)
+    x[smack:smack + int(0.03 * RATE_HZ)] *= 10 ** (12 / 20)
+    return np.clip(x, -32768, 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_real_rooms_wavering_tone_and_a_lip_smack_in_it_are_not_speech(seed):
+    audio, onset, _ = recording(-21, -50, seed)
+    audio = wavering(audio, onset, seed)
+    assert onset <= onset_of(audio) <= onset + int(0.015 * RATE_HZ)

@@ -190,7 +190,8 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
 
 
 def test_a_wait_that_is_never_met_fails_the_scenario_naming_the_step(kit, tmp_path):
-    fast = Kit(llm=FakeLLM(["Fine."]), tts=FakeTTS(), person=kit.person, vad=kit.vad, recognizer=kit.recognizer)
+    fast = Kit(llm=FakeLLM(["Fine."]), tts=FakeTTS(), person=kit.person, vad=kit.vad, recognizer=kit.recognizer,
+               store=kit.store)
     sc = scenario.parse({"name": "stuck", "step": [{"wait": "idle"}, {"wait": "speaking", "after_s": 0.1}]},
                         "stuck.toml")
     with pytest.raises(ScenarioFailed, match=r"stuck.toml, step 2 wait=speaking: the appliance was not "
@@ -211,3 +212,26 @@ def test_sayso_simulate_writes_the_turn_log_report_and_recording(tmp_path, capsy
     assert db.exists() and wav.stat().st_size > 16000 * 4
     assert cli.main(["simulate", "no-such-scenario"]) == 2
     assert "packaged scenarios: " in capsys.readouterr().err
+
+
+def test_sayso_simulate_with_a_real_person_reading_quietly_over_the_answer(tmp_path, capsys):
+    """The quiet reading (about -33 dBFS, room tone first) cuts into an answer at -20 dB of echo, and is a turn."""
+    from sayso import cli
+    from sayso.models.manifest import load_manifest
+
+    transcript = load_manifest().get("beckett-reading").transcript
+    toml, report = tmp_path / "real.toml", tmp_path / "r.json"
+    toml.write_text('name = "a real person cuts in"\n[room]\necho_gain_db = -20\necho_delay_ms = 30\nnoise_dbfs = -60\n'
+                    '[[step]]\nwait = "idle"\nafter_s = 0.5\nsay = "Tell me about the history of France."\n'
+                    '[[step]]\nwait = "speaking"\nafter_s = 1.5\nsay = "Ever tried."\n'
+                    'voice = "recording:beckett-reading"\n[[step]]\nwait = "idle"\n')
+    assert cli.main(["simulate", str(toml), "--report", str(report)]) == 0
+    out = json.loads(report.read_text())
+    said = [e for e in out["events"] if e["type"] == "say" and e["what"] == transcript]
+    assert len(said) == 1 and 300 <= said[0]["onset_ms"] - said[0]["t_ms"] <= 345  # its words, after its tone
+    turns = as_heard(out["turns"])
+    assert [(r["role"], r["status"], r["interrupt_reason"]) for r in turns[:2]] == [
+        (U, "complete", None), (A, "interrupted", "user_speaking")]
+    assert any(r["role"] == U and r["text"] for r in turns[2:])  # what they read became a turn
+    assert out["summary"]["barge_in_latency_ms"] and out["summary"]["self_interruptions"] == 0
+    assert "a real person cuts in" in capsys.readouterr().out

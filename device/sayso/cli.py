@@ -99,13 +99,14 @@ def cmd_simulate(args, settings) -> int:
 
     from sayso.sim import scenario
     from sayso.sim.report import transcript
-    from sayso.sim.simulate import simulate
+    from sayso.sim.simulate import check_voices, simulate
 
     sc = scenario.load(args.scenario)
     if args.db:
         check_free(Path(args.db))
     print(f"scenario: {sc.name} ({sc.source})", flush=True)
     store = _store(args, settings)
+    check_voices(sc, store)
     with tempfile.TemporaryDirectory(prefix="sayso-sim-") as tmp:
         db = Path(args.db) if args.db else Path(tmp) / "turns.db"
         record = Path(args.record) if args.record else None
@@ -129,16 +130,20 @@ def cmd_bench(args, settings) -> int:
     import json
 
     from sayso.sim.bench import DEFAULT_LEVELS, LEVELS, SCENARIOS, run_bench, table
-    from sayso.sim.voices import VOICE_NAME
+    from sayso.sim.voices import RECORDING, VOICE_NAME, VOICES_ALLOWED, RecordingVoice
 
     if unknown := set(args.only or ()) - set(SCENARIOS):
         raise SaysoError(f"no bench scenario {', '.join(sorted(unknown))}; the bench has {', '.join(SCENARIOS)}")
     if unknown := set(args.levels or ()) - set(LEVELS):
         raise SaysoError(f"no bench level {', '.join(sorted(unknown))}; the levels are {', '.join(LEVELS)}")
     if bad := [v for v in args.voices or () if not VOICE_NAME.match(v)]:
-        raise SaysoError(f"no voice {', '.join(bad)}: name piper, or espeak:NAME (espeak-ng --voices=en lists them)")
+        raise SaysoError(f"no voice {', '.join(bad)}: name {VOICES_ALLOWED}")
 
-    out = run_bench(settings, _store(args, settings), args.runs,
+    store = _store(args, settings)
+    for voice in args.voices or ():
+        if voice.startswith(RECORDING):
+            RecordingVoice(voice.removeprefix(RECORDING), store)  # not fetched: say so before the models load
+    out = run_bench(settings, store, args.runs,
                     progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
                     plot_dir=Path(args.plot) if args.plot else None, scenarios=tuple(args.only or SCENARIOS),
                     levels=tuple(args.levels or DEFAULT_LEVELS), voices=tuple(args.voices or ("piper",)),
@@ -209,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
             m.add_argument("--llm", help="also fetch this LLM")
             m.add_argument("--voice", help="also fetch this voice")
             m.add_argument("--stt", help="also fetch this STT model")
+            m.add_argument("--recording", action="append", metavar="NAME",
+                           help="also fetch this recording of a real person, for the simulator (repeatable; all)")
         m.set_defaults(func=cmd_models)
 
     r = sub.add_parser("run", help="the appliance: listen, answer, be interrupted (what the systemd service runs)")
@@ -241,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--levels", nargs="+", metavar="LEVEL",
                    help="room levels to run: -20, -6 (echo dB) and hard (default: -20 -6)")
     b.add_argument("--voices", nargs="+", metavar="VOICE",
-                   help="the person's voices, each at every level: piper, espeak:NAME (default: piper)")
+                   help="the person's voices, each at every level: piper, espeak:NAME, recording:NAME "
+                        "(default: piper)")
     b.add_argument("--cpu-limit", type=int, nargs="?", const=1, metavar="CORES",
                    help="pin the whole run to this many cores (default 1): a stand-in for a slower board")
     b.set_defaults(func=cmd_bench)

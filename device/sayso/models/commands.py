@@ -14,13 +14,16 @@ from sayso.models.manifest import Model, ModelStore
 
 
 def fetch(args: argparse.Namespace, store: ModelStore) -> int:
-    """The manifest's default models, and any named with --llm, --voice or --stt."""
+    """The manifest's default models, and any named with --llm, --voice, --stt or --recording (`all`: every one)."""
     wanted = store.manifest.defaults()
-    for role in ("llm", "voice", "stt"):
-        if name := getattr(args, role):
-            model = store.manifest.get(name, role)
-            if model not in wanted:
-                wanted.append(model)
+    named = [(role, name) for role in ("llm", "voice", "stt") if (name := getattr(args, role, None))]
+    for name in getattr(args, "recording", None) or ():
+        named += ([("recording", m.name) for m in store.manifest.models if m.role == "recording"] if name == "all"
+                  else [("recording", name)])
+    for role, name in named:
+        model = store.manifest.get(name, role)
+        if model not in wanted:
+            wanted.append(model)
     fetcher = Fetcher(store)
     failed = 0
     for model in wanted:
@@ -56,10 +59,10 @@ def _status(store: ModelStore, model: Model) -> str:
 
 def list_all(args: argparse.Namespace, store: ModelStore) -> int:
     """Every model in the manifest, with its size, licence and whether it is here and whole."""
-    print(f"{'name':34} {'role':6} {'kind':9} {'MB':>7}  {'status':8} licence")
+    print(f"{'name':34} {'role':9} {'kind':9} {'MB':>7}  {'status':8} licence")
     for m in store.manifest.models:
         kind = "default" if m.default else "optional"
-        print(f"{m.name:34} {m.role:6} {kind:9} {m.size / 1e6:7.1f}  {_status(store, m):8} {m.licence}")
+        print(f"{m.name:34} {m.role:9} {kind:9} {m.size / 1e6:7.1f}  {_status(store, m):8} {m.licence}")
     print(f"models directory: {store.root}")
     return 0
 

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 #: The checkout's models/ folder; the manifest lives there and, by default, the models too.
 CHECKOUT_MODELS = Path(__file__).resolve().parents[3] / "models"
-ROLES = ("vad", "stt", "llm", "voice", "turn")
+ROLES = ("vad", "stt", "llm", "voice", "turn", "recording")
+"""`recording`: a real person's speech for the simulated room, not a model the appliance runs."""
 _VERIFIED = ".verified.json"
 
 
@@ -65,6 +66,8 @@ class Model:
     fallback: str = ""
     bundled: str = ""
     """Python package that ships this model inside its wheel (nothing to fetch)."""
+    transcript: str = ""
+    """For a recording: the words it says, where they are known."""
 
     @property
     def size(self) -> int:

@@ -7,7 +7,8 @@ each with an optional `wait` (idle | listening | thinking | speaking), an
 optional `after_s`, and at most one action: `say` (a string, or a list of
 strings spoken with `gap_s` of silence between them, as a person pausing
 mid-sentence), `wav`, `noise_s`, `cough` (how many) or `press` (with `hold_s`).
-The person's `voice` (piper, or espeak:NAME) is set for the scenario and may be
+The person's `voice` (piper, espeak:NAME, or recording:NAME: a real person, who
+says the recording's words whatever the line) is set for the scenario and may be
 changed for one `say`, as may its level (`gain_db`). `wake` names the wake word the lines are written for
 (okay_nabu, hey_jarvis, alexa, hey_mycroft); without it the appliance runs with
 the wake word off and every utterance is a request.
@@ -24,7 +25,7 @@ from typing import Any
 from sayso.config import WAKE_WORDS
 from sayso.errors import ScenarioError
 from sayso.pipeline.messages import State
-from sayso.sim.voices import PIPER, VOICE_NAME
+from sayso.sim.voices import PIPER, VOICE_NAME, VOICES_ALLOWED
 
 #: The scenarios that ship in the package (`sayso demo`, `sayso bench`).
 PACKAGED = Path(__file__).parent / "scenarios"
@@ -70,7 +71,7 @@ class Step:
     press: bool = False
     hold_s: float = 0.1
     voice: str | None = None
-    """Who says `say`: `piper` or `espeak:NAME`; None = the scenario's voice."""
+    """Who says `say`: `piper`, `espeak:NAME` or `recording:NAME`; None = the scenario's voice."""
     gain_db: float = 0.0
     """The line's level against the voice's own: a television across the room is quieter than the person."""
 
@@ -133,8 +134,7 @@ def _room(where: str, raw: Any) -> RoomSpec:
 
 def _voice(where: str, value: Any) -> str:
     if not isinstance(value, str) or not VOICE_NAME.match(value):
-        raise ScenarioError(f"{where}: voice = {value!r}; allowed: piper, or espeak:NAME with an espeak-ng voice "
-                            "name (espeak-ng --voices=en lists them), e.g. espeak:en-us")
+        raise ScenarioError(f"{where}: voice = {value!r}; allowed: {VOICES_ALLOWED}")
     return value
 
 

@@ -71,17 +71,37 @@ class PersonVoice:
         return voices.with_pauses(self.say, parts, gap_s)
 
 
+Person = PersonVoice | voices.EspeakVoice | voices.RecordingVoice
+
+
+def person_voice(name: str, store: ModelStore) -> voices.EspeakVoice | voices.RecordingVoice:
+    """A voice other than the default Piper person, by its scenario name; VoiceUnavailable says what is missing."""
+    if name.startswith(voices.RECORDING):
+        return voices.RecordingVoice(name.removeprefix(voices.RECORDING), store)
+    return voices.EspeakVoice(name.removeprefix(voices.ESPEAK))
+
+
+def check_voices(scenario: Scenario, store: ModelStore) -> None:
+    """Every recording the scenario's person speaks with is fetched: before any model loads, not after."""
+    for name in {scenario.voice, *(step.voice for step in scenario.steps if step.voice)}:
+        if name.startswith(voices.RECORDING):
+            person_voice(name, store)
+
+
 @dataclass
 class Kit(Models):
     """The models a simulation runs on, and the person's voice: loaded once, shared by every run of `sayso bench`."""
 
     person: PersonVoice = field(kw_only=True)
+    store: ModelStore = field(kw_only=True)
+    """Where a scenario's recordings of real people are (`voice = "recording:NAME"`)."""
 
     @classmethod
     def load(cls, settings: Settings, store: ModelStore) -> Kit:
         models = Models.load(settings, store)
         models.warm(settings)  # as `sayso run` does before READY=1: the first answer is not the slow one
-        return cls(**vars(models), person=PersonVoice(cast(PiperTTS, models.tts)))  # Models.load loads Piper
+        return cls(**vars(models), person=PersonVoice(cast(PiperTTS, models.tts)),  # Models.load loads Piper
+                   store=store)
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,7 @@ class Simulation:
                          record=record is not None or keep_tracks, acoustics=room_acoustics(spec))
         self.events: list[Event] = []
         # everything the room will hear, made now: synthesis must not shift a step's timing
-        self._voices: dict[str, PersonVoice | voices.EspeakVoice] = {voices.PIPER: kit.person}
+        self._voices: dict[str, Person] = {voices.PIPER: kit.person}
         self._sounds = {step.number: self._sound(step) for step in scenario.steps
                         if step.action in ("say", "wav", "noise_s", "cough")}
         self.turnlog = TurnLog(db)
@@ -203,10 +223,10 @@ class Simulation:
             else:
                 self._sleep(0.05)
 
-    def _person(self, step: Step) -> PersonVoice | voices.EspeakVoice:
+    def _person(self, step: Step) -> Person:
         name = step.voice or self.scenario.voice
         if name not in self._voices:
-            self._voices[name] = voices.EspeakVoice(name.removeprefix(voices.ESPEAK))
+            self._voices[name] = person_voice(name, self.kit.store)
         return self._voices[name]
 
     def _sound(self, step: Step) -> tuple[np.ndarray, str, str]:
@@ -215,7 +235,8 @@ class Simulation:
             audio = person.say_with_pauses(step.say_parts, step.gap_s) if step.say_parts else person.say(step.say)
             if step.gain_db:
                 audio = (audio * 10 ** (step.gain_db / 20)).clip(-32768, 32767).astype(np.int16)
-            return audio, "say", step.say
+            # a recording says its own words, and the ground truth must name them
+            return audio, "say", person.label if isinstance(person, voices.RecordingVoice) else step.say
         if step.wav is not None:
             return read_wav_at_mic_rate(step.wav), "wav", str(step.wav)
         if step.cough is not None:

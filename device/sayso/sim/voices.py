@@ -1,8 +1,10 @@
-"""Voices in the simulated room besides Piper's: espeak-ng for the person, and for someone talking in the background.
+"""Voices in the simulated room besides Piper's: espeak-ng, recordings of real people, and a talker in the background.
 
 espeak-ng is a formant synthesiser, as far from Piper's neural voice as a
 second synthetic speaker gets; its voices are named as espeak-ng names them
-(`espeak-ng --voices=en`), e.g. `espeak:en-us` or `espeak:en-gb+f3`.
+(`espeak-ng --voices=en`), e.g. `espeak:en-us` or `espeak:en-gb+f3`. A
+recording (`recording:NAME`, a `recording` in the model manifest) is a real
+person: room tone, breaths, their own level and pace, but only their own words.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sayso.audio import RATE_HZ, to_mic_rate
-from sayso.errors import SaysoError
+from sayso.audio import RATE_HZ, read_wav_at_mic_rate, to_mic_rate
+from sayso.errors import ModelCorrupt, ModelMissing, SaysoError, UnknownModel
+from sayso.models.manifest import ModelStore
 from sayso.sim.onset import onset_of
 
 PIPER = "piper"
 """The default person: the appliance's own Piper voice, slower and higher (simulate.PersonVoice)."""
 ESPEAK = "espeak:"
-VOICE_NAME = re.compile(r"^(piper|espeak:[A-Za-z0-9][A-Za-z0-9_+-]*)$")
+RECORDING = "recording:"
+VOICE_NAME = re.compile(r"^(piper|espeak:[A-Za-z0-9][A-Za-z0-9_+-]*|recording:[a-z0-9][a-z0-9.-]*)$")
 """A voice as a scenario or the bench names it."""
+VOICES_ALLOWED = ("piper, or espeak:NAME with an espeak-ng voice name (espeak-ng --voices=en lists them), "
+                  "or recording:NAME with a recording from the model manifest (sayso models list)")
 
 BABBLE_VOICE = "en-gb+f3"
 """The background talker: a voice no default person uses."""
@@ -93,3 +99,39 @@ class EspeakVoice:
 
     def say_with_pauses(self, parts: tuple[str, ...], gap_s: float) -> np.ndarray:
         return with_pauses(self.say, parts, gap_s)
+
+
+class RecordingVoice:
+    """The person as a recording of a real person: whatever the line, they say the recording's words.
+
+    The recording plays as it was made, leading room tone and all, so the
+    room's ground truth (sim/onset.py) and the recogniser meet real speech.
+    """
+
+    def __init__(self, name: str, store: ModelStore):
+        self.name = name
+        fetch = f"`sayso models fetch --recording {name}` fetches it"
+        try:
+            model = store.manifest.get(name, "recording")
+            path = store.path(name, "recording")
+        except UnknownModel as e:
+            raise VoiceUnavailable(str(e)) from None
+        except ModelMissing:
+            raise VoiceUnavailable(f"recording {name!r} is not fetched: {fetch}") from None
+        except ModelCorrupt:
+            raise VoiceUnavailable(f"recording {name!r} is damaged: {fetch} again") from None
+        self.transcript = model.transcript
+        self.audio = read_wav_at_mic_rate(path)
+
+    @property
+    def label(self) -> str:
+        """What the report's ground truth says was said: the words where known, else the recording's name."""
+        return self.transcript or f"(recording {self.name})"
+
+    def say(self, text: str) -> np.ndarray:
+        """The recording, as int16 at the mic's 16 kHz; `text` is the scenario's line, which it does not say."""
+        return self.audio
+
+    def say_with_pauses(self, parts: tuple[str, ...], gap_s: float) -> np.ndarray:
+        """The recording as it is: its own pauses stand for the line's."""
+        return self.audio
