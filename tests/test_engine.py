@@ -476,6 +476,20 @@ def test_shutdown_mid_answer_is_logged_as_shutdown(tmp_path):
     assert not any(s.alive for s in r.engine.stages)
 
 
+def test_shutdown_with_a_preemptive_answer_held_stops_cleanly_and_loses_nothing(tmp_path):
+    r = Rig(tmp_path, [LONG])
+    r.engine.start()
+    r.say("tell me about paris")
+    done = r.finished()
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r.c.post(TentativeTranscript("and what about", time.monotonic_ns()))
+    r.rec.wait("preemptive_start")
+    r.engine.stop()  # the speaker's channel is closed before the held answer is dropped
+    assert r.rec.wait("preemptive_discarded").data["why"] == "shutting down"
+    assert not any(s.alive for s in r.engine.stages)
+    assert [x["text"] for x in r.engine.turnlog.rows()] == ["tell me about paris", done["text"]]
+
+
 def test_start_up_recovers_turns_a_crash_left_open(tmp_path):
     t = TurnLog(tmp_path / "turns.db")
     u = t.add_user("c", "hello")

@@ -561,9 +561,7 @@ class Conductor(Stage):
             return
         turn.scope.cancel(Cancellation(Kind.FULL, Reason.USER_SPEAKING, self.clock()))
         self.requests.flush(of_turn(turn.id))
-        self.clauses.flush(of_turn(turn.id))
-        self.segments.flush(of_turn(turn.id))
-        self.segments.put_control(Cancel(turn.id))
+        self._silence(turn.id)
         log.info("preemptive answer to %r dropped: %s", turn.user_text, why)
         self._emit("preemptive_discarded", why=why, text=turn.user_text)
 
@@ -616,9 +614,7 @@ class Conductor(Stage):
         turn.endpoint, turn.turn_probability = u.endpoint, u.turn_probability
 
     def _on_interrupt(self, turn: Answer, msg: InterruptRequested) -> None:
-        self.clauses.flush(of_turn(turn.id))
-        self.segments.flush(of_turn(turn.id))
-        self.segments.put_control(Cancel(turn.id))
+        self._silence(turn.id)
         if msg.kind is Kind.FULL and self.requests.flush(of_turn(turn.id)):
             # the thinker never saw this request, so it will not acknowledge it
             turn.gen_ended, turn.gen_outcome, turn.llm_stop_ns = True, "cancelled", self.clock()
@@ -705,6 +701,7 @@ class Conductor(Stage):
 
     def close_for_shutdown(self) -> None:
         """After the stages stopped: close a turn still in flight with what is known."""
+        self._tentative = None  # nobody will answer it now
         self._discard_preempt("shutting down")
         turn = self._active
         if turn is None:
@@ -716,6 +713,16 @@ class Conductor(Stage):
         self._maybe_finish(turn)
 
     # ---- helpers
+
+    def _silence(self, turn: int) -> None:
+        """Drop a turn's clauses and audio not yet played, and tell the speaker to stop it; a speaker already
+        stopped for shutdown has nothing left to stop."""
+        self.clauses.flush(of_turn(turn))
+        self.segments.flush(of_turn(turn))
+        try:
+            self.segments.put_control(Cancel(turn))
+        except ChannelClosed:
+            pass
 
     def _write(self, fn, *args, **kwargs):
         """A turn-log write; a failure is logged loudly and the appliance keeps talking."""
