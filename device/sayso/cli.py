@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="DIR", help="draw the first run of each scenario as a waterfall PNG in DIR")
     b.add_argument("--only", nargs="+", metavar="SCENARIO", help="run only these bench scenarios (default: all)")
     b.add_argument("--levels", nargs="+", metavar="LEVEL",
-                   help="room levels to run: -20, -6 (echo dB) and hard (default: -20 -6)")
+                   help="room levels to run: -20, -6 (echo dB) and hard (default: all three)")
     b.add_argument("--voices", nargs="+", metavar="VOICE",
                    help="the person's voices, each at every level: piper, espeak:NAME, recording:NAME "
                         "(default: piper)")
