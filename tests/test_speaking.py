@@ -114,6 +114,16 @@ def test_word_spans_on_twenty_sentences_are_monotonic_and_cover_the_audio(voice)
 
 
 @pytest.mark.slow
+def test_a_sentence_spoken_in_pieces_keeps_one_span_per_word_in_order(voice):
+    assert len(pieces(LONG)) == 3
+    r = voice.render(LONG)
+    words = r.words
+    assert [w.text for w in words] == LONG.split()
+    assert all(a.end <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert words[-1].end <= len(r.audio)
+
+
+@pytest.mark.slow
 def test_a_voice_not_patched_for_alignments_is_patched_in_memory(store, tmp_path, voice):
     import shutil
 
