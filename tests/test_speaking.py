@@ -9,7 +9,7 @@ from sayso.answering.audio_out import PyAudioSink
 from sayso.answering.chunker import ClauseChunker
 from sayso.answering.sanitize import speakable
 from sayso.answering.speaker import Speaker
-from sayso.answering.tts import PiperTTS
+from sayso.answering.tts import MAX_CALL_CHARS, PiperTTS, pieces
 from sayso.pipeline.cancel import Cancellation, Scopes
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.messages import (
@@ -48,6 +48,23 @@ def chunks(text: str, step: int = 3) -> list[str]:
 def test_chunker_cuts_early_first_then_at_sentences_and_never_inside_numbers(text, expected):
     assert chunks(text) == expected
     assert chunks(text, step=1) == expected
+
+
+LONG = ("It began as a small market town on the river, and over the next four hundred years it grew into "
+        "the busy port and the crowded city that people know today with its docks and its bridges.")
+
+
+@pytest.mark.parametrize("text, first", [
+    ("Ask Dr. Smith. It costs 3.5 dollars.", "Ask Dr. Smith. It costs 3.5 dollars."),
+    (LONG, "It began as a small market town on the river,"),
+    (LONG.replace(",", ""), "It began as a small market town on the river and over the next four hundred years it"),
+    ("Sure. " + LONG, "Sure."),
+])
+def test_piper_speaks_a_long_sentence_in_pieces_cut_at_a_clause_else_a_word(text, first):
+    out = pieces(text)
+    assert out[0].startswith(first)
+    assert all(len(p) <= MAX_CALL_CHARS for p in out)
+    assert " ".join(out) == text
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -94,6 +111,16 @@ def test_word_spans_on_twenty_sentences_are_monotonic_and_cover_the_audio(voice)
         estimated += any(w.estimated for w in words)
     print(f"\n{len(SENTENCES) - estimated} of {len(SENTENCES)} sentences aligned word for word; "
           f"{estimated} spread by phoneme counts")
+
+
+@pytest.mark.slow
+def test_a_sentence_spoken_in_pieces_keeps_one_span_per_word_in_order(voice):
+    assert len(pieces(LONG)) == 3
+    r = voice.render(LONG)
+    words = r.words
+    assert [w.text for w in words] == LONG.split()
+    assert all(a.end <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert words[-1].end <= len(r.audio)
 
 
 @pytest.mark.slow

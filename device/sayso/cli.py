@@ -11,7 +11,7 @@ from sayso import __version__, config
 from sayso.errors import ModelCorrupt, ModelMissing, SaysoError
 from sayso.pipeline.writelock import check_free
 from sayso.service.journal import setup_logging
-from sayso.service.malloc import limit_arenas
+from sayso.service.malloc import limit_arenas, map_large_blocks
 
 log = logging.getLogger("sayso")
 
@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, service=args.command == "run")
     limit_arenas()
+    map_large_blocks()
     try:
         settings = config.load(args.config)
         return args.func(args, settings)

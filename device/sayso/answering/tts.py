@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,32 @@ from sayso.pipeline.messages import WordSpan
 log = logging.getLogger(__name__)
 
 _PAUSES = frozenset(",.;:!?…—–-\"'()")
+MAX_CALL_CHARS = 100
+"""The longest sentence Piper speaks in one call; a longer one is spoken in pieces.
+
+Piper's working memory grows with the audio one call makes, about 20 MB a second past
+the first three, and onnxruntime's arena keeps its largest peak for the life of the
+process: one long sentence of an answer left 140 MB more resident. 100 characters is
+about five seconds of speech; a piece ends at a clause boundary where there is one."""
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_CLAUSE_END = re.compile(r"[,;:](?=\s)|\s[-\u2013\u2014](?=\s)")
+
+
+def pieces(text: str, limit: int = MAX_CALL_CHARS) -> list[str]:
+    """`text` with every sentence longer than `limit` cut at its last clause boundary (else word) before it."""
+    if len(text) <= limit:
+        return [text]  # left to Piper whole: its own sentence split knows "Dr." and "3.5"
+    out = []
+    for sentence in _SENTENCE_END.split(text.strip()):
+        while len(sentence) > limit:
+            head = sentence[:limit + 1]
+            cut = max((m.end() for m in _CLAUSE_END.finditer(head)), default=None) or head.rfind(" ")
+            if cut <= 0:
+                break  # one word past the limit: Piper takes it whole
+            out.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        out.append(sentence)
+    return [p for p in out if p]
 
 
 @dataclass(frozen=True)
@@ -80,11 +107,12 @@ class PiperTTS:
         return other
 
     def speak(self, text: str) -> list[Speech]:
-        """One Speech per sentence Piper finds in `text`."""
+        """One Speech per sentence Piper finds in `text`, or per piece of a long one (`pieces`)."""
         out = []
-        for chunk in self._voice.synthesize(text, syn_config=self._config, include_alignments=True):
-            phonemes = tuple((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments or ())
-            out.append(Speech(text, chunk.audio_int16_array.copy(), chunk.sample_rate, phonemes))
+        for piece in pieces(text):
+            for chunk in self._voice.synthesize(piece, syn_config=self._config, include_alignments=True):
+                phonemes = tuple((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments or ())
+                out.append(Speech(text, chunk.audio_int16_array.copy(), chunk.sample_rate, phonemes))
         return out
 
     def audio(self, text: str) -> np.ndarray:
