@@ -130,7 +130,8 @@ def cmd_bench(args, settings) -> int:
     import json
 
     from sayso.sim.bench import DEFAULT_LEVELS, LEVELS, SCENARIOS, run_bench, table
-    from sayso.sim.voices import RECORDING, VOICE_NAME, VOICES_ALLOWED, RecordingVoice
+    from sayso.sim.simulate import check_recordings
+    from sayso.sim.voices import VOICE_NAME, VOICES_ALLOWED
 
     if unknown := set(args.only or ()) - set(SCENARIOS):
         raise SaysoError(f"no bench scenario {', '.join(sorted(unknown))}; the bench has {', '.join(SCENARIOS)}")
@@ -140,9 +141,7 @@ def cmd_bench(args, settings) -> int:
         raise SaysoError(f"no voice {', '.join(bad)}: name {VOICES_ALLOWED}")
 
     store = _store(args, settings)
-    for voice in args.voices or ():
-        if voice.startswith(RECORDING):
-            RecordingVoice(voice.removeprefix(RECORDING), store)  # not fetched: say so before the models load
+    check_recordings(args.voices or (), store)
     out = run_bench(settings, store, args.runs,
                     progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
                     plot_dir=Path(args.plot) if args.plot else None, scenarios=tuple(args.only or SCENARIOS),

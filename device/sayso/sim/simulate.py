@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -81,11 +82,16 @@ def person_voice(name: str, store: ModelStore) -> voices.EspeakVoice | voices.Re
     return voices.EspeakVoice(name.removeprefix(voices.ESPEAK))
 
 
-def check_voices(scenario: Scenario, store: ModelStore) -> None:
-    """Every recording the scenario's person speaks with is fetched: before any model loads, not after."""
-    for name in {scenario.voice, *(step.voice for step in scenario.steps if step.voice)}:
+def check_recordings(names: Iterable[str], store: ModelStore) -> None:
+    """Every recording among the voices `names` is fetched: said before any model loads, not after."""
+    for name in set(names):
         if name.startswith(voices.RECORDING):
             person_voice(name, store)
+
+
+def check_voices(scenario: Scenario, store: ModelStore) -> None:
+    """Every recording the scenario's person speaks with is fetched."""
+    check_recordings((scenario.voice, *(step.voice for step in scenario.steps if step.voice)), store)
 
 
 @dataclass
