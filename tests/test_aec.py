@@ -212,3 +212,50 @@ def test_the_guard_does_not_take_a_frame_the_canceller_lost_for_a_person():
     person = frame(echo_level)
     raw = np.clip(person.astype(np.int32) + frame(echo_level), -32768, 32767).astype(np.int16)
     assert allows(raw, person, 121), "a person as loud as the echo was shut out"
+
+
+def _playing_reference(rng: np.random.Generator, t0: int, seconds: float) -> EchoReference:
+    ref = EchoReference(keep_s=10.0)
+    for i in range(0, int(seconds * RATE_HZ), 320):
+        ref.played((rng.standard_normal(320) * 3000).astype(np.int16), int((t0 + i) * 1e9 / RATE_HZ))
+    return ref
+
+
+def test_a_person_talking_over_an_unconverged_canceller_does_not_teach_the_guard():
+    # Before the canceller converges every frame used to count as echo, so a person talking over the
+    # answer raised the bar to their own level within a second: a quiet voice then went unheard for
+    # seconds. What clears the bar is the person's and teaches nothing.
+    rng = np.random.default_rng(5)
+    t0 = 2 * RATE_HZ
+    ref = _playing_reference(rng, t0, 6.0)
+    guard = EchoGuard(BargeInSettings())
+    echo_level, person_level = 3000 * 10 ** (-6 / 20), 3000 * 10 ** (12 / 20)
+    heard = []
+    for k in range(90):  # about 3 s; the canceller takes nothing yet
+        talking = k % 5 != 4  # syllables, with the answer's echo alone between them
+        level = np.hypot(echo_level, person_level) if talking else echo_level
+        raw = (rng.standard_normal(FRAME) * level).astype(np.int16)
+        allowed = guard.allows(raw, t0 + k * FRAME, ref, 480, raw)
+        if talking:
+            heard.append(allowed)
+    assert all(heard), f"the person was shut out after {heard.index(False)} of their frames"
+    assert guard.coupling < 2 * 10 ** (-6 / 20), "the person's words were learnt as echo"
+
+
+def test_speech_begun_before_the_answer_played_goes_on_being_heard_over_it():
+    # The person starts a sentence a moment before the answer starts to play. Their voice over the
+    # echo is the person's: barge-in must pause the answer rather than the guard cut their start off.
+    # Speech that begins while the answer plays is judged against the echo as before.
+    rng = np.random.default_rng(6)
+    t0 = 2 * RATE_HZ
+    ref = _playing_reference(rng, t0, 4.0)
+    guard = EchoGuard(BargeInSettings())
+    quiet = np.zeros(FRAME, np.int16)
+    for k in range(-20, 0):  # nothing playing yet
+        assert guard.allows(quiet, t0 + k * FRAME, ref, 480, quiet)
+    level = 3000 * 10 ** (-3 / 20)  # a voice no louder than the echo expected: under the bar
+    before = t0 - 5 * FRAME
+    for k in range(10):
+        mic = (rng.standard_normal(FRAME) * level).astype(np.int16)
+        assert guard.allows(mic, t0 + k * FRAME, ref, 480, mic, speech_from=before), f"frame {k} was cut"
+        assert not guard.allows(mic, t0 + k * FRAME, ref, 480, mic, speech_from=t0 + FRAME)
