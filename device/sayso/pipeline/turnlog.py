@@ -54,11 +54,14 @@ def cut_in_note(heard: str) -> str:
 
     A small model copies a marker inside the assistant's text ("France was
     founded in [the person cut in here]"), and its next answer comes out just
-    as cut off; a separate note is not copied.
+    as cut off; a separate note is not copied. The note does not quote what was
+    heard, which the answer before it already is: quoted, the 0.5B model
+    parroted the note or the cut words, and each quoted word was one more token
+    to evaluate before the next answer could start.
     """
     if not heard:
         return "The person cut in before hearing any of that answer."
-    return f'The person cut in there; they heard only: "{heard}".'
+    return "The person cut in there."
 
 
 class TurnLog(TurnReader):
