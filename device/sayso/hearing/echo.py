@@ -184,8 +184,6 @@ class EchoGuard:
     ABOVE_FLOOR = 2.0
     """While the appliance talks, a frame must be 6 dB over the room's noise floor: Silero's memory of
     the echo keeps its probability up for a frame or two into a quiet gap, and a gap is not a person."""
-    QUIET_FRAMES = 16
-    """After this many frames (about 0.5 s) with nothing to expect, the next echo starts a new spell of playing."""
 
     def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
         self.margin = 10 ** (settings.echo_margin_db / 20)
@@ -199,9 +197,6 @@ class EchoGuard:
         """Whether the last frame was louder than the expected echo at all (no margin)."""
         self.expecting_echo = False
         """Whether the appliance's voice may be in the last frame (it was playing, within the delays allowed)."""
-        self.playing_from: int | None = None
-        """The clock sample where the appliance's voice began after a quiet spell; None before it first played."""
-        self._quiet_frames = self.QUIET_FRAMES
 
     @property
     def coupling(self) -> float:
@@ -214,17 +209,13 @@ class EchoGuard:
         return _p90(self._raw_ratios, self.initial)
 
     def allows(self, samples: np.ndarray, start: int, ref: EchoReference, delay: int | None = None,
-               raw: np.ndarray | None = None, speech_from: int | None = None) -> bool:
+               raw: np.ndarray | None = None) -> bool:
         """Observe one frame at clock sample `start` (every frame, so the coupling keeps learning).
 
         False if it may be echo. The reference is looked at over the delays a room
         and a device may add, or only around `delay` once the canceller has measured
         it, so the guard stops expecting echo soon after the speaker stops (a pause).
-        `raw` is the frame before the canceller, None without one. `speech_from`: the
-        clock sample where the speech the listener is hearing began, None when it hears none.
-        Speech that began before the appliance started playing is the person's, not
-        its echo: it goes on being heard (barge-in then silences the appliance), and
-        teaches nothing of the echo, since the person is in it.
+        `raw` is the frame before the canceller, None without one.
         """
         at, window = (start, self.window) if delay is None else (start - delay, self.MEASURED_WINDOW)
         ref_level = ref.level(at - window, at + FRAME_SAMPLES + LEVEL_CHUNK)
@@ -233,13 +224,7 @@ class EchoGuard:
         self.above_echo = True
         self.expecting_echo = not (ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4)
         if not self.expecting_echo:
-            self._quiet_frames += 1
             return True  # nothing playing: nothing to mistake
-        if self._quiet_frames >= self.QUIET_FRAMES:
-            self.playing_from = start
-        self._quiet_frames = 0
-        if speech_from is not None and self.playing_from is not None and speech_from < self.playing_from:
-            return True
         raw_level = None if raw is None else rms(raw)
         echo = self.coupling * ref_level
         if raw_level is not None and mic >= raw_level:
@@ -260,10 +245,6 @@ class EchoGuard:
             is_echo = not (converged and left > self.UNTOUCHED)
             if is_echo:
                 self._removed.append(left)
-            # what clears the bar is taken for the person, as without a canceller: learnt before the filter
-            # has converged, their words over a quiet stretch of the answer (or just after it was cut) would
-            # lift the bar above their own voice, and a quiet voice would stay unheard for seconds
-            is_echo = is_echo and not allowed
         if is_echo and ref_level >= 1e-4:
             self._ratios.append(mic / ref_level)
             if raw_level is not None:

@@ -151,9 +151,7 @@ class Listener(Stage):
         if self.wake is not None:
             self._check_wake(frame)
         raw = prob = self.vad.probability(frame.samples)
-        onset = self.endpointer.onset_sample if self.endpointer.state is not VADState.STOPPING else None
-        speech_from = None if onset is None else onset + at - frame.index  # on the clock the guard reads
-        if self.echo is not None and not self.guard.allows(frame.samples, at, self.echo, delay, mic, speech_from):
+        if self.echo is not None and not self.guard.allows(frame.samples, at, self.echo, delay, mic):
             prob = 0.0  # the appliance hearing itself
         settings = self.endpointer.settings
         # the gate stands in front of onset, end and barge-in alike: a voice across the room does none of them

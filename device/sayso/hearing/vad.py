@@ -161,11 +161,6 @@ class Endpointer:
         return self._state
 
     @property
-    def onset_sample(self) -> int | None:
-        """Where the current run of speech began (audio-clock sample); None when quiet."""
-        return None if self._state is VADState.QUIET else self._onset
-
-    @property
     def speech_ms(self) -> float:
         """How long the current run of speech has lasted, in ms; 0 when quiet. Barge-in reads this."""
         if self._state is VADState.QUIET:
