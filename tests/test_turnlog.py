@@ -101,6 +101,20 @@ def test_the_history_window_moves_in_steps_so_its_start_stays_put_for_most_turns
     assert turnlog.history("c1", 9)[:2] == [("user", "question 8"), ("assistant", "answer 8")]
 
 
+def test_a_turn_being_joined_does_not_move_the_window(turnlog):
+    """The prompt of words that join a turn begins as the one prefilled before that turn was logged."""
+    for n in range(4):
+        u = turnlog.add_user("c1", f"question {n}")
+        a = turnlog.begin_assistant("c1", u)
+        turnlog.finish(a, text=f"answer {n}", heard_text=f"answer {n}", status="complete")
+    before = turnlog.history("c1", 7, step=2)
+    joined = turnlog.add_user("c1", "what is the")
+    early = turnlog.begin_assistant("c1", joined)
+    turnlog.finish(early, text="That is", heard_text="", status="interrupted", reason="superseded", kind="full")
+    assert turnlog.history("c1", 7, step=2)[0] != before[0]  # counted, the joined turn moves the window
+    assert turnlog.history("c1", 7, step=2, without=joined) == before
+
+
 def test_a_newer_schema_is_refused_with_advice(tmp_path):
     path = tmp_path / "turns.db"
     TurnLog(path).close()

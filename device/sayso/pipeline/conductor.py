@@ -530,17 +530,14 @@ class Conductor(Stage):
 
     def _history(self, text: str, join: _Join | None) -> list[tuple[str, str]]:
         """The logged conversation, ending with `text` as the person's turn (replacing a turn it joins)."""
-        history = self._logged_history(self.conversations.current())
-        if join is not None and ("user", join.text) in history:
-            last = len(history) - 1 - history[::-1].index(("user", join.text))
-            history = history[:last]
+        history = self._logged_history(self.conversations.current(), None if join is None else join.user_row)
         return [*history, ("user", text)]
 
-    def _logged_history(self, conversation: str) -> list[tuple[str, str]]:
-        """The conversation's last turns for the LLM; the window moves in steps, so the prompt prefix
-        llama.cpp keeps evaluated survives most turns."""
+    def _logged_history(self, conversation: str, without: int | None = None) -> list[tuple[str, str]]:
+        """The conversation's last turns for the LLM, but the user turn `without`; the window moves in
+        steps, so the prompt prefix llama.cpp keeps evaluated survives most turns."""
         limit = self.settings.history_turns + 1
-        return self.turnlog.history(conversation, limit, step=max(1, limit // 2))
+        return self.turnlog.history(conversation, limit, step=max(1, limit // 2), without=without)
 
     def _on_preempt_report(self, turn: Answer, msg: object) -> None:
         match msg:

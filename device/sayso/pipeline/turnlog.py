@@ -208,14 +208,16 @@ class TurnLog(TurnReader):
         r = rows[-1]
         return r["conversation_id"], r["ended_at"] or r["started_at"]
 
-    def history(self, conversation_id: str, limit: int, step: int = 1) -> list[tuple[str, str]]:
+    def history(self, conversation_id: str, limit: int, step: int = 1, without: int | None = None
+                ) -> list[tuple[str, str]]:
         """(role, content) for the LLM: an interrupted answer is what was heard, then a note that it was cut.
 
         An answer superseded (dropped because the person went on talking before
         a word of it reached them) is left out: it was never part of the conversation.
         At most the last `limit` turns; past that the window's start moves `step` turns at a
         time, so the prompt's prefix (which llama.cpp keeps evaluated) stays put for most turns
-        instead of changing with every one.
+        instead of changing with every one. The user turn `without` is left out before the window is
+        placed: words that join it replace it, and the prompt they end must begin as it did before.
         """
         if limit <= 0:
             return []
@@ -223,7 +225,8 @@ class TurnLog(TurnReader):
 
         def counts(r: dict) -> bool:
             return (r["conversation_id"] == conversation_id and r["status"] in ("complete", "interrupted")
-                    and not (r["role"] == "assistant" and r["interrupt_reason"] == "superseded"))
+                    and not (r["role"] == "assistant" and r["interrupt_reason"] == "superseded")
+                    and r["id"] != without)
         found = self._select(
             "SELECT * FROM turns WHERE conversation_id = ? AND status IN ('complete', 'interrupted') "
             "AND NOT (role = 'assistant' AND interrupt_reason IS 'superseded') ORDER BY id DESC LIMIT ?",
