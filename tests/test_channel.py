@@ -71,3 +71,18 @@ def test_a_full_channel_applies_back_pressure_until_flushed():
     ch.flush(of_turn(7))
     assert done.wait(5)
     assert ch.get(0) == Clause(8, 0, "next")
+
+
+def test_take_picks_the_first_matching_item_and_leaves_the_rest_in_order():
+    ch = Channel("t")
+    for i, text in enumerate(["a", "b", "c"]):
+        ch.put(Clause(7 if text != "b" else 8, i, text))
+    assert ch.take(of_turn(9), timeout=0.01) is None
+    assert ch.take(of_turn(8), timeout=0.01) == Clause(8, 1, "b")
+    assert [ch.get(0), ch.get(0)] == [Clause(7, 0, "a"), Clause(7, 2, "c")]
+    later = threading.Timer(0.05, lambda: ch.put(Clause(8, 3, "d")))
+    later.start()
+    assert ch.take(of_turn(8), timeout=5) == Clause(8, 3, "d")
+    ch.close()
+    with pytest.raises(ChannelClosed):
+        ch.take(of_turn(8), timeout=0.01)

@@ -32,7 +32,7 @@ from sayso.pipeline.messages import (
     WakeWordHeard,
 )
 from sayso.pipeline.turnlog import TurnLog, cut_in_note
-from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS
+from sayso.sim.fakes import FakeLLM, FakeSpeakerSink, FakeTTS, ResumableFakeLLM
 from waits import lasts, wait_until
 
 LONG = ("Paris is the capital of France. It sits on the river Seine and has many old bridges. "
@@ -580,6 +580,43 @@ def test_words_while_paused_commit_the_interrupt_with_what_was_heard_before_the_
     assert {"pause_to_commit_ms", "interrupt_to_silence_ms"} <= set(row["metrics"])
     assert row["metrics"]["pause_to_commit_ms"] >= 300 and "false_interruption" not in r.rec.sequence(turn)
     assert done["reason"] == "user_speaking"
+
+
+def resumable_pause_rig(rig, window_s: float) -> Rig:
+    """A pause rig whose LLM can leave an answer and resume it, slow enough to be mid-answer at the pause."""
+    r = pause_rig(rig, window_s=window_s)
+    r.llm = r.engine.thinker.llm = ResumableFakeLLM([LONG], token_delay_s=0.08)
+    return r
+
+
+def test_a_paused_answer_leaves_the_llm_and_goes_on_from_its_words_when_the_pause_resumes(rig):
+    r = resumable_pause_rig(rig, window_s=0.6)
+    turn = paused_at_speaking(r)
+    at_pause = r.row(turn)["text"]
+    assert at_pause and at_pause != LONG, "the answer was whole before the pause"
+    r.rec.wait("false_interruption", turn=turn)
+    assert r.finished(turn)["status"] == "complete"
+    (so_far,) = r.llm.resumed
+    assert at_pause.replace(" ", "") in so_far.replace(" ", "") and LONG.startswith(so_far) and so_far != LONG
+    row = r.row(turn)
+    assert row["text"] == row["heard_text"] == LONG, "words lost or doubled where the answer was resumed"
+    assert r.played() == LONG.split()
+
+
+def test_words_over_a_paused_answer_prefill_the_prompt_that_answers_them_if_they_cut_in(rig):
+    r = resumable_pause_rig(rig, window_s=5.0)
+    turn = paused_at_speaking(r)
+    r.c.post(PartialTranscript("tell me about rome"))
+    assert wait_until(lambda: r.llm.prefilled), "the person's words over the paused answer were not prefilled"
+    prefilled = r.llm.prefilled[-1]
+    assert prefilled[-1] == {"role": "user", "content": "tell me about rome"}
+    assert prefilled[-2] == {"role": "system", "content": cut_in_note("heard")}
+    r.c.post(Utterance("tell me about rome", time.monotonic_ns(), confidence=(0.9, 0.9, 0.9, 0.9)))
+    assert r.finished(turn)["status"] == "interrupted"
+    assert r.llm.resumed == [], "a cut answer was resumed"
+    r.finished()
+    assert wait_until(lambda: len(r.llm.calls) == 2)
+    assert r.llm.calls[1] == prefilled, "the answer's prompt is not the one prefilled"
 
 
 def test_an_empty_final_resumes_at_once_and_fillers_are_not_words(rig):

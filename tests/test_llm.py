@@ -106,6 +106,26 @@ def test_a_prefill_of_the_words_so_far_leaves_only_the_last_words_and_the_reply_
     assert asked <= 1, f"the very words prefilled were evaluated again: {asked} tokens"
 
 
+def test_an_answer_stopped_part_way_goes_on_from_its_words(llm, evaluated):
+    messages = long_history(4)
+    pieces: list[str] = []
+    for piece in llm.stream(messages, lambda: len(pieces) >= 6):
+        pieces.append(piece)
+    so_far = "".join(pieces)
+    assert llm.resumable and len(pieces) == 6
+    evaluated.clear()
+    rest = "".join(llm.resume(messages, so_far))
+    assert evaluated[0] <= 2, f"the prompt and the words so far were evaluated again: {evaluated[0]} tokens"
+    assert rest.strip() and "<|im" not in rest, rest
+    # after a prefill of the prompt that would follow a cut-in, only the answer's own words are new again
+    llm.prefill([*messages, {"role": "assistant", "content": so_far.strip()},
+                 {"role": "system", "content": "The person cut in there."}, {"role": "user", "content": "Wait"}])
+    evaluated.clear()
+    for _ in llm.resume(messages, so_far):
+        break
+    assert evaluated[0] <= len(pieces) + 2, evaluated
+
+
 def _prompt_tokens_evaluated(llm, messages, evaluated: list[int]) -> int:
     """How many prompt tokens llama.cpp evaluated before the first piece of the answer."""
     evaluated.clear()

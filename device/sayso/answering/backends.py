@@ -13,9 +13,10 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 from sayso.answering.llm_server import ServerLLM, ServerTimeouts
-from sayso.answering.thinker import LLM
+from sayso.answering.thinker import LLM, ResumableLLM
 from sayso.config import LLMSettings, Settings
 from sayso.errors import ConfigError, LLMServerFailed, LLMUnavailable, ModelCorrupt, ModelMissing
 from sayso.models.manifest import ModelStore
@@ -58,6 +59,17 @@ class FailoverLLM:
     @property
     def name(self) -> str:
         return "server" if self.server is not None else "local"
+
+    @property
+    def resumable(self) -> bool:
+        """An answer can be left part-way and resumed when only the local model answers: a server's
+        chat API cannot go on with an answer, and it spends none of this board's time while it waits."""
+        return self.server is None and getattr(self.local, "resumable", False)
+
+    def resume(self, messages: list[dict[str, str]], so_far: str, should_stop: Callable[[], bool] = lambda: False
+               ) -> Iterator[str]:
+        """Go on with the local model's answer after `so_far`."""
+        return cast(ResumableLLM, self.local).resume(messages, so_far, should_stop)
 
     def stream(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False
                ) -> Iterator[str]:

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from llama_cpp import ChatCompletionRequestMessage, CreateChatCompletionStreamResponse
@@ -65,6 +65,12 @@ class LlamaLLM:
         self._abort = AbortWatch(llama_cpp, self._llama._ctx.ctx)
         self.aborts = 0
         """How many times llama.cpp was stopped inside a decode."""
+        self._formatter = _template_formatter(self._llama)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether `resume` can go on with an answer: the model carries its own chat template."""
+        return self._formatter is not None
 
     def warm(self, system_prompt: str) -> None:
         """Prefill the system prompt, so the first answer is not slower.
@@ -88,6 +94,24 @@ class LlamaLLM:
             self.aborts += 1
             log.debug("llama.cpp aborted the prefill on request (%s)", e)
 
+    def resume(self, messages: list[dict[str, str]], so_far: str, should_stop: Callable[[], bool] = lambda: False
+               ) -> Iterator[str]:
+        """Go on with an answer stopped after `so_far`: the prompt is the chat's, then those words.
+
+        llama.cpp keeps what it last evaluated, so an answer stopped and resumed
+        at once costs nothing; after a prefill only what it changed is evaluated again.
+        """
+        if self._formatter is None:
+            raise RuntimeError("this model has no chat template to resume an answer with")
+        chat = self._formatter(messages=messages)
+        llama = self._llama
+        prompt = llama.tokenize((chat.prompt + so_far).encode("utf-8"), add_bos=not chat.added_special, special=True)
+        used = len(llama.tokenize(so_far.encode("utf-8"), add_bos=False, special=False))
+        stream = cast("Generator[Any, None, None]", llama.create_completion(
+            prompt=prompt, stream=True, max_tokens=max(1, self.max_tokens - used), temperature=self.temperature,
+            seed=None if self.seed < 0 else self.seed, stop=chat.stop, stopping_criteria=chat.stopping_criteria))
+        yield from self._pieces(stream, should_stop, lambda chunk: chunk["choices"][0].get("text"))
+
     def stream(self, messages: list[dict[str, str]], should_stop: Callable[[], bool] = lambda: False
                ) -> Iterator[str]:
         """Yield pieces of the answer; `should_stop` is read after every token.
@@ -97,12 +121,17 @@ class LlamaLLM:
         stream = cast("Chunks", self._llama.create_chat_completion(
             messages=cast("list[ChatCompletionRequestMessage]", messages), stream=True, max_tokens=self.max_tokens,
             temperature=self.temperature, seed=None if self.seed < 0 else self.seed))
+        yield from self._pieces(stream, should_stop, lambda chunk: chunk["choices"][0]["delta"].get("content"))
+
+    def _pieces(self, stream: Generator[Any, None, None], should_stop: Callable[[], bool], text: Callable[[Any], object]
+                ) -> Iterator[str]:
+        """The text of llama-cpp's stream chunks, until it ends or `should_stop`."""
         try:
             with self._abort.watching(should_stop):
                 for chunk in stream:
                     if should_stop():
                         return
-                    piece = chunk["choices"][0]["delta"].get("content")
+                    piece = text(chunk)
                     if isinstance(piece, str) and piece:
                         yield piece
         except RuntimeError as e:
@@ -112,3 +141,17 @@ class LlamaLLM:
             log.debug("llama.cpp aborted on request (%s)", e)  # the clean cancel during prompt processing
         finally:
             stream.close()
+
+
+def _template_formatter(llama) -> Callable[..., Any] | None:
+    """The model's own chat template as llama-cpp-python renders it for create_chat_completion, or None
+    when it answers with a built-in format instead (then an answer cannot be resumed part-way)."""
+    from llama_cpp import llama_chat_format
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template or llama.chat_format != "chat_template.default":
+        return None
+    eos, bos = llama.token_eos(), llama.token_bos()
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=template, eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llama._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])

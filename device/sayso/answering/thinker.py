@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Protocol, cast
 
 from sayso.answering.chunker import ClauseChunker
 from sayso.answering.sanitize import speakable
@@ -30,6 +30,16 @@ class LLM(Protocol):
         """Yield pieces of the answer; stop soon after `should_stop()` turns true."""
 
 
+class ResumableLLM(LLM, Protocol):
+    """An LLM that can stop an answer part-way and go on with it later (a prompt-cached local model)."""
+
+    resumable: bool
+
+    def resume(self, messages: list[dict[str, str]], so_far: str, should_stop: Callable[[], bool]
+               ) -> Iterator[str]:
+        """Yield the pieces of the answer that follow `so_far`."""
+
+
 class Thinker(Stage):
     """Owns the LLM (llama.cpp is not thread-safe, so only this thread touches it).
 
@@ -37,6 +47,11 @@ class Thinker(Stage):
     within one token; a token the backend still yields after that is dropped.
     `max_seconds` bounds the LLM's own work, not time spent waiting for the
     voice to take a clause; an answer past it ends at its last whole sentence.
+
+    While the person's speech holds the answer paused, an LLM that can resume
+    stops generating and evaluates what the person says instead (prefills), so
+    that an answer to their words can start at once if they are cutting in. If
+    the pause resumes, the answer goes on from the words it had.
     """
 
     name = "thinker"
@@ -69,25 +84,35 @@ class Thinker(Stage):
         messages = _chat(req.messages)
         if req.preface:
             self._send(turn, spoken, req.preface)
+        held = self._held(turn)
+        stop = lambda: cancelled() or held()  # noqa: E731
         started, waited, timed_out, failed = self.clock(), 0, False, None
         try:
-            for piece in self.llm.stream(messages, cancelled):
-                self.beat()
+            while True:
+                for piece in self._generate(messages, raw, stop):
+                    self.beat()
+                    if cancelled():
+                        break  # the "one more token" after a cancel belongs to no one
+                    if not raw:
+                        self.report(FirstToken(turn, self.clock()))
+                    raw += piece
+                    for chunk in chunker.feed(piece):
+                        t = self.clock()
+                        self._send(turn, spoken, chunk)
+                        if len(spoken) == 1:
+                            self._let_the_voice_start(turn, cancelled)
+                        waited += self.clock() - t  # blocked by the voice: not the LLM's time
+                    if self.clock() - started - waited > self.max_seconds * 1e9:
+                        log.warning("turn %s: the LLM worked on the answer for over %.0fs; ending it at the last "
+                                    "whole sentence", turn, self.max_seconds)
+                        timed_out = True
+                        break
+                if timed_out or cancelled() or not held():
+                    break
+                t = self.clock()
+                self._wait_out_pause(turn, cancelled)
+                waited += self.clock() - t  # the person's pause: not the LLM's time
                 if cancelled():
-                    break  # the "one more token" after a cancel belongs to no one
-                if not raw:
-                    self.report(FirstToken(turn, self.clock()))
-                raw += piece
-                for chunk in chunker.feed(piece):
-                    t = self.clock()
-                    self._send(turn, spoken, chunk)
-                    if len(spoken) == 1:
-                        self._let_the_voice_start(turn, cancelled)
-                    waited += self.clock() - t  # blocked by the voice: not the LLM's time
-                if self.clock() - started - waited > self.max_seconds * 1e9:
-                    log.warning("turn %s: the LLM worked on the answer for over %.0fs; ending it at the last "
-                                "whole sentence", turn, self.max_seconds)
-                    timed_out = True
                     break
         except LLMUnavailable as e:
             failed = e  # no backend can answer: say so, rather than meet the person with silence
@@ -111,14 +136,36 @@ class Thinker(Stage):
                                     dict(backend) if backend else None))
         self.current_turn = None
 
-    def _prefill(self, req: Prefill) -> None:
+    def _generate(self, messages: list[dict[str, str]], so_far: str, stop: Callable[[], bool]) -> Iterator[str]:
+        """The answer's pieces: from its start, or after the words it had when it was held."""
+        if so_far:
+            return cast(ResumableLLM, self.llm).resume(messages, so_far, stop)
+        return self.llm.stream(messages, stop)
+
+    def _held(self, turn: int) -> Callable[[], bool]:
+        """Whether the turn's answer is paused and the LLM can leave it meanwhile (it can resume it)."""
+        if not getattr(self.llm, "resumable", False):
+            return lambda: False
+        return lambda: self.scopes.paused(turn)
+
+    def _wait_out_pause(self, turn: int, cancelled: Callable[[], bool]) -> None:
+        """Until the pause resumes or the answer is cancelled, evaluate the person's words as they come."""
+        log.debug("turn %s: paused; the LLM leaves the answer for the person's words", turn)
+        going_on = lambda: self.scopes.paused(turn) and not cancelled()  # noqa: E731
+        while going_on() and not self.stopping.is_set():
+            self.beat()
+            req = self.requests.take(lambda x: isinstance(x, Prefill), timeout=0.02)
+            if isinstance(req, Prefill):
+                self._prefill(req, lambda: not going_on())  # the answer goes on or ends: it needs the LLM
+
+    def _prefill(self, req: Prefill, also_stop: Callable[[], bool] = lambda: False) -> None:
         """Evaluate the next prompt's beginning now; a backend that keeps no prompt cache skips it."""
         prefill = getattr(self.llm, "prefill", None)
         if prefill is None:
             return
         t, self._prefilling = self.clock(), req.messages
         try:
-            prefill(_chat(req.messages), self._gives_way)
+            prefill(_chat(req.messages), lambda: self._gives_way() or also_stop())
         except LLMUnavailable as e:
             log.debug("prefill skipped: %s", e)
             return

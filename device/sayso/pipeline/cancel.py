@@ -28,7 +28,8 @@ class Scope:
         self.speech = threading.Event()
         self.generation = threading.Event()
         self.paused = threading.Event()
-        """Barge-in's pause: the speaker holds still, generation goes on (see Conductor.pause)."""
+        """Barge-in's pause: the speaker holds still; generation goes on, or waits for it to resume or
+        be cut while the LLM evaluates the person's words (see Conductor.pause)."""
         self.playable = threading.Event()
         """Clear while the answer is preemptive: generated and synthesized, but nothing plays until the
         person's turn is certain."""

@@ -66,6 +66,21 @@ class Channel(Generic[T]):
             self._cond.notify_all()
             return item
 
+    def take(self, match: Callable[[T], bool], timeout: float | None = None) -> T | None:
+        """Take the first data item for which `match` is true, waiting up to `timeout`; None if none came.
+        Items before it stay where they are."""
+        with self._cond:
+            def found() -> T | None:
+                return next((x for x in self._data if match(x)), None)
+            self._cond.wait_for(lambda: self._closed or found() is not None, timeout)
+            if self._closed:
+                raise ChannelClosed(f"channel {self.name} is closed")
+            item = found()
+            if item is not None:
+                self._data.remove(item)
+                self._cond.notify_all()
+            return item
+
     def flush(self, match: Callable[[T], bool]) -> int:
         """Drop queued data items for which `match` is true; return how many."""
         with self._cond:

@@ -60,7 +60,7 @@ from sayso.pipeline.messages import (
 from sayso.pipeline.metrics import timeline, turn_metrics
 from sayso.pipeline.pause import Pause, commits, continues, has_words
 from sayso.pipeline.stage import Stage
-from sayso.pipeline.turnlog import TurnLog
+from sayso.pipeline.turnlog import TurnLog, cut_answer
 from sayso.pipeline.wake_gate import WakeGate
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,8 @@ class Conductor(Stage):
         return True
 
     def pause(self, onset_ns: int | None = None) -> bool:
-        """Silence the answer in flight now and let generation go on; True if there was one to pause.
+        """Silence the answer in flight now; True if there was one to pause. Generation goes on, or with
+        an LLM that can resume it, waits while the LLM evaluates the person's words (see Thinker).
 
         The conductor then commits `interrupt(full, user_speaking)` once a
         final has `min_words` words the recogniser stands by, or resumes the
@@ -502,16 +503,28 @@ class Conductor(Stage):
 
     def _prefill_heard(self, text: str) -> None:
         """While the person speaks, have the LLM evaluate their words so far into its prompt cache: when the
-        answer starts, only the words that changed since are new to it."""
+        answer starts, only the words that changed since are new to it.
+
+        Over an answer paused by their speech it is the prompt the answer to them would have if they are
+        cutting in: the conversation, the words of the answer heard, the cut-in note, then theirs.
+        """
         text = text.strip()
-        if not (self.turn_settings.preemptive and text) or self._active or self._queued or self._preempt:
+        cut = self._active
+        if not (self.turn_settings.preemptive and text) or self._queued or self._preempt:
             return
-        if self._request(None) is None:
+        if cut is not None and (cut.pause is None or self._joins(cut, cut.pause.onset_ns)):
+            return  # words over an answer that plays on, or that go on with the turn it answers
+        if self._request(cut) is None:
             return
-        if self._join is not None:
-            text = f"{self._join.text} {text}"
+        if cut is not None:
+            heard = " ".join(cut.heard)
+            history = [*self._logged_history(self.conversations.current()), *cut_answer(heard), ("user", text)]
+        else:
+            if self._join is not None:
+                text = f"{self._join.text} {text}"
+            history = self._history(text, self._join)
         try:
-            self._ask(Prefill((("system", self.system_prompt), *self._history(text, self._join))), timeout=0)
+            self._ask(Prefill((("system", self.system_prompt), *history)), timeout=0)
         except (ChannelClosed, TimeoutError):
             pass  # shutting down, or answers queued: they fill the cache themselves
 

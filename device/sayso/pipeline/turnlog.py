@@ -49,6 +49,12 @@ HISTORY_SCAN_ROWS = 5000
 """Turns of one conversation read to place the history window; past these it slides every turn."""
 
 
+def cut_answer(heard: str) -> list[tuple[str, str]]:
+    """An interrupted answer in the LLM's history: the words the person heard of it, then the cut-in note."""
+    heard = heard.strip()
+    return [*([("assistant", heard)] if heard else []), ("system", cut_in_note(heard))]
+
+
 def cut_in_note(heard: str) -> str:
     """The marker after an interrupted answer in the LLM's history: a system note, not part of the answer.
 
@@ -241,10 +247,7 @@ class TurnLog(TurnReader):
             elif r["status"] == "complete":
                 out.append(("assistant", r["text"]))
             else:
-                heard = (r["heard_text"] or "").strip()
-                if heard:
-                    out.append(("assistant", heard))
-                out.append(("system", cut_in_note(heard)))
+                out.extend(cut_answer(r["heard_text"] or ""))
         while out and out[0][0] != "user":  # a window that starts mid-exchange
             out.pop(0)
         return out

@@ -61,6 +61,36 @@ class FakeLLM:
             yield token
 
 
+class ResumableFakeLLM(FakeLLM):
+    """The fake LLM with a prompt cache, like the local model: it prefills, and goes on with an answer
+    it was stopped in (the scripted answer after the words it had). Records both."""
+
+    resumable = True
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.prefilled: list[list[dict]] = []
+        self.resumed: list[str] = []
+        self._last = ""
+
+    def _answer(self, messages: list[dict]) -> str:
+        self._last = super()._answer(messages)
+        return self._last
+
+    def prefill(self, messages: list[dict], should_stop: Callable[[], bool]) -> None:
+        self.prefilled.append(messages)
+
+    def resume(self, messages: list[dict], so_far: str, should_stop: Callable[[], bool]) -> Iterator[str]:
+        self.resumed.append(so_far)
+        tokens = re.findall(r"\s*\S+", self._last)
+        done = next(k for k in range(len(tokens) + 1) if "".join(tokens[:k]) == so_far)
+        for token in tokens[done:]:
+            if should_stop():
+                return
+            self._pause.wait(self.token_delay_s)
+            yield token
+
+
 class FakeTTS:
     """Stand-in for Piper: every word becomes a constant-valued run of samples.
 
