@@ -589,15 +589,26 @@ def resumable_pause_rig(rig, window_s: float) -> Rig:
     return r
 
 
-def test_a_paused_answer_leaves_the_llm_and_goes_on_from_its_words_when_the_pause_resumes(rig):
-    r = resumable_pause_rig(rig, window_s=0.6)
+def test_a_pause_with_no_words_lets_the_llm_go_on_generating(rig):
+    r = resumable_pause_rig(rig, window_s=1.0)
     turn = paused_at_speaking(r)
-    at_pause = r.row(turn)["text"]
-    assert at_pause and at_pause != LONG, "the answer was whole before the pause"
+    assert wait_until(lambda: r.row(turn)["text"] == LONG), "generation stopped at a pause with no words"
+    assert r.finished(turn)["status"] == "complete"
+    assert r.llm.resumed == [] and r.played() == LONG.split()
+
+
+def test_words_over_a_paused_answer_take_the_llm_and_it_goes_on_from_its_words_if_the_pause_resumes(rig):
+    r = resumable_pause_rig(rig, window_s=5.0)
+    turn = paused_at_speaking(r)
+    r.c.post(PartialTranscript("ah"))  # a cough the recogniser heard as a word
+    assert wait_until(lambda: r.llm.prefilled), "the words over the paused answer were not prefilled"
+    left_at = r.row(turn)["text"]
+    assert left_at != LONG, "the answer was whole before the pause"
+    r.c.post(Utterance("ah", time.monotonic_ns(), confidence=(0.9,)))  # a filler: no turn, the answer resumes
     r.rec.wait("false_interruption", turn=turn)
     assert r.finished(turn)["status"] == "complete"
     (so_far,) = r.llm.resumed
-    assert at_pause.replace(" ", "") in so_far.replace(" ", "") and LONG.startswith(so_far) and so_far != LONG
+    assert LONG.startswith(so_far) and so_far.startswith(left_at) and so_far != LONG, (so_far, left_at)
     row = r.row(turn)
     assert row["text"] == row["heard_text"] == LONG, "words lost or doubled where the answer was resumed"
     assert r.played() == LONG.split()

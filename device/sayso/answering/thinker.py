@@ -48,10 +48,10 @@ class Thinker(Stage):
     `max_seconds` bounds the LLM's own work, not time spent waiting for the
     voice to take a clause; an answer past it ends at its last whole sentence.
 
-    While the person's speech holds the answer paused, an LLM that can resume
-    stops generating and evaluates what the person says instead (prefills), so
-    that an answer to their words can start at once if they are cutting in. If
-    the pause resumes, the answer goes on from the words it had.
+    When the person's words come over an answer their speech paused, an LLM
+    that can resume stops generating and evaluates them instead (prefills), so
+    that an answer to them can start at once if they are cutting in. If the
+    pause resumes, the answer goes on from the words it had.
     """
 
     name = "thinker"
@@ -84,11 +84,20 @@ class Thinker(Stage):
         messages = _chat(req.messages)
         if req.preface:
             self._send(turn, spoken, req.preface)
-        held = self._held(turn)
-        stop = lambda: cancelled() or held()  # noqa: E731
+        held, left = self._held(turn), False
+
+        def stop() -> bool:
+            """Cancelled, or leaving the answer for now: once seen, llama.cpp's watcher ends the stream."""
+            nonlocal left
+            if cancelled():
+                return True
+            left = left or held()
+            return left
+
         started, waited, timed_out, failed = self.clock(), 0, False, None
         try:
             while True:
+                left = False
                 for piece in self._generate(messages, raw, stop):
                     self.beat()
                     if cancelled():
@@ -107,7 +116,7 @@ class Thinker(Stage):
                                     "whole sentence", turn, self.max_seconds)
                         timed_out = True
                         break
-                if timed_out or cancelled() or not held():
+                if timed_out or cancelled() or not left:
                     break
                 t = self.clock()
                 self._wait_out_pause(turn, cancelled)
@@ -143,10 +152,12 @@ class Thinker(Stage):
         return self.llm.stream(messages, stop)
 
     def _held(self, turn: int) -> Callable[[], bool]:
-        """Whether the turn's answer is paused and the LLM can leave it meanwhile (it can resume it)."""
+        """Whether the LLM should leave the turn's answer for now: it is paused, the person's words wait to be
+        evaluated, and the LLM can resume it. A pause with no words yet (a cough, a clap) lets it go on
+        generating, so the answer is as far ahead of the voice when it resumes as it would have been."""
         if not getattr(self.llm, "resumable", False):
             return lambda: False
-        return lambda: self.scopes.paused(turn)
+        return lambda: self.scopes.paused(turn) and self.requests.holds(lambda x: isinstance(x, Prefill))
 
     def _wait_out_pause(self, turn: int, cancelled: Callable[[], bool]) -> None:
         """Until the pause resumes or the answer is cancelled, evaluate the person's words as they come."""
