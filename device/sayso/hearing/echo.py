@@ -164,6 +164,45 @@ class EchoCanceller:
         self.aec.close()
 
 
+class ReferenceFit:
+    """How much of the mic's last 64 ms a delayed copy of the reference leaves unexplained: a double-talk test.
+
+    For each lag in a window, the least-squares gain of the reference at that lag
+    is fitted to the raw mic; the best lag's residual, as a fraction of the mic's
+    energy, is what the reference cannot explain. Echo alone leaves little
+    (-5 to -25 dB through a dry room), a person talking over it leaves nearly all
+    of their own energy (-0.1 to -1.5 dB), whatever the canceller has learnt: so it
+    can tell the person from the echo before the canceller has converged. One FFT
+    correlation over the lags, a fraction of a millisecond per frame.
+    """
+
+    SAMPLES = RATE_HZ * 64 // 1000
+
+    def __init__(self):
+        self._mic = np.zeros(self.SAMPLES, np.float32)
+
+    def push(self, raw: np.ndarray) -> None:
+        """The next raw mic frame (every frame, so the window stays continuous)."""
+        n = min(len(raw), self.SAMPLES)
+        self._mic = np.concatenate([self._mic[n:], np.asarray(raw[-n:], np.float32)])
+
+    def unexplained(self, end: int, ref: EchoReference, lo: int, hi: int) -> float:
+        """Fraction (0-1) of the mic's energy up to clock sample `end` that the reference delayed by
+        `lo`..`hi` samples cannot explain; 1.0 with no reference there or a silent mic."""
+        x, n = self._mic.astype(np.float64), self.SAMPLES
+        r = ref.samples(end - n - hi, n + hi - lo).astype(np.float64)
+        energy = float(x @ x)
+        if energy <= 0 or not r.any():
+            return 1.0
+        size = 1 << int(np.ceil(np.log2(len(r) + n)))
+        # c[k] = sum_t x[t] r[t + k]: the reference delayed by hi - k samples
+        c = np.fft.irfft(np.fft.rfft(r, size) * np.conj(np.fft.rfft(x, size)), size)[:hi - lo + 1]
+        power = np.concatenate([[0.0], np.cumsum(r * r)])
+        rr = power[n:n + hi - lo + 1] - power[:hi - lo + 1]
+        explained = c * c / np.maximum(rr * energy, 1e-9)
+        return float(1.0 - min(1.0, explained.max()))
+
+
 class EchoGuard:
     """Decides whether mic energy (after the canceller) is more than the appliance's own voice.
 
@@ -185,6 +224,14 @@ class EchoGuard:
     """While the appliance talks, a frame must be 6 dB over the room's noise floor: Silero's memory of
     the echo keeps its probability up for a frame or two into a quiet gap, and a gap is not a person."""
 
+    UNEXPLAINED = 10 ** (-1.0 / 10)
+    """Before convergence, a frame whose last 64 ms the reference leaves this much of (over -1 dB) unexplained
+    holds a voice of its own and teaches nothing: echo through a dry room leaves -5 to -25 dB."""
+    ROOM_FITS = 10 ** (-17.0 / 10)
+    """...but only in a room where, within the last 3 s, some frame was explained this well (-17 dB): through
+    a reverberant room the appliance's own echo is poorly explained too (-3 dB typical, -8 to -15 at best),
+    and leaving it unlearnt would lower the bar under its own voice."""
+
     def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
         self.margin = 10 ** (settings.echo_margin_db / 20)
         self.window = int(window_ms * RATE_HZ / 1000)
@@ -193,6 +240,8 @@ class EchoGuard:
         self._raw_ratios: deque[float] = deque(maxlen=94)  # the same frames before the canceller
         self._removed: deque[float] = deque(maxlen=32)  # the canceller's output/input over the last echo frames
         self._levels: deque[float] = deque(maxlen=160)  # every frame's level, about 5 s: the noise floor
+        self._fit = ReferenceFit()
+        self._unexplained: deque[float] = deque(maxlen=94)  # what the reference left of the same frames
         self.above_echo = True
         """Whether the last frame was louder than the expected echo at all (no margin)."""
         self.expecting_echo = False
@@ -223,6 +272,8 @@ class EchoGuard:
         self._levels.append(mic)
         self.above_echo = True
         self.expecting_echo = not (ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4)
+        if raw is not None:
+            self._fit.push(raw)
         if not self.expecting_echo:
             return True  # nothing playing: nothing to mistake
         raw_level = None if raw is None else rms(raw)
@@ -243,6 +294,8 @@ class EchoGuard:
             left = mic / max(raw_level, 1e-6)
             converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
             is_echo = not (converged and left > self.UNTOUCHED)
+            if not converged:
+                is_echo = not self._double_talk(start + len(raw), ref, delay)
             if is_echo:
                 self._removed.append(left)
         if is_echo and ref_level >= 1e-4:
@@ -250,6 +303,18 @@ class EchoGuard:
             if raw_level is not None:
                 self._raw_ratios.append(raw_level / ref_level)
         return allowed
+
+    def _double_talk(self, end: int, ref: EchoReference, delay: int | None) -> bool:
+        """Whether the raw mic up to clock sample `end` holds more than a delayed copy of the reference.
+
+        Until 16 frames are known the room is assumed to fit, so a person already
+        reading when the answer starts is not learnt as its echo.
+        """
+        lo, hi = (0, self.window) if delay is None else (delay - LEVEL_CHUNK, delay + self.MEASURED_WINDOW)
+        left = self._fit.unexplained(end, ref, lo, hi)
+        self._unexplained.append(left)
+        fits = len(self._unexplained) < 16 or min(self._unexplained) < self.ROOM_FITS
+        return fits and left > self.UNEXPLAINED
 
 
 def _p90(ratios: deque[float], initial: float) -> float:
