@@ -212,3 +212,34 @@ def test_the_guard_does_not_take_a_frame_the_canceller_lost_for_a_person():
     person = frame(echo_level)
     raw = np.clip(person.astype(np.int32) + frame(echo_level), -32768, 32767).astype(np.int16)
     assert allows(raw, person, 121), "a person as loud as the echo was shut out"
+
+
+def test_the_guard_does_not_learn_a_quiet_reader_as_echo_before_the_canceller_converges():
+    # A -20 dB echo of the answer and, over it, a person reading at -30 dBFS in 1 s bursts with
+    # pauses, while the canceller has not converged (it takes 1 dB). Learning every frame as echo
+    # lifted the coupling to the reader's own level and shut them out; frames the delayed reference
+    # does not explain are the reader's, and are heard.
+    rng = np.random.default_rng(11)
+    ref = EchoReference(keep_s=10.0)
+    t0, seconds, delay = 2 * RATE_HZ, 6, 480
+    played = (rng.standard_normal(seconds * RATE_HZ) * 2000).astype(np.int16)
+    for i in range(0, len(played), 320):
+        ref.played(played[i:i + 320], int((t0 + i) * 1e9 / RATE_HZ))
+    echo = np.concatenate([np.zeros(delay), played[:-delay]]) * 10 ** (-20 / 20)
+    voice = rng.standard_normal(len(played)) * 1000
+    reading = (np.arange(len(played)) // (RATE_HZ // 2)) % 3 != 2  # 1 s read, 0.5 s pause
+    reading[:2 * RATE_HZ] = False  # the answer's first 2 s: echo alone
+    mic = echo + np.where(reading, voice, 0.0)
+    guard = EchoGuard(BargeInSettings())
+    heard, echo_coupling = [], None
+    for k in range(len(mic) // FRAME):
+        raw = np.clip(mic[k * FRAME:(k + 1) * FRAME], -32768, 32767).astype(np.int16)
+        allowed = guard.allows((raw * 0.9).astype(np.int16), t0 + k * FRAME, ref, None, raw)
+        if (k + 1) * FRAME <= 2 * RATE_HZ:
+            assert not allowed, "the answer's own echo was let through"
+            echo_coupling = guard.coupling
+        elif reading[k * FRAME:(k + 1) * FRAME].all():
+            heard.append(allowed)
+    assert echo_coupling is not None and echo_coupling < 0.15
+    assert guard.coupling < 2 * echo_coupling, "the reader's words were learnt as echo"
+    assert np.mean(heard) > 0.9, "the reader was shut out"

@@ -18,6 +18,7 @@ import numpy as np
 from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms
 from sayso.config import BargeInSettings
 from sayso.hearing.aec import SpeexAEC
+from sayso.hearing.doubletalk import ReferenceFit
 from sayso.pipeline.echo_reference import LEVEL_CHUNK, EchoReference
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,10 @@ class EchoGuard:
     The echo expected per unit of reference is learnt from frames that are echo
     (a high percentile, so the loudest echo sets the bar); -6 dB is assumed
     until then. Once the canceller has converged, a frame it took almost nothing
-    from holds a voice it does not know, the person's, and teaches nothing. A
-    frame it took nothing at all from means it lost the echo, and is judged
+    from holds a voice it does not know, the person's, and teaches nothing;
+    before that, neither does a frame the delayed reference does not explain
+    (`ReferenceFit`), or a quiet reader would raise the bar over their own words.
+    A frame it took nothing at all from means it lost the echo, and is judged
     against the echo before the canceller.
     """
 
@@ -185,6 +188,14 @@ class EchoGuard:
     """While the appliance talks, a frame must be 6 dB over the room's noise floor: Silero's memory of
     the echo keeps its probability up for a frame or two into a quiet gap, and a gap is not a person."""
 
+    UNEXPLAINED = 10 ** (-1.0 / 10)
+    """Before convergence, a frame whose last 64 ms the reference leaves this much of (over -1 dB) unexplained
+    holds a voice of its own and teaches nothing: echo through a dry room leaves -5 to -25 dB."""
+    ROOM_FITS = 10 ** (-17.0 / 10)
+    """...but only in a room where, within the last 3 s, some frame was explained this well (-17 dB): through
+    a reverberant room the appliance's own echo is poorly explained too (-3 dB typical, -8 to -15 at best),
+    and leaving it unlearnt would lower the bar under its own voice."""
+
     def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
         self.margin = 10 ** (settings.echo_margin_db / 20)
         self.window = int(window_ms * RATE_HZ / 1000)
@@ -193,6 +204,8 @@ class EchoGuard:
         self._raw_ratios: deque[float] = deque(maxlen=94)  # the same frames before the canceller
         self._removed: deque[float] = deque(maxlen=32)  # the canceller's output/input over the last echo frames
         self._levels: deque[float] = deque(maxlen=160)  # every frame's level, about 5 s: the noise floor
+        self._fit = ReferenceFit()
+        self._unexplained: deque[float] = deque(maxlen=94)  # what the reference left of the same frames
         self.above_echo = True
         """Whether the last frame was louder than the expected echo at all (no margin)."""
         self.expecting_echo = False
@@ -223,6 +236,8 @@ class EchoGuard:
         self._levels.append(mic)
         self.above_echo = True
         self.expecting_echo = not (ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4)
+        if raw is not None:
+            self._fit.push(raw)
         if not self.expecting_echo:
             return True  # nothing playing: nothing to mistake
         raw_level = None if raw is None else rms(raw)
@@ -243,6 +258,8 @@ class EchoGuard:
             left = mic / max(raw_level, 1e-6)
             converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
             is_echo = not (converged and left > self.UNTOUCHED)
+            if not converged:
+                is_echo = not self._double_talk(start + len(raw), ref, delay)
             if is_echo:
                 self._removed.append(left)
         if is_echo and ref_level >= 1e-4:
@@ -250,6 +267,18 @@ class EchoGuard:
             if raw_level is not None:
                 self._raw_ratios.append(raw_level / ref_level)
         return allowed
+
+    def _double_talk(self, end: int, ref: EchoReference, delay: int | None) -> bool:
+        """Whether the raw mic up to clock sample `end` holds more than a delayed copy of the reference.
+
+        Until 16 frames are known the room is assumed to fit, so a person already
+        reading when the answer starts is not learnt as its echo.
+        """
+        lo, hi = (0, self.window) if delay is None else (delay - LEVEL_CHUNK, delay + self.MEASURED_WINDOW)
+        left = self._fit.unexplained(end, ref, lo, hi)
+        self._unexplained.append(left)
+        fits = len(self._unexplained) < 16 or min(self._unexplained) < self.ROOM_FITS
+        return fits and left > self.UNEXPLAINED
 
 
 def _p90(ratios: deque[float], initial: float) -> float:
