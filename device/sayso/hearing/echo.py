@@ -259,7 +259,7 @@ class EchoGuard:
             converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
             is_echo = not (converged and left > self.UNTOUCHED)
             if not converged:
-                is_echo = not self._double_talk(start + len(raw), ref, delay)
+                is_echo = not self._double_talk(start + len(samples), ref, delay)
             if is_echo:
                 self._removed.append(left)
         if is_echo and ref_level >= 1e-4:
