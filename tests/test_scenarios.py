@@ -180,10 +180,11 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
     assert s["answers"] == sum(r["role"] == "assistant" and r["interrupt_reason"] != "superseded"
                                for r in report["turns"]) and s["cut_offs"] == 0
     # every answer that was heard has its latency from the end of the person's words, on the audio clock
+    # (to the precision of the three 0.1 ms roundings and the summary's 1/16 ms sample: 0.22 ms at most)
     says = [e for e in report["events"] if e["type"] == "say"]
     first_audio = [e["t_ms"] for e in report["events"] if e["type"] == "first_audio"]
     assert s["speech_end_to_first_audio_ms"] == [
-        pytest.approx(t - max(e["sound_end_ms"] for e in says if e["onset_ms"] <= t), abs=0.2) for t in first_audio]
+        pytest.approx(t - max(e["sound_end_ms"] for e in says if e["onset_ms"] <= t), abs=0.22) for t in first_audio]
     onset = next(e["onset_ms"] for e in report["events"] if e["type"] == "say" and e["what"].startswith("Stop"))
     abort = next(e for e in report["events"] if e["type"] == "speaker_abort" and e["t_ms"] >= onset)
     assert report["summary"]["barge_in_latency_ms"] == [pytest.approx(abort["last_played_ms"] - onset, abs=0.2)]
