@@ -44,6 +44,7 @@ def chunks(text: str, step: int = 3) -> list[str]:
     ("No boundary at all", ["No boundary at all"]),
     ("Spain was founded in [the person cut in here] long ago. Yes.",
      ["Spain was founded in [the person cut in here] long", "ago.", "Yes."]),
+    ("Here:\n```python\nprint(1)\n\nprint(2)\n```\nDone.", ["Here:", "```python\nprint(1)\n\nprint(2)\n```", "Done."]),
 ])
 def test_chunker_cuts_early_first_then_at_sentences_and_never_inside_numbers(text, expected):
     assert chunks(text) == expected
@@ -140,6 +141,33 @@ def test_a_voice_not_patched_for_alignments_is_patched_in_memory(store, tmp_path
     patched = PiperTTS(plain, repeatable=True).render(text)
     assert [w.text for w in patched.words] == text.split()
     assert [(w.start, w.end) for w in patched.words] == [(w.start, w.end) for w in voice.render(text).words]
+
+
+VOICE_MEMORY = """
+import sys
+from sayso.answering.tts import PiperTTS
+
+def resident_mb():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) // 1024
+
+voice = PiperTTS(sys.argv[1], repeatable=True)
+voice.render("Hello there.")
+before = resident_mb()
+voice.render("The history of France is long, and it begins with the Gauls, who lived there before the Romans.")
+print(before, resident_mb())
+"""
+
+
+@pytest.mark.slow
+def test_a_long_sentence_gives_its_working_memory_back(store):
+    """Piper's working memory grows with the sentence (about 100 MB for five seconds); it must not stay."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", VOICE_MEMORY, str(store.path("en_US-joe-medium"))],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    before, after = map(int, out.split())
+    assert after - before < 30, f"{after - before} MB more resident after one long sentence"
 
 
 def play(sink, segment, cancel_at_sample=None, reports=None):
