@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sayso.answering.earcon import earcon
+from sayso.answering.thinker import NOTHING_TO_SAY
 from sayso.config import BargeInSettings, ConversationSettings, LLMSettings, Settings, TurnSettings, WakeSettings
 from sayso.engine import Engine
 from sayso.hearing.wake import WakeModel
@@ -162,25 +163,21 @@ def test_a_complete_exchange_in_order(rig):
     assert rig_.tts.words_in(rig_.sink.audible()) == row["text"].split()
 
 
-class PrefillRecordingFakeLLM(FakeLLM):
-    """The fake LLM with a prompt cache to fill: records each prefill."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.prefilled: list[list[dict]] = []
-        self.prefill_seen = threading.Event()
-
-    def prefill(self, messages: list[dict], should_stop) -> None:
-        self.prefilled.append(messages)
-        self.prefill_seen.set()
+def test_an_answer_with_nothing_to_say_aloud_is_not_met_with_silence(rig):
+    r = rig(["```python\nprint(sorted(items))\n```"])
+    r.say("Write me a function that sorts a list")
+    done = r.finished()
+    row = r.row(done["turn"])
+    assert row["status"] == "complete" and row["heard_text"] == row["text"] == NOTHING_TO_SAY
+    assert r.tts.words_in(r.sink.audible()) == NOTHING_TO_SAY.split()
 
 
 def test_when_an_answer_ends_the_next_prompts_beginning_is_prefilled(rig):
     r = rig(["Paris.", "Berlin."])
-    r.llm = r.engine.thinker.llm = PrefillRecordingFakeLLM(["Paris.", "Berlin."])
+    r.llm = r.engine.thinker.llm = ResumableFakeLLM(["Paris.", "Berlin."])
     r.say("What is the capital of France?")
     assert r.finished()["status"] == "complete"
-    assert r.llm.prefill_seen.wait(WAIT), "no prefill after the answer"
+    assert wait_until(lambda: r.llm.prefilled, WAIT), "no prefill after the answer"
     (prefilled,) = r.llm.prefilled
     assert [(m["role"], m["content"]) for m in prefilled[1:]] == [("user", "What is the capital of France?"),
                                                                   ("assistant", "Paris.")]

@@ -61,8 +61,10 @@ class ClauseChunker:
         return None
 
     def _may_cut(self, at: int) -> bool:
-        """Never inside [brackets]: the sanitizer drops a bracketed aside only when it arrives whole."""
+        """Never inside [brackets] or a ``` code block: the sanitizer drops them only when they arrive whole."""
         before = self._buf[:at]
+        if before.count("```") % 2:
+            return False
         opened = before.rfind("[")
         return opened <= before.rfind("]") or len(self._buf) - opened >= MAX_BRACKET_CHARS
 

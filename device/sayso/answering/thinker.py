@@ -25,6 +25,10 @@ from sayso.pipeline.stage import ErrorHandler, Stage
 log = logging.getLogger(__name__)
 
 
+NOTHING_TO_SAY = "Sorry, that answer came out as something I can't read aloud."
+"""Said when an answer has no speakable words (only code, markup or emoji): the person is not met with silence."""
+
+
 class LLM(Protocol):
     def stream(self, messages: list[dict[str, str]], should_stop: Callable[[], bool]) -> Iterator[str]:
         """Yield pieces of the answer; stop soon after `should_stop()` turns true."""
@@ -128,6 +132,13 @@ class Thinker(Stage):
             log.error("turn %s: %s", turn, e)
             self._send(turn, spoken, e.apology)
         rest = None if failed else chunker.flush()
+        if rest and not cancelled() and not timed_out:
+            self._send(turn, spoken, rest)
+            rest = None
+        if not spoken and not cancelled():
+            log.warning("turn %s: the LLM's answer had nothing to say aloud (%d characters of markup or code)",
+                        turn, len(raw))
+            self._send(turn, spoken, NOTHING_TO_SAY)
         busy_ms = (self.clock() - started - waited) / 1e6
         if cancelled() or timed_out:
             outcome = "cancelled" if cancelled() else "timeout"
@@ -135,8 +146,6 @@ class Thinker(Stage):
             if timed_out and not self.scopes.speech_cancelled(turn):
                 self.clauses.put(EndOfAnswer(turn))
         else:
-            if rest:
-                self._send(turn, spoken, rest)
             if not self.scopes.speech_cancelled(turn):
                 self.clauses.put(EndOfAnswer(turn))
             outcome = "error" if failed else "done"
@@ -163,7 +172,7 @@ class Thinker(Stage):
         """Until the pause resumes or the answer is cancelled, evaluate the person's words as they come."""
         log.debug("turn %s: paused; the LLM leaves the answer for the person's words", turn)
         going_on = lambda: self.scopes.paused(turn) and not cancelled()  # noqa: E731
-        while going_on() and not self.stopping.is_set():
+        while going_on():
             self.beat()
             req = self.requests.take(lambda x: isinstance(x, Prefill), timeout=0.02)
             if isinstance(req, Prefill):
