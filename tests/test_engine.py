@@ -639,6 +639,28 @@ def test_an_empty_final_resumes_at_once_and_fillers_are_not_words(rig):
     assert [x["role"] for x in r.engine.turnlog.rows()] == ["user", "assistant"], "a cough became a turn"
 
 
+def test_speech_without_words_it_can_stand_by_keeps_the_answer_paused_until_the_person_has_said_them(rig):
+    r = pause_rig(rig, window_s=0.4)
+    turn = paused_at_speaking(r)
+    # a quiet reader over the echo: seconds of sure speech, and the recogniser finds no word in it
+    r.c.post(Utterance("", time.monotonic_ns(), sustained_ms=512))
+    r.c.post(SpeechStarted(time.monotonic_ns(), 0))
+    lasts(0.8)  # they read on past the window
+    assert "false_interruption" not in r.rec.sequence(turn), "the answer resumed over the person"
+    r.c.post(Utterance("ever failed", time.monotonic_ns(), confidence=(0.8, 0.85), sustained_ms=672))
+    assert r.finished(turn)["reason"] == "user_speaking"
+
+
+def test_speech_without_words_resumes_the_answer_once_the_room_is_quiet_for_the_window(rig):
+    r = pause_rig(rig, window_s=0.4)
+    turn = paused_at_speaking(r)
+    r.c.post(Utterance("oh", time.monotonic_ns(), confidence=(0.11,), sustained_ms=576))
+    resumed = r.rec.wait("false_interruption", turn=turn, timeout=5.0).data
+    assert resumed["why"] == "no words within 0.4 s"
+    assert r.finished(turn)["status"] == "complete"
+    assert [x["role"] for x in r.engine.turnlog.rows()] == ["user", "assistant"], "no words became a turn"
+
+
 def test_min_words_lets_a_lone_okay_pass_and_a_sentence_through(rig):
     r = pause_rig(rig, window_s=10.0, min_words=2)
     turn = paused_at_speaking(r)

@@ -6,7 +6,7 @@ import pytest
 
 from sayso.config import BargeInSettings
 from sayso.pipeline.messages import Utterance
-from sayso.pipeline.pause import Pause, commits, committing_words
+from sayso.pipeline.pause import Pause, commits, committing_words, unrecognised_speech
 
 
 def said(text: str, *confidence: float) -> Utterance:
@@ -35,6 +35,19 @@ def test_a_final_without_sustained_speech_does_not_commit():
     assert committing_words(cough) == 2 and not commits(cough, BargeInSettings())
     assert commits(Utterance("stop please", 0, confidence=(0.9, 0.6), sustained_ms=704), BargeInSettings())
     assert commits(Utterance("stop please", 0, confidence=(0.9, 0.6)), BargeInSettings())  # not measured
+
+
+@pytest.mark.parametrize("u, person", [
+    (Utterance("", 0, sustained_ms=512), True),  # the quiet real reader over a -20 dB echo: no word found
+    (Utterance("oh", 0, confidence=(0.108,), sustained_ms=576), True),
+    (Utterance("of spain", 0, confidence=(0.102, 0.149), sustained_ms=608), True),
+    (Utterance("", 0, sustained_ms=0), False),  # a cough
+    (Utterance("but ah", 0, confidence=(0.215, 0.611), sustained_ms=0), False),  # a double cough
+    (Utterance("", 0), False),  # not measured: the final alone decides, as before
+    (Utterance("stop please", 0, confidence=(0.9, 0.6), sustained_ms=704), False),  # words: it commits instead
+])
+def test_sustained_speech_without_sure_words_is_a_person_the_recogniser_missed(u, person):
+    assert unrecognised_speech(u) is person
 
 
 def test_min_words_sets_the_bar():

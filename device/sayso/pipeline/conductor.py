@@ -58,7 +58,7 @@ from sayso.pipeline.messages import (
     WakeWordHeard,
 )
 from sayso.pipeline.metrics import timeline, turn_metrics
-from sayso.pipeline.pause import Pause, commits, continues, has_words
+from sayso.pipeline.pause import Pause, commits, continues, has_words, unrecognised_speech
 from sayso.pipeline.stage import Stage
 from sayso.pipeline.turnlog import TurnLog, cut_answer
 from sayso.pipeline.wake_gate import WakeGate
@@ -350,6 +350,13 @@ class Conductor(Stage):
             return
         if turn is not None and turn.pause is not None:
             going_on = self._joins(turn, turn.pause.onset_ns) and continues(u) and not self._woke_in(self._onset_ns)
+            if not going_on and unrecognised_speech(u) and not self._joins(turn, turn.pause.onset_ns):
+                # someone talking over an answer they heard, too quiet or far for the recogniser:
+                # it stays quiet while they go on, and plays on once they have been quiet a window
+                log.info("turn %s: speech over the pause without words the recogniser stands by (%r, posteriors "
+                         "%s, sustained speech %s ms): still paused", turn.row, text, u.confidence, u.sustained_ms)
+                turn.pause.more_sound(self.clock() + int(self.barge_in.commit_window_s * 1e9))
+                return
             if not (going_on or commits(u, self.barge_in)):
                 # a cough the recogniser heard as "oh" or "i bought", or an "uh-huh": the answer
                 # goes on, and it is no turn

@@ -72,6 +72,13 @@ def commits(u: Utterance, settings: BargeInSettings) -> bool:
     return sustained and committing_words(u) >= settings.min_words
 
 
+def unrecognised_speech(u: Utterance) -> bool:
+    """Whether this final is a person talking whose words the recogniser missed: sustained speech
+    (a cough has none), but no word it stands by. Quiet or distant speech over the answer's echo
+    reads so; the answer waits for more of it rather than resuming over them."""
+    return u.sustained_ms is not None and u.sustained_ms >= SUSTAINED_MS and committing_words(u) == 0
+
+
 def continues(u: Utterance) -> bool:
     """Whether this final, over an answer not yet heard, goes on with the person's turn.
 
