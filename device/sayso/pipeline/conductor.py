@@ -349,8 +349,9 @@ class Conductor(Stage):
                 self._set_state(State.IDLE)
             return
         if turn is not None and turn.pause is not None:
-            going_on = self._joins(turn, turn.pause.onset_ns) and continues(u) and not self._woke_in(self._onset_ns)
-            if not going_on and unrecognised_speech(u) and not self._joins(turn, turn.pause.onset_ns):
+            joins = self._joins(turn, turn.pause.onset_ns)
+            going_on = joins and continues(u) and not self._woke_in(self._onset_ns)
+            if not joins and unrecognised_speech(u):
                 # someone talking over an answer they heard, too quiet or far for the recogniser:
                 # it stays quiet while they go on, and plays on once they have been quiet a window
                 log.info("turn %s: speech over the pause without words the recogniser stands by (%r, posteriors "
