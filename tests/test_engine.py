@@ -479,7 +479,7 @@ def test_shutdown_with_a_preemptive_answer_held_stops_cleanly_and_loses_nothing(
     r.say("tell me about paris")
     done = r.finished()
     r.c.post(SpeechStarted(time.monotonic_ns()))
-    r.c.post(TentativeTranscript("and what about", time.monotonic_ns()))
+    r.c.post(TentativeTranscript("and what about rome", time.monotonic_ns()))
     r.rec.wait("preemptive_start")
     r.engine.stop()  # the speaker's channel is closed before the held answer is dropped
     assert r.rec.wait("preemptive_discarded").data["why"] == "shutting down"
@@ -775,7 +775,7 @@ def test_a_preemptive_answer_is_held_until_the_turn_is_final_then_played_as_the_
 def test_a_preemptive_answer_to_a_turn_that_went_on_is_never_spoken_nor_logged(rig):
     r = rig(lambda m: f"About {m[-1]['content']}.", llm_kwargs={"first_token_delay_s": 0.0})
     r.c.post(SpeechStarted(time.monotonic_ns()))
-    r.c.post(TentativeTranscript("what is the capital of", time.monotonic_ns()))
+    r.c.post(TentativeTranscript("what is the capital", time.monotonic_ns()))
     r.rec.wait("preemptive_start")
     assert wait_until(lambda: r.tts.rendered)
     r.c.post(SpeechResumed(time.monotonic_ns()))
@@ -791,12 +791,46 @@ def test_a_preemptive_answer_to_a_turn_that_went_on_is_never_spoken_nor_logged(r
 def test_a_final_unlike_the_words_at_the_pause_starts_the_answer_afresh(rig):
     r = rig(lambda m: f"About {m[-1]['content']}.")
     r.c.post(SpeechStarted(time.monotonic_ns()))
-    r.c.post(TentativeTranscript("how tall is", time.monotonic_ns()))
+    r.c.post(TentativeTranscript("how tall", time.monotonic_ns()))
     r.rec.wait("preemptive_start")
     r.c.post(Utterance("how tall is everest", time.monotonic_ns()))
     done = r.finished()
     assert done["text"] == "About how tall is everest." and r.rec.wait("preemptive_discarded")
     assert r.tts.words_in(r.sink.audible()) == done["text"].split()
+
+
+def test_words_that_trail_off_are_prefilled_not_answered_and_the_person_goes_on(rig):
+    clock = Clock()
+    r = rig([], clock=clock)
+    r.llm = r.engine.thinker.llm = ResumableFakeLLM(lambda m: f"About {m[-1]['content']}.")
+    r.c.post(SpeechStarted(clock()))
+    r.c.post(TentativeTranscript("what is the capital of", clock()))
+    assert wait_until(lambda: r.llm.prefilled), "the words at the pause were not prefilled"
+    assert r.llm.prefilled[-1][-1]["content"] == "what is the capital of"
+    assert "preemptive_start" not in r.rec.sequence(), "an answer started on words that trail off"
+    r.c.post(SpeechResumed(clock()))
+    r.c.post(Utterance("what is the capital of norway", clock()))
+    done = r.finished()
+    assert done["text"] == "About what is the capital of norway." and "preemptive" not in done["metrics"]
+    seq = r.rec.sequence()
+    assert "preemptive_start" not in seq and "preemptive_discarded" not in seq
+    assert len(r.llm.calls) == 1
+
+
+def test_words_that_trail_off_get_an_answer_started_once_the_pause_is_long(rig):
+    clock = Clock()
+    turn = TurnSettings(join_window_s=0, pause_ms=200, max_silence_ms=1100)
+    r = rig([], clock=clock, settings=Settings(turn=turn))
+    r.llm = r.engine.thinker.llm = ResumableFakeLLM(lambda m: f"About {m[-1]['content']}.")
+    r.c.post(SpeechStarted(clock()))
+    r.c.post(TentativeTranscript("tell me what the time is", clock()))
+    assert wait_until(lambda: r.llm.prefilled)
+    assert "preemptive_start" not in r.rec.sequence()
+    clock.advance(0.9)  # the pause has lasted as long as one the end-of-turn model calls incomplete
+    assert r.rec.wait("preemptive_start").data["text"] == "tell me what the time is"
+    r.c.post(Utterance("tell me what the time is", clock()))
+    done = r.finished()
+    assert done["metrics"]["preemptive"] == "used" and len(r.llm.calls) == 1
 
 
 def join_rig(rig, **kw) -> Rig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +46,9 @@ class Engine:
                  recognizer: Recognizer | None = None, turn_model: SmartTurn | None = None,
                  wake: WakeModel | None = None):
         settings = settings or Settings()
+        if mic is not None and turn_model is None and settings.turn.detector == "smart-turn":
+            # without the model, silence ends every turn: nothing waits longer after "the capital of"
+            settings = dataclasses.replace(settings, turn=dataclasses.replace(settings.turn, detector="silence"))
         self.turnlog = turnlog
         self.scopes = Scopes()
         self.bus = EventBus()

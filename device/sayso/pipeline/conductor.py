@@ -23,6 +23,7 @@ from typing import cast
 
 from sayso.config import BargeInSettings, ConversationSettings, TurnSettings, WakeSettings
 from sayso.errors import ChannelClosed, SaysoError
+from sayso.hearing.turn import trails_off
 from sayso.pipeline.answer import Answer
 from sayso.pipeline.cancel import Cancellation, Scopes
 from sayso.pipeline.channel import Channel, of_turn
@@ -124,6 +125,8 @@ class Conductor(Stage):
         """Set when an answer was superseded and closed before the words that dropped it were final."""
         self._tentative: TentativeTranscript | None = None
         """The words at a pause that dropped an unheard answer: its successor starts on them once it is closed."""
+        self._deferred: tuple[int, TentativeTranscript] | None = None
+        """Words at a pause that trail off, and when the silence is long enough to start an answer on them."""
         self.conversations = Conversations(turnlog, self.settings.idle_timeout_s, clock)
         self._hearing = False
         """Between a SpeechStarted and its final: a pause waits for that final."""
@@ -242,6 +245,9 @@ class Conductor(Stage):
                                                                self.barge_in.commit_window_s)
         if turn is not None and why:
             self._resume(turn, why)
+        if self._deferred is not None and self.clock() >= self._deferred[0]:
+            t, self._deferred = self._deferred[1], None
+            self._on_tentative(t, long_pause=True)
         if turn and turn.ack_deadline_ns and self.clock() > turn.ack_deadline_ns:
             missing = [n for n, done in (("thinker", turn.gen_ended), ("speaker", turn.play_ended)) if not done]
             log.error("turn %s: %s did not acknowledge the interrupt within %.1fs; closing the turn without them",
@@ -257,7 +263,7 @@ class Conductor(Stage):
             case TentativeTranscript():
                 self._on_tentative(msg)
             case SpeechResumed():
-                self._tentative = None
+                self._tentative = self._deferred = None
                 self._discard_preempt("the person went on")
             case SpeechStarted():
                 self._hearing, self._onset_ns, self._onset_sample = True, msg.onset_ns, msg.onset_sample
@@ -332,7 +338,7 @@ class Conductor(Stage):
         turn.text, turn.llm_busy_ms, turn.backend = msg.text or turn.text, msg.busy_ms, msg.backend
 
     def _on_utterance(self, u: Utterance) -> None:
-        self._tentative = None
+        self._tentative = self._deferred = None
         newest = not (0 < u.eos_sample < self._onset_sample)
         onset_ns = self._onset_ns if newest and self._hearing else None  # this utterance's, when known
         if newest:
@@ -479,8 +485,13 @@ class Conductor(Stage):
 
     # ---- preemptive answers
 
-    def _on_tentative(self, t: TentativeTranscript) -> None:
-        """A short pause: start the answer on the words so far, held unheard until the turn is final."""
+    def _on_tentative(self, t: TentativeTranscript, long_pause: bool = False) -> None:
+        """A short pause: start the answer on the words so far, held unheard until the turn is final.
+
+        Words that trail off ("what is the capital of") are only prefilled: the turn waits the long
+        silence after them, and an answer started now would be dropped as the person goes on, taking
+        the CPU their next words need. It starts if the pause lasts as long as an "incomplete" one.
+        """
         text = t.text.strip()
         if not (self.turn_settings.preemptive and text) or self._queued is not None:
             return
@@ -495,6 +506,11 @@ class Conductor(Stage):
             if self._preempt.user_text == text:
                 return
             self._discard_preempt("the words changed")
+        if self.turn_settings.detector == "smart-turn" and not long_pause and trails_off(text):
+            ts = self.turn_settings
+            self._deferred = (t.t_ns + (ts.max_silence_ms - ts.pause_ms) * 1_000_000, t)
+            self._prefill_heard(t.text)
+            return
         pid = next(self._ids)
         turn = Answer(pid, None, None, self.scopes.open(pid, playable=False), t.t_ns, user_text=text,
                      preemptive=True, started_ns=self.clock())
@@ -719,7 +735,7 @@ class Conductor(Stage):
 
     def close_for_shutdown(self) -> None:
         """After the stages stopped: close a turn still in flight with what is known."""
-        self._tentative = None  # nobody will answer it now
+        self._tentative = self._deferred = None  # nobody will answer it now
         self._discard_preempt("shutting down")
         turn = self._active
         if turn is None:
