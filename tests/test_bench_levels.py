@@ -43,7 +43,7 @@ def test_the_table_has_a_column_per_level_and_voice():
     at = {k: metric for k in SUMMARY_KEYS}
     at.update({k: {"total": 0} for k in (*COUNT_KEYS, "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate",
                                           "reading_runs_not_one_turn", "preemptive_discard_rate", "scenario_failures",
-                                          "wake_requests_missed_rate")})
+                                          "wake_requests_missed_rate", "self_pauses_per_10_min")})
     out = {"runs": 1, "scenarios": ["bench-answer"], "machine": "m", "rooms": {"hard": LEVELS["hard"]},
            "levels": {"hard": at, "hard espeak:en-us": at}, "turn_detector": "smart-turn", "llm_tokens_per_s": 1.0,
            "llm_threads": 1, "start_to_warm_s": 1.0, "peak_rss_mb": {"max": 1.0},

@@ -171,7 +171,7 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
                                       "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
                                       "preemptive_used", "preemptive_discarded", "user_turns", "answers",
                                       "underruns", "late_ticks", "wake_words", "false_activations", "ignored",
-                                      "wake_to_listening_ms", "wake_lines"}
+                                      "wake_to_listening_ms", "wake_lines", "speaker_s"}
     s = report["summary"]
     assert s["user_turns"] == sum(r["role"] == "user" for r in report["turns"])
     # a scenario without a wake word
@@ -188,6 +188,8 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
     onset = next(e["onset_ms"] for e in report["events"] if e["type"] == "say" and e["what"].startswith("Stop"))
     abort = next(e for e in report["events"] if e["type"] == "speaker_abort" and e["t_ms"] >= onset)
     assert report["summary"]["barge_in_latency_ms"] == [pytest.approx(abort["last_played_ms"] - onset, abs=0.2)]
+    # the speaker sounded only from the first answer's first audio on, and not for nothing
+    assert 1.0 < s["speaker_s"] <= (report["events"][-1]["t_ms"] - first_audio[0]) / 1000 + 0.02
 
 
 def test_a_wait_that_is_never_met_fails_the_scenario_naming_the_step(kit, tmp_path):

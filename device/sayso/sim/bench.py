@@ -58,7 +58,7 @@ TARGETS = (("-20", "barge_in_latency_ms", "p95", 250.0), ("-6", "barge_in_latenc
            ("-6", "self_interruptions", "total", 0), ("-6", "noise_runs_not_completed", "total", 0),
            ("-20", "scenario_failures", "total", 0), ("-6", "scenario_failures", "total", 0),
            ("hard", "scenario_failures", "total", 0), ("hard", "self_interruptions", "total", 0),
-           ("hard", "noise_runs_not_completed", "total", 0),
+           ("hard", "noise_runs_not_completed", "total", 0), ("hard", "self_pauses_per_10_min", "total", 1.0),
            ("hard", "barge_in_latency_ms", "p95", 300.0),
            ("-20", "false_activations", "total", 0), ("-6", "false_activations", "total", 0),
            ("-20", "wake_requests_missed_rate", "total", 0.05), ("-6", "wake_requests_missed_rate", "total", 0.05),
@@ -139,6 +139,9 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
             at["pause_cut_off_rate"] = {"total": round(pause_cut_offs / pause_questions, 3) if pause_questions
                                         else None}
             at["reading_runs_not_one_turn"] = {"total": reading_split}
+            at["speaker_s"] = {"total": round(counts["speaker_s"], 1)}
+            at["self_pauses_per_10_min"] = {"total": round(counts["self_pauses"] * 600 / counts["speaker_s"], 2)
+                                            if counts["speaker_s"] else None}
             at["wake_requests_missed_rate"] = {"total": round(1 - wake_answered / wake_requests, 3) if wake_requests
                                                else None}
             started = counts["preemptive_used"] + counts["preemptive_discarded"]
@@ -204,7 +207,8 @@ def table(out: dict) -> str:
             row += f" {p50:>{width}} {p95:>{width}} {m['n']:>4}"
         lines.append(row)
     for k in (*COUNTS, "scenario_failures", "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate",
-              "reading_runs_not_one_turn", "preemptive_discard_rate", "wake_requests_missed_rate"):
+              "reading_runs_not_one_turn", "preemptive_discard_rate", "wake_requests_missed_rate",
+              "self_pauses_per_10_min"):
         lines.append(f"{k:26}" + "".join(f" {str(out['levels'][lv][k]['total']):>{width}} {'':>{width}} {'':>4}"
                                          for lv in levels))
     lines.append("")

@@ -22,7 +22,7 @@ appliance decided they had finished; wake_to_listening_ms from the end of a line
 alone to the wake word's detection."""
 COUNT_KEYS = ("self_interruptions", "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
               "preemptive_used", "preemptive_discarded", "user_turns", "answers", "underruns", "late_ticks",
-              "wake_words", "false_activations", "ignored", "wake_lines")
+              "wake_words", "false_activations", "ignored", "wake_lines", "speaker_s")
 
 SPEECH_TAIL_S = 2.0
 """An interrupt up to this long after injected speech ends is still the person's (end of speech + STT)."""
@@ -198,6 +198,7 @@ def build_report(name: str, turns: list[dict], events: list[Event], room: RoomLo
     summary["answers"] = sum(r["interrupt_reason"] != "superseded" for r in answers)
     summary["underruns"] = sum(r["metrics"].get("underruns", 0) for r in answers)
     summary["late_ticks"] = room.late_ticks
+    summary["speaker_s"] = round(room.speaker_s, 2)
     summary["wake_words"] = sum(e.type == "wake_word" for e in events)
     summary["false_activations"], summary["wake_to_listening_ms"] = _wake_words(events, room)
     summary["ignored"] = sum(e.type == "ignored" for e in events)

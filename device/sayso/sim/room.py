@@ -178,7 +178,10 @@ class Room:
                 speaker_due += per_tick
                 n = int(speaker_due)
                 speaker_due -= n
-                heard_next = self._echo(*self.speaker.take(n, tick_sample), tick_sample)
+                out, aborts = self.speaker.take(n, tick_sample)
+                if out.any():
+                    self.log.speaker_s += TICK_SAMPLES / RATE_HZ
+                heard_next = self._echo(out, aborts, tick_sample)
                 with self._lock:
                     self._ticks = step
                     self._tick_mono = time.monotonic_ns()

@@ -39,3 +39,5 @@ class RoomLog:
     """(abort_sample, last_played_sample): the speaker went quiet."""
     late_ticks: int = 0
     """Ticks the room's thread ran more than 50 ms behind real time (a machine too loaded for the pipeline)."""
+    speaker_s: float = 0.0
+    """Seconds the speaker sounded (10 ms ticks with any sound): what a rate per minute of answers is over."""
