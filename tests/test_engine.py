@@ -995,6 +995,37 @@ def test_an_empty_final_after_an_unheard_answer_was_cut_gets_the_turn_answered_a
     assert again["reply_to"] == first["reply_to"] and r.finished(again["turn"])["status"] == "complete"
 
 
+def test_speech_with_no_words_found_in_it_is_asked_again_and_left_out_of_the_history(rig):
+    asked = []
+    r = rig(lambda m: asked.append(m) or "Oslo is the capital of Norway.")
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    r.c.post(Utterance("", time.monotonic_ns(), foreground_ms=1200))
+    done = r.finished()
+    reply = TurnSettings().not_caught_reply
+    assert done["status"] == "complete" and r.played() == reply.split()
+    user, answer = r.engine.turnlog.rows()
+    assert (user["text"], user["metrics"]) == ("", {"not_caught": True, "speech_ms": 1200})
+    assert (answer["text"], answer["heard_text"], answer["reply_to"]) == (reply, reply, user["id"])
+    assert asked == []  # a fixed reply: the LLM is not asked
+    assert r.c.wait_state(State.IDLE, WAIT)
+    r.say("what is the capital of norway")
+    r.finished(done["turn"] + 2)
+    assert [(m["role"], m["content"]) for m in asked[0][1:]] == [("user", "what is the capital of norway")]
+
+
+@pytest.mark.parametrize("foreground_ms", [None, 320])
+def test_a_sound_with_no_words_and_little_sure_speech_is_no_turn(rig, foreground_ms):
+    r = rig(["Oslo."])
+    r.c.post(SpeechStarted(time.monotonic_ns()))
+    assert r.rec.wait("state", state="listening")
+    r.c.post(Utterance("", time.monotonic_ns(), foreground_ms=foreground_ms))  # a cough, a clap
+    r.rec.wait("state", state="idle")
+    r.say("and now a question")
+    r.finished()
+    assert [(x["role"], x["text"]) for x in r.engine.turnlog.rows()] == [("user", "and now a question"),
+                                                                        ("assistant", "Oslo.")]
+
+
 def wake_rig(rig, clock, **kw) -> Rig:
     return rig(lambda m: f"About {m[-1]['content']}.", clock=clock, wake=WakeModel("okay_nabu"),
                settings=Settings(turn=NO_JOIN, wake=WakeSettings(listen_s=6.0, follow_up_s=5.0)), **kw)
@@ -1016,6 +1047,20 @@ def test_with_a_wake_word_speech_without_it_is_no_turn_and_with_it_is_answered(r
     assert rows[0]["metrics"] == {"wake": "word"}
     assert [e.type for e in r.rec.events if e.type in ("ignored", "wake_word", "listening", "user_turn")] == [
         "ignored", "wake_word", "listening", "user_turn"]
+
+
+def test_with_a_wake_word_a_wake_phrase_said_alone_is_not_asked_again(rig):
+    clock = Clock()
+    r = wake_rig(rig, clock)
+    onset = clock()
+    r.c.post(SpeechStarted(onset))
+    r.c.post(WakeWordHeard("okay_nabu", 0.97, onset + 700_000_000))
+    r.c.post(Utterance("", clock(), foreground_ms=900))  # the phrase, then a pause: the request may follow
+    r.rec.wait("listening")
+    r.c.post(SpeechStarted(clock()))
+    r.c.post(Utterance("what is the capital of italy", clock()))
+    assert r.finished()["text"] == "About what is the capital of italy."
+    assert [x["text"] for x in r.engine.turnlog.rows() if x["role"] == "user"] == ["what is the capital of italy"]
 
 
 def test_a_follow_up_needs_no_wake_word_until_its_window_closes(rig):

@@ -266,6 +266,34 @@ def test_the_transcriber_measures_each_utterances_sustained_speech_afresh(voices
     assert spoken.sustained_ms >= 2 * SUSTAINED_MS and coughed.sustained_ms < SUSTAINED_MS
 
 
+def test_over_a_television_a_question_has_a_run_of_the_persons_sure_speech_and_a_cough_has_not(voices):
+    from sayso.config import TurnSettings
+    from sayso.sim import voices as sim_voices
+    from sayso.sim.acoustics import Acoustics
+    from sayso.sim.sounds import cough
+
+    room = Acoustics.make(rt60_s=0.5, drr_db=3.0, babble=sim_voices.babble(), babble_dbfs=-35)
+    question = room.through_room(to_mic_rate(voices[1].audio("How many days are in a week?"), voices[1].rate_hz))
+    coughs = room.through_room(cough(3, -12.0, seed=3))
+    total, asked_at, coughed_at = 10 * RATE_HZ, 2 * RATE_HZ, 6 * RATE_HZ
+    mic = room.background(0, total) + np.random.default_rng(0).standard_normal(total) * 32768 * 10 ** (-50 / 20)
+    mic[asked_at:asked_at + len(question)] += question
+    mic[coughed_at:coughed_at + len(coughs)] += coughs
+    audio = Channel("audio", 1 << 20)
+    run_listener(np.clip(mic, -32768, 32767).astype(np.int16), None, State.IDLE, audio=audio)
+    items = []
+    while (item := audio.get(timeout=0)) is not None:
+        items.append(item)
+    starts = [i.onset_sample for i in items if isinstance(i, StartOfSpeech)]
+    ends = [i for i in items if isinstance(i, EndOfSpeech)]
+    heard = {("question" if at < coughed_at - RATE_HZ else "cough"): e.foreground_ms
+             for at, e in zip(starts, ends, strict=True)}
+    print(f"longest run of the person's sure speech: {heard}")
+    bar = TurnSettings().not_caught_speech_ms
+    assert sorted(heard) == ["cough", "question"], "both must be taken for speech, or this proves nothing"
+    assert heard["question"] >= bar and heard["cough"] < bar
+
+
 # ---- a loud speaker close to the mic (echo at -6 dB): the canceller, the pause, the cough
 
 

@@ -84,6 +84,18 @@ def test_history_gives_interrupted_answers_as_heard_with_a_marker(turnlog):
     assert turnlog.history("c1", 10)[-1] == ("system", cut_in_note(""))  # nothing heard: the note alone
 
 
+def test_history_leaves_out_speech_with_no_words_and_the_request_to_say_it_again(turnlog):
+    u1 = turnlog.add_user("c1", "", metrics={"not_caught": True, "speech_ms": 900})
+    a1 = turnlog.begin_assistant("c1", u1)
+    turnlog.finish(a1, text="Sorry, I didn't catch that.", heard_text="Sorry, I didn't catch that.",
+                   status="complete")
+    u2 = turnlog.add_user("c1", "capital of France?")
+    a2 = turnlog.begin_assistant("c1", u2)
+    turnlog.finish(a2, text="Paris.", heard_text="Paris.", status="complete")
+    assert turnlog.history("c1", 10) == [("user", "capital of France?"), ("assistant", "Paris.")]
+    assert [r["text"] for r in turnlog.rows()][:2] == ["", "Sorry, I didn't catch that."]  # kept for the record
+
+
 def test_the_history_window_moves_in_steps_so_its_start_stays_put_for_most_turns(turnlog):
     starts = []
     for n in range(12):

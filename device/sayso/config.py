@@ -70,6 +70,11 @@ class TurnSettings:
     join_window_s: float = opt(4.0, "Speech this soon after the person's last turn, before any word of its "
                                "answer was heard, joins that turn instead of starting a new one; 0 = never.",
                                lo=0, hi=30)
+    not_caught_reply: str = opt("Sorry, I didn't catch that.", "Said when the person spoke but the recogniser "
+                                "found no words in it; empty = stay silent.")
+    not_caught_speech_ms: int = opt(640, "How long a run of sure speech, passed by the echo guard and the "
+                                    "foreground gate, counts as the person speaking: a cough has far less.",
+                                    lo=160, hi=5000)
 
 
 @dataclass(frozen=True)

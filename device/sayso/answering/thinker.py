@@ -100,7 +100,7 @@ class Thinker(Stage):
 
         started, waited, timed_out, failed = self.clock(), 0, False, None
         try:
-            while True:
+            while req.ask:  # else the preface was the whole answer
                 left = False
                 for piece in self._generate(messages, raw, stop):
                     self.beat()

@@ -51,6 +51,9 @@ UNHEARD_KEEP_S = 3.0
 """Of speech kept from the recogniser, the last this many seconds are kept: a wake word heard in it
 hands the recogniser those, the phrase among them."""
 
+SURE = 0.9
+"""A frame is sure speech at this VAD probability; a run of them from the person means words were said."""
+
 
 class ConductorView(Protocol):
     """The conductor as the listener sees it: the state it reads, where its news goes, how it stops an answer."""
@@ -129,6 +132,8 @@ class Listener(Stage):
         """The newest frames of speech kept from the recogniser (None: this utterance is being transcribed)."""
         self._woke_at: int | None = None
         """The audio-clock sample of the newest wake word."""
+        self._near_run = self._near_longest = 0
+        """Frames of sure foreground speech in a row now, and the utterance's longest such run."""
 
     @property
     def in_utterance(self) -> bool:
@@ -161,6 +166,7 @@ class Listener(Stage):
             prob = 0.0  # someone else talking: a television across the room
         if self.barge_in.mode == "off" and self.conductor.state in (State.THINKING, State.SPEAKING):
             prob = 0.0  # half duplex: nothing said over an answer counts
+        self._near_run = self._near_run + 1 if prob >= SURE else 0
         # frames where a person may already be talking: speech-like and louder than the echo alone
         self._recent.append((frame.index, raw >= settings.start_threshold and self.guard.above_echo and near))
         self._preroll.append(frame)
@@ -184,6 +190,7 @@ class Listener(Stage):
             if isinstance(event, SpeechStart):
                 self.conductor.post(SpeechStarted(_ns_at(frame, event.onset_sample), event.onset_sample))
                 self._in_utterance, self._probability = True, None
+                self._near_longest = self._near_run
                 unheard = (self.wake is not None and self.conductor.awaiting_wake
                            and (self._woke_at is None or frame.index - self._woke_at > UNHEARD_KEEP_S * RATE_HZ))
                 self._unheard = deque(maxlen=int(UNHEARD_KEEP_S * RATE_HZ) // FRAME_SAMPLES) if unheard else None
@@ -211,6 +218,7 @@ class Listener(Stage):
                     self.audio.put(frame)
                 self._end(frame, event, "silence")
         if self._in_utterance:
+            self._near_longest = max(self._near_longest, self._near_run)
             if not events or not isinstance(events[-1], SpeechPause):
                 self._utterance.append(frame.samples)
             if self._held is not None:
@@ -273,7 +281,8 @@ class Listener(Stage):
     def _end(self, frame: Frame, end: SpeechEnd, endpoint: str) -> None:
         """The utterance is over: frames held since its pause were silence and are dropped."""
         self.audio.put(EndOfSpeech(_ns_at(frame, end.decided_sample), end.decided_sample,
-                                   _ns_at(frame, end.end_sample), endpoint, self._probability))
+                                   _ns_at(frame, end.end_sample), endpoint, self._probability,
+                                   self._near_longest * FRAME_SAMPLES * 1000 // RATE_HZ))
         self._in_utterance, self._held = False, None
 
     def _check_barge_in(self, frame: Frame) -> None:

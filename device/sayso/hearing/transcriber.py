@@ -51,6 +51,8 @@ class EndOfSpeech:
     speech_end_ns: int | None = None
     endpoint: str = "silence"
     turn_probability: float | None = None
+    foreground_ms: int | None = None
+    """The utterance's longest run of sure speech that the echo guard and foreground gate passed."""
 
 
 NOTHING = Transcript("", final=True)
@@ -159,7 +161,8 @@ class Transcriber(Stage):
             sustained = None if self.vad is None else self._longest * FRAME_SAMPLES * 1000 // RATE_HZ
             # an empty final is posted too: the conductor goes back from listening to idle
             self.post(Utterance(final.text, item.eos_ns, item.eos_sample, final.confidence or None, sustained,
-                                item.speech_end_ns, item.endpoint, item.turn_probability))
+                                item.speech_end_ns, item.endpoint, item.turn_probability,
+                                foreground_ms=item.foreground_ms))
 
     def _go_on(self, at: int) -> None:
         """The person went on after a pause, from sample `at` (counted from `_first`)."""

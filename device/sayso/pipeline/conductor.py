@@ -382,6 +382,8 @@ class Conductor(Stage):
             if join is not None:
                 self._answer_again(join)
                 return
+            if turn is None and self._not_caught(u, wake):
+                return
             log.debug("a final transcript with no words is not a turn")
             self._discard_preempt("the final had no words")
             if self._state is State.LISTENING:
@@ -405,6 +407,23 @@ class Conductor(Stage):
             return
         self._start(user_id, u, text)
 
+    def _not_caught(self, u: Utterance, wake: str) -> bool:
+        """The person spoke, and the recogniser found no words in it: ask them to say it again rather than
+        meet them with silence. Only for a run of sure speech a cough does not have, and only with no wake
+        word to wait for (a wake phrase on its own is not yet a request)."""
+        ts = self.turn_settings
+        if (not ts.not_caught_reply or wake != "always" or not u.transcribed or u.foreground_ms is None
+                or u.foreground_ms < ts.not_caught_speech_ms):
+            return False
+        log.info("%d ms of the person's speech and no words the recogniser stands by: asking again",
+                 u.foreground_ms)
+        self._discard_preempt("the final had no words")
+        user_id = self._write(self.turnlog.add_user, self.conversations.current(), "",
+                              metrics={"not_caught": True, "speech_ms": u.foreground_ms})
+        self._emit("user_turn", turn=user_id, text="", not_caught=True)
+        self._start(user_id, u, "", reply=ts.not_caught_reply)
+        return True
+
     def _join_of(self, cut: Answer | None) -> _Join | None:
         """The user turn these words join, if the answer they cut was superseded."""
         join, self._join = self._join, None
@@ -423,8 +442,8 @@ class Conductor(Stage):
         may report the person going on after the answer's first words played over them.
         """
         window_ns = int(self.turn_settings.join_window_s * 1e9)
-        if window_ns <= 0 or turn.reply_to is None:
-            return False
+        if window_ns <= 0 or turn.reply_to is None or not turn.user_text:
+            return False  # nothing to join: a turn with no words was only asked to be said again
         if turn.heard and (onset_ns is None or turn.heard_from_ns is None or onset_ns >= turn.heard_from_ns):
             return False
         if turn.first_audio_ns is None:
@@ -616,10 +635,11 @@ class Conductor(Stage):
 
     # ---- answers
 
-    def _start(self, user_id: int | None, u: Utterance, text: str) -> None:
+    def _start(self, user_id: int | None, u: Utterance, text: str, reply: str = "") -> None:
+        """Answer the user turn: the LLM on the conversation so far, or the fixed `reply` without it."""
         conversation = self.conversations.current()
         preempt = self._preempt
-        if preempt is not None and (preempt.user_text != text or preempt.scope.generation.is_set()):
+        if preempt is not None and (reply or preempt.user_text != text or preempt.scope.generation.is_set()):
             self._discard_preempt("the final transcript differs from the words at the pause")
             preempt = None
         assistant_id = self._write(self.turnlog.begin_assistant, conversation, user_id)
@@ -636,9 +656,12 @@ class Conductor(Stage):
         self._fill(turn, u)
         with self._lock:
             self._active = turn
-        history = self._logged_history(conversation)
         self._emit("turn_started", turn=turn.row, reply_to=user_id)
         self._set_state(State.THINKING)
+        if reply:
+            self._ask(GenerateRequest(turn.id, (("system", self.system_prompt),), reply, ask=False))
+            return
+        history = self._logged_history(conversation)
         preface, self._notice = self._notice, ""
         self._ask(GenerateRequest(turn.id, (("system", self.system_prompt), *history), preface))
 

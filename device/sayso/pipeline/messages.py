@@ -82,6 +82,9 @@ class Utterance:
     """The end-of-turn model's last probability for this utterance, when it was asked."""
     transcribed: bool = True
     """False for speech the listener kept from the recogniser: idle, waiting for a wake word that never came."""
+    foreground_ms: int | None = None
+    """The longest run of sure speech the listener judged the person's (not echo, not a television across the
+    room); None when not measured. A question has 0.5 s and more, a cough far less."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ class GenerateRequest:
     """(role, content) pairs, system prompt first."""
     preface: str = ""
     """Said before the answer (that the appliance cannot remember right now), when there is something to say."""
+    ask: bool = True
+    """False: the preface is the whole answer, and the LLM is not asked (the person's words were not caught)."""
 
 
 @dataclass(frozen=True)

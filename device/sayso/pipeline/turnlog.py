@@ -219,11 +219,13 @@ class TurnLog(TurnReader):
         """(role, content) for the LLM: an interrupted answer is what was heard, then a note that it was cut.
 
         An answer superseded (dropped because the person went on talking before
-        a word of it reached them) is left out: it was never part of the conversation.
-        At most the last `limit` turns; past that the window's start moves `step` turns at a
-        time, so the prompt's prefix (which llama.cpp keeps evaluated) stays put for most turns
-        instead of changing with every one. The user turn `without` is left out before the window is
-        placed: words that join it replace it, and the prompt they end must begin as it did before.
+        a word of it reached them) is left out: it was never part of the conversation. So
+        is speech the recogniser found no words in (an empty user turn), with the request to
+        say it again. At most the last `limit` turns; past that the window's start moves `step`
+        turns at a time, so the prompt's prefix (which llama.cpp keeps evaluated) stays put for
+        most turns instead of changing with every one. The user turn `without` is left out before
+        the window is placed: words that join it replace it, and the prompt they end must begin
+        as it did before.
         """
         if limit <= 0:
             return []
@@ -241,7 +243,10 @@ class TurnLog(TurnReader):
         if len(rows) > limit:
             rows = rows[((len(rows) - limit) // step + 1) * step:]
         out = []
+        not_caught = {r["id"] for r in rows if r["role"] == "user" and not r["text"]}
         for r in rows:
+            if r["id"] in not_caught or r["reply_to"] in not_caught:
+                continue  # speech with no words, and the request to say it again: nothing to answer from
             if r["role"] == "user":
                 out.append(("user", r["text"]))
             elif r["status"] == "complete":
