@@ -214,6 +214,36 @@ def test_the_guard_does_not_take_a_frame_the_canceller_lost_for_a_person():
     assert allows(raw, person, 121), "a person as loud as the echo was shut out"
 
 
+@pytest.mark.parametrize("took_db", [7.0, 2.0])
+def test_the_guard_does_not_take_echo_the_canceller_let_through_for_a_moment_for_a_person(took_db):
+    # A converged canceller takes 20 dB from a -6 dB echo; then, for a few frames, only `took_db` (its
+    # filter or the reference slipped). What it passed is still plainly a delayed copy of the reference,
+    # and is the appliance's own voice: taken for a person, it paused the answer for itself. A person as
+    # loud as the echo, or 6 dB under it, with the echo taken from under them, is let through.
+    rng = np.random.default_rng(9)
+    ref, t0, delay = EchoReference(keep_s=10.0), 2 * RATE_HZ, 480
+    played = (rng.standard_normal(6 * RATE_HZ) * 3000).astype(np.int16)
+    for i in range(0, len(played), 320):
+        ref.played(played[i:i + 320], int((t0 + i) * 1e9 / RATE_HZ))
+    echo = np.concatenate([np.zeros(delay), played[:-delay]]) * 10 ** (-6 / 20)
+    guard = EchoGuard(BargeInSettings())
+
+    def allows(k: int, took: float, person_db: float | None = None) -> bool:
+        e = echo[k * FRAME:(k + 1) * FRAME]
+        p = 0.0 if person_db is None else rng.standard_normal(FRAME) * 3000 * 10 ** ((-6 + person_db) / 20)
+        raw = np.clip(e + p, -32768, 32767).astype(np.int16)
+        return guard.allows((e * 10 ** (-took / 20) + p).astype(np.int16), t0 + k * FRAME, ref, delay, raw)
+
+    assert not any(allows(k, 20.0) for k in range(120))  # echo only: the canceller converged
+    assert not any(allows(k, took_db) for k in range(120, 124)), "echo let through was taken for a person"
+    assert not any(allows(k, 20.0) for k in range(124, 128))  # the canceller caught up
+    heard = [allows(k, 20.0, person_db=0.0) for k in range(128, 132)]  # a barge-in needs its onset
+    assert all(heard), f"a person as loud as the echo was shut out: {heard}"
+    assert not any(allows(k, 20.0) for k in range(132, 138))
+    heard = [allows(k, 20.0, person_db=-6.0) for k in range(138, 142)]
+    assert all(heard), f"a person under the echo was shut out: {heard}"
+
+
 def test_the_guard_does_not_learn_a_quiet_reader_as_echo_before_the_canceller_converges():
     # A -20 dB echo of the answer and, over it, a person reading at -30 dBFS in 1 s bursts with
     # pauses, while the canceller has not converged (it takes 1 dB). Learning every frame as echo

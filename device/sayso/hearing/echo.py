@@ -188,6 +188,13 @@ class EchoGuard:
     """While the appliance talks, a frame must be 6 dB over the room's noise floor: Silero's memory of
     the echo keeps its probability up for a frame or two into a quiet gap, and a gap is not a person."""
 
+    EXPLAINED = 10 ** (-15.0 / 10)
+    """A frame the reference explains all but this much of (under -15 dB) is echo, however little the converged
+    canceller took from it: echo through a dry room leaves -15 to -36 dB, a person 10 dB under the echo
+    about -10, and one talking over it nearly all of their own (-0.1 to -1.5)."""
+    LOST = 10 ** (-4.0 / 10)
+    """...and a frame the canceller took under 3 dB from, when the reference leaves under -4 dB of it
+    unexplained (echo let through left -4.5 to -6.3): a person as loud as the echo leaves -3 dB."""
     UNEXPLAINED = 10 ** (-1.0 / 10)
     """Before convergence, a frame whose last 64 ms the reference leaves this much of (over -1 dB) unexplained
     holds a voice of its own and teaches nothing: echo through a dry room leaves -5 to -25 dB."""
@@ -241,22 +248,24 @@ class EchoGuard:
         if not self.expecting_echo:
             return True  # nothing playing: nothing to mistake
         raw_level = None if raw is None else rms(raw)
+        left = None if raw_level is None else mic / max(raw_level, 1e-6)
+        converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
         echo = self.coupling * ref_level
-        if raw_level is not None and mic >= raw_level:
-            # the canceller took nothing (it added energy and the raw mic went on): it has lost the echo,
-            # and what it passed is judged as if there were no canceller. A person's voice over a filter
-            # that still knows the echo always comes out quieter than it went in.
+        if left is not None and (left >= 1.0 or (converged and mic > echo * self.margin
+                                                 and self._own_echo(left, start + len(samples), ref, delay))):
+            # the canceller took nothing (it added energy and the raw mic went on), or less than it
+            # learnt to from what is plainly its echo: it has lost the echo for now, and what it passed
+            # is judged as if there were no canceller. A person's voice over a filter that still knows
+            # the echo always comes out quieter than it went in, and the reference explains little of it.
             echo = max(echo, self.raw_coupling * ref_level)
         self.above_echo = mic > echo
         floor = float(np.percentile(self._levels, 10)) if len(self._levels) >= 16 else 0.0
         allowed = mic > echo * self.margin and mic > floor * self.ABOVE_FLOOR
         # learn only from frames that are echo: the person's own words would otherwise lift
         # the coupling within 300 ms and the guard would shut them out
-        if raw_level is None:
+        if left is None:
             is_echo = not allowed
         else:
-            left = mic / max(raw_level, 1e-6)
-            converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
             is_echo = not (converged and left > self.UNTOUCHED)
             if not converged:
                 is_echo = not self._double_talk(start + len(samples), ref, delay)
@@ -267,6 +276,13 @@ class EchoGuard:
             if raw_level is not None:
                 self._raw_ratios.append(raw_level / ref_level)
         return allowed
+
+    def _own_echo(self, left: float, end: int, ref: EchoReference, delay: int | None) -> bool:
+        """Whether the raw mic up to clock sample `end` is so nearly a delayed copy of the reference that what
+        the canceller let through of it is its own echo (its filter or the reference slipped for a moment),
+        not a person. Asked only of frames the guard would otherwise pass: the fit costs an FFT."""
+        lo, hi = (0, self.window) if delay is None else (delay - LEVEL_CHUNK, delay + self.MEASURED_WINDOW)
+        return self._fit.unexplained(end, ref, lo, hi) < (self.LOST if left > self.UNTOUCHED else self.EXPLAINED)
 
     def _double_talk(self, end: int, ref: EchoReference, delay: int | None) -> bool:
         """Whether the raw mic up to clock sample `end` holds more than a delayed copy of the reference.
