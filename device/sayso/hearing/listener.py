@@ -25,7 +25,7 @@ from sayso.hearing.capture import Frame
 from sayso.hearing.echo import EchoCanceller, EchoGuard
 from sayso.hearing.foreground import ForegroundGate
 from sayso.hearing.mic_clock import MicClock
-from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech, WakeMark
+from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech, Transcriber, WakeMark
 from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
 from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
 from sayso.hearing.wake import WakeDetector
@@ -50,10 +50,6 @@ RESUME_LEAD_FRAMES = 2
 UNHEARD_KEEP_S = 3.0
 """Of speech kept from the recogniser, the last this many seconds are kept: a wake word heard in it
 hands the recogniser those, the phrase among them."""
-
-SURE = 0.9
-"""A frame is sure speech at this VAD probability; a run of them from the person means words were said."""
-
 
 class ConductorView(Protocol):
     """The conductor as the listener sees it: the state it reads, where its news goes, how it stops an answer."""
@@ -166,7 +162,7 @@ class Listener(Stage):
             prob = 0.0  # someone else talking: a television across the room
         if self.barge_in.mode == "off" and self.conductor.state in (State.THINKING, State.SPEAKING):
             prob = 0.0  # half duplex: nothing said over an answer counts
-        self._near_run = self._near_run + 1 if prob >= SURE else 0
+        self._near_run = self._near_run + 1 if prob >= Transcriber.SURE else 0
         # frames where a person may already be talking: speech-like and louder than the echo alone
         self._recent.append((frame.index, raw >= settings.start_threshold and self.guard.above_echo and near))
         self._preroll.append(frame)
