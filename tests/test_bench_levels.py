@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from sayso.pipeline.messages import State
 from sayso.sim import scenario
-from sayso.sim.bench import LEVELS, SCENARIOS, TARGETS, table, verdicts
-from sayso.sim.report import COUNT_KEYS, SUMMARY_KEYS
+from sayso.sim.bench import LATENCIES, LEVELS, QUIET, SCENARIOS, TARGETS, table, verdicts
+from sayso.sim.report import COUNT_KEYS
 
 
 @pytest.mark.parametrize("level", list(LEVELS))
@@ -40,9 +41,10 @@ def test_a_figure_the_run_skipped_has_no_verdict():
 
 def test_the_table_has_a_column_per_level_and_voice():
     metric = {"p50": 100.0, "p95": 200.0, "n": 3}
-    at = {k: metric for k in SUMMARY_KEYS}
+    at = {k: metric for k in LATENCIES}
     at.update({k: {"total": 0} for k in (*COUNT_KEYS, "noise_runs", "noise_runs_not_completed", "pause_cut_off_rate",
-                                          "reading_runs_not_one_turn", "preemptive_discard_rate", "scenario_failures",
+                                          "reading_runs_not_one_turn", "quiet_barge_ins_unheard",
+                                          "preemptive_discard_rate", "scenario_failures",
                                           "wake_requests_missed_rate", "self_pauses_per_10_min")})
     out = {"runs": 1, "scenarios": ["bench-answer"], "machine": "m", "rooms": {"hard": LEVELS["hard"]},
            "levels": {"hard": at, "hard espeak:en-us": at}, "turn_detector": "smart-turn", "llm_tokens_per_s": 1.0,
@@ -52,6 +54,16 @@ def test_the_table_has_a_column_per_level_and_voice():
     text = table(out)
     assert "p95 @hard espeak:en-us" in text and "hard: echo_gain_db -6, rt60_s 0.5" in text
     assert "met    self_interruptions total at hard 0" in text
+    assert "quiet_barge_in_latency_ms" in text and "quiet_barge_ins_unheard" in text
+
+
+def test_the_quiet_voice_barges_in_twice_over_answers_the_usual_person_asked_for():
+    sc = scenario.load(scenario.PACKAGED / f"{QUIET}.toml")
+    over = [s for s in sc.steps if s.wait is State.SPEAKING]
+    assert [s.voice for s in over] == ["recording:beckett-reading"] * 2
+    asked = [s for s in sc.steps if s.wait is State.IDLE and s.action == "say"]
+    assert [s.voice for s in asked] == [None, None] and sc.voice == "piper"
+    assert sc.room.echo_gain_db == -20
 
 
 def test_the_cpu_limit_pins_every_thread_of_a_child_to_one_core():

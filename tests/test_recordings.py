@@ -82,6 +82,14 @@ def test_sayso_bench_stops_before_loading_models_when_a_recording_is_not_fetched
     assert "`sayso models fetch --recording two-cities-reading`" in capsys.readouterr().err
 
 
+def test_sayso_bench_stops_before_loading_models_when_a_scenario_s_own_recording_is_not_fetched(tmp_path, capsys):
+    empty = tmp_path / "models"
+    empty.mkdir()
+    assert cli.main(["bench", "--only", "bench-quiet-barge-in", "--dir", str(empty)]) == 2
+    assert capsys.readouterr().err.strip() == (f"sayso: recording '{FETCHED_BY_MAKE}' is not fetched: "
+                                               f"`sayso models fetch --recording {FETCHED_BY_MAKE}` fetches it")
+
+
 def test_models_fetch_recording_all_fetches_every_recording_and_no_other_optional_model(tmp_path):
     served = tmp_path / "served.wav"
     data = b"RIFF" + bytes(range(256)) * 40

@@ -63,6 +63,18 @@ def test_the_speakers_echo_reaches_the_mic_with_the_rooms_gain_and_delay(room, t
     assert gain_db == pytest.approx(-20, abs=0.5)
 
 
+def test_the_log_keeps_when_the_speaker_sounded(room):
+    r = room()
+    r.sleep(0.2)
+    started = r.log.sounding[:]
+    play(r, tone(0.5, 22050))
+    r.sleep(0.8)
+    r.stop()
+    assert started == []
+    [(first, end)] = r.log.sounding
+    assert first >= 0.2 * RATE_HZ and (end - first) == pytest.approx(0.5 * RATE_HZ, abs=2 * TICK_SAMPLES)
+
+
 def test_no_echo_and_no_noise_leave_the_mic_silent(room, tmp_path):
     r = room()
     play(r, tone(0.2, 22050))

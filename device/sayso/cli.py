@@ -129,8 +129,9 @@ def cmd_simulate(args, settings) -> int:
 def cmd_bench(args, settings) -> int:
     import json
 
+    from sayso.sim import scenario
     from sayso.sim.bench import DEFAULT_LEVELS, LEVELS, SCENARIOS, run_bench, table
-    from sayso.sim.simulate import check_recordings
+    from sayso.sim.simulate import check_recordings, check_voices
     from sayso.sim.voices import VOICE_NAME, VOICES_ALLOWED
 
     if unknown := set(args.only or ()) - set(SCENARIOS):
@@ -142,9 +143,12 @@ def cmd_bench(args, settings) -> int:
 
     store = _store(args, settings)
     check_recordings(args.voices or (), store)
+    scenarios = tuple(args.only or SCENARIOS)
+    for name in scenarios:  # a scenario's own real voice (bench-quiet-barge-in's)
+        check_voices(scenario.load(scenario.PACKAGED / f"{name}.toml"), store)
     out = run_bench(settings, store, args.runs,
                     progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
-                    plot_dir=Path(args.plot) if args.plot else None, scenarios=tuple(args.only or SCENARIOS),
+                    plot_dir=Path(args.plot) if args.plot else None, scenarios=scenarios,
                     levels=tuple(args.levels or DEFAULT_LEVELS), voices=tuple(args.voices or ("piper",)),
                     cpu_limit=args.cpu_limit)
     print(json.dumps(out, indent=2) if args.json else table(out))

@@ -20,7 +20,8 @@ SUMMARY_KEYS = ("barge_in_latency_ms", "button_latency_ms", "speech_end_to_first
 person's words (ground truth) to the answer's first audible sample; eos_to_first_audio_ms from when the
 appliance decided they had finished; wake_to_listening_ms from the end of a line that is the wake phrase
 alone to the wake word's detection."""
-COUNT_KEYS = ("self_interruptions", "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
+COUNT_KEYS = ("self_interruptions", "false_barge_ins", "false_interruptions", "self_pauses", "barge_ins_unheard",
+              "cut_offs",
               "preemptive_used", "preemptive_discarded", "user_turns", "answers", "underruns", "late_ticks",
               "wake_words", "false_activations", "ignored", "wake_lines", "speaker_s")
 
@@ -130,6 +131,19 @@ def _pauses(events: list[Event], room: RoomLog) -> tuple[int, int]:
     return resumed, selfs
 
 
+UNHEARD_MS = 1000.0
+"""Speech that starts over an answer and has not silenced it within this long went unheard."""
+
+
+def _unheard(room: RoomLog) -> int:
+    """Lines the person began while the speaker sounded, after which it did not go quiet (paused or
+    stopped) within UNHEARD_MS: a barge-in the appliance missed, or heard seconds late."""
+    return sum(room.sounding_at(i.onset_sample)
+               and not any(i.onset_sample <= at <= i.onset_sample + UNHEARD_MS * RATE_HZ / 1000
+                           for at, _ in room.aborts)
+               for i in room.injections if i.is_speech)
+
+
 CUT_OFF_MS = 150.0
 """An answer that sounds this long while the person is still talking has cut them off (about a syllable);
 a shorter blip, stopped as they went on, has not."""
@@ -191,6 +205,7 @@ def build_report(name: str, turns: list[dict], events: list[Event], room: RoomLo
     summary["speech_end_to_first_audio_ms"], summary["cut_offs"] = _answers_heard(events, room)
     summary["self_interruptions"], summary["false_barge_ins"] = _unprompted(events, room)
     summary["false_interruptions"], summary["self_pauses"] = _pauses(events, room)
+    summary["barge_ins_unheard"] = _unheard(room)
     answers = [r for r in turns if r["role"] == "assistant"]
     summary["preemptive_used"] = sum(r["metrics"].get("preemptive") == "used" for r in answers)
     summary["preemptive_discarded"] = sum(e.type == "preemptive_discarded" for e in events)

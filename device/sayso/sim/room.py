@@ -181,6 +181,7 @@ class Room:
                 out, aborts = self.speaker.take(n, tick_sample)
                 if out.any():
                     self.log.speaker_s += TICK_SAMPLES / RATE_HZ
+                    self.log.sounded(tick_sample, tick_sample + TICK_SAMPLES)
                 heard_next = self._echo(out, aborts, tick_sample)
                 with self._lock:
                     self._ticks = step

@@ -41,3 +41,16 @@ class RoomLog:
     """Ticks the room's thread ran more than 50 ms behind real time (a machine too loaded for the pipeline)."""
     speaker_s: float = 0.0
     """Seconds the speaker sounded (10 ms ticks with any sound): what a rate per minute of answers is over."""
+    sounding: list[list[int]] = field(default_factory=list)
+    """[first, end) room samples of each stretch the speaker sounded without a silent tick."""
+
+    def sounded(self, first: int, end: int) -> None:
+        """The speaker sounded over room samples [first, end) (one tick)."""
+        if self.sounding and self.sounding[-1][1] == first:
+            self.sounding[-1][1] = end
+        else:
+            self.sounding.append([first, end])
+
+    def sounding_at(self, sample: int) -> bool:
+        """Whether the speaker was sounding at room sample `sample`."""
+        return any(first <= sample < end for first, end in self.sounding)

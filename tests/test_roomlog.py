@@ -1,0 +1,38 @@
+"""The room's ground truth for barge-ins: when the speaker sounded, and which lines over it it never stopped for."""
+
+from __future__ import annotations
+
+from sayso.audio import RATE_HZ
+from sayso.sim.report import UNHEARD_MS, build_report
+from sayso.sim.roomlog import Injection, RoomLog
+
+MS = RATE_HZ // 1000
+
+
+def line(onset_ms: int, end_ms: int) -> Injection:
+    return Injection("say", "Stop.", onset_ms * MS - 4800, onset_ms * MS, end_ms * MS, end_ms * MS)
+
+
+def test_ticks_in_a_row_are_one_stretch_and_a_silent_tick_starts_another():
+    log = RoomLog()
+    for first in (0, 160, 320, 640, 800):
+        log.sounded(first, first + 160)
+    assert log.sounding == [[0, 480], [640, 960]]
+    assert log.sounding_at(479) and not log.sounding_at(480) and log.sounding_at(640)
+
+
+def test_a_line_begun_over_the_answer_is_unheard_until_the_speaker_goes_quiet_in_time():
+    log = RoomLog()
+    log.sounded(0, 10_000 * MS)  # an answer sounding for 10 s
+    log.injections = [line(1_000, 2_000), line(4_000, 5_000), line(12_000, 13_000)]
+    log.aborts = [(1_000 * MS + 100 * MS, 1_000 * MS + 90 * MS)]  # the first line paused it in 100 ms
+    summary = build_report("t", [], [], log)[0]["summary"]
+    assert summary["barge_ins_unheard"] == 1  # the second never did; the third came after the answer
+
+    late = RoomLog(sounding=[[0, 10_000 * MS]], injections=[line(1_000, 2_000)],
+                   aborts=[((1_000 + int(UNHEARD_MS) + 500) * MS, (1_000 + int(UNHEARD_MS) + 490) * MS)])
+    assert build_report("t", [], [], late)[0]["summary"]["barge_ins_unheard"] == 1  # seconds late is unheard
+
+    noise = RoomLog(sounding=[[0, 10_000 * MS]],
+                    injections=[Injection("noise", "cough", 1_000 * MS, 1_000 * MS, 1_500 * MS, 1_500 * MS)])
+    assert build_report("t", [], [], noise)[0]["summary"]["barge_ins_unheard"] == 0  # a cough is not a barge-in
