@@ -169,9 +169,9 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
     assert set(report["summary"]) == {"barge_in_latency_ms", "button_latency_ms", "speech_end_to_first_audio_ms",
                                       "eos_to_first_audio_ms", "llm_stop_ms", "self_interruptions",
                                       "false_barge_ins", "false_interruptions", "self_pauses", "cut_offs",
-                                      "barge_ins_unheard", "preemptive_used", "preemptive_discarded", "user_turns", "answers",
-                                      "underruns", "late_ticks", "wake_words", "false_activations", "ignored",
-                                      "wake_to_listening_ms", "wake_lines", "speaker_s"}
+                                      "barge_ins_unheard", "preemptive_used", "preemptive_discarded", "user_turns",
+                                      "answers", "underruns", "late_ticks", "wake_words", "false_activations",
+                                      "ignored", "wake_to_listening_ms", "wake_lines", "speaker_s"}
     s = report["summary"]
     assert s["user_turns"] == sum(r["role"] == "user" for r in report["turns"])
     assert s["barge_ins_unheard"] == 0  # "Stop." over the answer silenced it

@@ -175,7 +175,9 @@ class EchoGuard:
     before that, neither does a frame the delayed reference does not explain
     (`ReferenceFit`), or a quiet reader would raise the bar over their own words.
     A frame it took nothing at all from means it lost the echo, and is judged
-    against the echo before the canceller.
+    against the echo before the canceller. A frame it took little from, which
+    the reference explains little of, in a room where the reference explains
+    the echo well, holds a voice as loud as the echo: it needs a smaller margin.
     """
 
     MEASURED_WINDOW = RATE_HZ * 64 // 1000
@@ -198,6 +200,12 @@ class EchoGuard:
     UNEXPLAINED = 10 ** (-1.0 / 10)
     """Before convergence, a frame whose last 64 ms the reference leaves this much of (over -1 dB) unexplained
     holds a voice of its own and teaches nothing: echo through a dry room leaves -5 to -25 dB."""
+    OWN_VOICE = 10 ** (-3.0 / 10)
+    """A frame whose last 64 ms the reference leaves more than this of (over -3 dB) unexplained holds a voice at
+    least as loud as the echo under it: a quiet reader's onset leaves -0.5 to -3 dB, the echo -6 dB and under."""
+    VOICE_MARGIN = 10 ** (3.0 / 20)
+    """Such a frame needs only to be 3 dB over the echo expected, not `echo_margin_db`: a reader at -33 dBFS is
+    2-10 dB over the echo a canceller leaves early in an answer, and waited 300-400 ms for a louder syllable."""
     ROOM_FITS = 10 ** (-17.0 / 10)
     """...but only in a room where, within the last 3 s, some frame was explained this well (-17 dB): through
     a reverberant room the appliance's own echo is poorly explained too (-3 dB typical, -8 to -15 at best),
@@ -213,6 +221,7 @@ class EchoGuard:
         self._levels: deque[float] = deque(maxlen=160)  # every frame's level, about 5 s: the noise floor
         self._fit = ReferenceFit()
         self._unexplained: deque[float] = deque(maxlen=94)  # what the reference left of the same frames
+        self._fit_at: tuple[int, float] | None = None  # (clock sample, what the reference left up to it)
         self.above_echo = True
         """Whether the last frame was louder than the expected echo at all (no margin)."""
         self.expecting_echo = False
@@ -260,14 +269,20 @@ class EchoGuard:
             echo = max(echo, self.raw_coupling * ref_level)
         self.above_echo = mic > echo
         floor = float(np.percentile(self._levels, 10)) if len(self._levels) >= 16 else 0.0
-        allowed = mic > echo * self.margin and mic > floor * self.ABOVE_FLOOR
+        sounding = mic > floor * self.ABOVE_FLOOR
+        allowed = mic > echo * self.margin and sounding
+        # under the margin, a frame the canceller took little from and the reference explains little of
+        # is a voice of its own: a quiet person is a few dB over the echo, not ten
+        voice = (not allowed and sounding and left is not None and left > self.UNTOUCHED
+                 and mic > echo * self.VOICE_MARGIN and self._own_voice(start + len(samples), ref, delay))
+        allowed = allowed or voice
         # learn only from frames that are echo: the person's own words would otherwise lift
         # the coupling within 300 ms and the guard would shut them out
         if left is None:
             is_echo = not allowed
         else:
-            is_echo = not (converged and left > self.UNTOUCHED)
-            if not converged:
+            is_echo = not voice and not (converged and left > self.UNTOUCHED)
+            if not converged and not voice:
                 is_echo = not self._double_talk(start + len(samples), ref, delay)
             if is_echo:
                 self._removed.append(left)
@@ -277,12 +292,26 @@ class EchoGuard:
                 self._raw_ratios.append(raw_level / ref_level)
         return allowed
 
+    def _unexplained_at(self, end: int, ref: EchoReference, delay: int | None) -> float:
+        """What the reference, delayed as the room may delay it, leaves unexplained of the raw mic up to clock
+        sample `end`; an FFT, so worked out once per frame and only for frames that need it."""
+        if self._fit_at is None or self._fit_at[0] != end:
+            lo, hi = (0, self.window) if delay is None else (delay - LEVEL_CHUNK, delay + self.MEASURED_WINDOW)
+            self._fit_at = (end, self._fit.unexplained(end, ref, lo, hi))
+        return self._fit_at[1]
+
     def _own_echo(self, left: float, end: int, ref: EchoReference, delay: int | None) -> bool:
         """Whether the raw mic up to clock sample `end` is so nearly a delayed copy of the reference that what
         the canceller let through of it is its own echo (its filter or the reference slipped for a moment),
-        not a person. Asked only of frames the guard would otherwise pass: the fit costs an FFT."""
-        lo, hi = (0, self.window) if delay is None else (delay - LEVEL_CHUNK, delay + self.MEASURED_WINDOW)
-        return self._fit.unexplained(end, ref, lo, hi) < (self.LOST if left > self.UNTOUCHED else self.EXPLAINED)
+        not a person. Asked only of frames the guard would otherwise pass."""
+        return self._unexplained_at(end, ref, delay) < (self.LOST if left > self.UNTOUCHED else self.EXPLAINED)
+
+    def _own_voice(self, end: int, ref: EchoReference, delay: int | None) -> bool:
+        """Whether the raw mic up to clock sample `end` holds a voice at least as loud as the echo under it, in
+        a room where the reference has been seen to explain the echo well (not a reverberant one, where it
+        explains the appliance's own voice poorly too)."""
+        fits = len(self._unexplained) >= 16 and min(self._unexplained) < self.ROOM_FITS
+        return fits and self._unexplained_at(end, ref, delay) > self.OWN_VOICE
 
     def _double_talk(self, end: int, ref: EchoReference, delay: int | None) -> bool:
         """Whether the raw mic up to clock sample `end` holds more than a delayed copy of the reference.
@@ -290,8 +319,7 @@ class EchoGuard:
         Until 16 frames are known the room is assumed to fit, so a person already
         reading when the answer starts is not learnt as its echo.
         """
-        lo, hi = (0, self.window) if delay is None else (delay - LEVEL_CHUNK, delay + self.MEASURED_WINDOW)
-        left = self._fit.unexplained(end, ref, lo, hi)
+        left = self._unexplained_at(end, ref, delay)
         self._unexplained.append(left)
         fits = len(self._unexplained) < 16 or min(self._unexplained) < self.ROOM_FITS
         return fits and left > self.UNEXPLAINED
