@@ -1,8 +1,10 @@
-"""The room's ground truth for barge-ins: when the speaker sounded, and which lines over it it never stopped for."""
+"""The room's ground truth for barge-ins: when the speaker sounded, which lines over it it never stopped for,
+and which interrupts no one caused."""
 
 from __future__ import annotations
 
 from sayso.audio import RATE_HZ
+from sayso.pipeline.messages import Event
 from sayso.sim.report import UNHEARD_MS, build_report
 from sayso.sim.roomlog import Injection, RoomLog
 
@@ -36,3 +38,15 @@ def test_a_line_begun_over_the_answer_is_unheard_until_the_speaker_goes_quiet_in
     noise = RoomLog(sounding=[[0, 10_000 * MS]],
                     injections=[Injection("noise", "cough", 1_000 * MS, 1_000 * MS, 1_500 * MS, 1_500 * MS)])
     assert build_report("t", [], [], noise)[0]["summary"]["barge_ins_unheard"] == 0  # a cough is not a barge-in
+
+
+def test_an_interrupt_committed_long_after_the_pause_is_the_person_s_not_its_own():
+    # On one core the recogniser's words for a reader who went on for 10 s came after they stopped: the
+    # answer was quiet from the pause at their first word, and the interrupt only committed it.
+    room = RoomLog(sounding=[[0, 6_000 * MS]], injections=[line(5_000, 15_000)])
+    paused = Event("speech_paused", 5_100 * 1_000_000, {"turn": 2})
+    cut = Event("speech_interrupted", 18_000 * 1_000_000, {"turn": 2, "reason": "user_speaking", "kind": "full"})
+    assert build_report("t", [], [paused, cut], room)[0]["summary"]["self_interruptions"] == 0
+    # ...but an answer that resumed after the pause, then was cut with nobody talking, cut itself
+    resumed = Event("false_interruption", 6_000 * 1_000_000, {"turn": 2})
+    assert build_report("t", [], [paused, resumed, cut], room)[0]["summary"]["self_interruptions"] == 1

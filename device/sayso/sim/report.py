@@ -21,9 +21,8 @@ person's words (ground truth) to the answer's first audible sample; eos_to_first
 appliance decided they had finished; wake_to_listening_ms from the end of a line that is the wake phrase
 alone to the wake word's detection."""
 COUNT_KEYS = ("self_interruptions", "false_barge_ins", "false_interruptions", "self_pauses", "barge_ins_unheard",
-              "cut_offs",
-              "preemptive_used", "preemptive_discarded", "user_turns", "answers", "underruns", "late_ticks",
-              "wake_words", "false_activations", "ignored", "wake_lines", "speaker_s")
+              "cut_offs", "preemptive_used", "preemptive_discarded", "user_turns", "answers", "underruns",
+              "late_ticks", "wake_words", "false_activations", "ignored", "wake_lines", "speaker_s")
 
 SPEECH_TAIL_S = 2.0
 """An interrupt up to this long after injected speech ends is still the person's (end of speech + STT)."""
@@ -71,6 +70,19 @@ def turn_latencies(events: list[Event], room: RoomLog) -> dict[int, dict]:
     return out
 
 
+def _acted_on(cut: Event, events: list[Event]) -> int:
+    """When the appliance acted on the speech that cut an answer: the pause it went quiet at, if the answer
+    stayed paused until the cut (on a slow board the words that commit it may come seconds after the person
+    stopped), else the cut itself."""
+    turn = cut.data["turn"]
+    paused = [e.t_ns for e in events if e.type == "speech_paused" and e.data.get("turn") == turn
+              and e.t_ns <= cut.t_ns]
+    if paused and not any(e.type == "false_interruption" and e.data.get("turn") == turn
+                          and paused[-1] <= e.t_ns <= cut.t_ns for e in events):
+        return paused[-1]
+    return cut.t_ns
+
+
 def _unprompted(events: list[Event], room: RoomLog) -> tuple[int, int]:
     """(self_interruptions, false_barge_ins): user_speaking interrupts with no user speech being injected;
     the second counts those of them that came during a noise burst."""
@@ -78,7 +90,7 @@ def _unprompted(events: list[Event], room: RoomLog) -> tuple[int, int]:
     for cut in _first_cuts(events).values():
         if cut.data["reason"] != Reason.USER_SPEAKING:
             continue
-        t = _sample(cut.t_ns)
+        t = _sample(_acted_on(cut, events))
         if any(i.is_speech and i.onset_sample <= t <= i.end_sample + SPEECH_TAIL_S * RATE_HZ
                for i in room.injections):
             continue
