@@ -35,6 +35,9 @@ def test_a_line_begun_over_the_answer_is_unheard_until_the_speaker_goes_quiet_in
                    aborts=[((1_000 + int(UNHEARD_MS) + 500) * MS, (1_000 + int(UNHEARD_MS) + 490) * MS)])
     assert build_report("t", [], [], late)[0]["summary"]["barge_ins_unheard"] == 1  # seconds late is unheard
 
+    ended = RoomLog(sounding=[[0, 1_500 * MS]], injections=[line(1_000, 2_000)])
+    assert build_report("t", [], [], ended)[0]["summary"]["barge_ins_unheard"] == 0  # the answer ended first
+
     noise = RoomLog(sounding=[[0, 10_000 * MS]],
                     injections=[Injection("noise", "cough", 1_000 * MS, 1_000 * MS, 1_500 * MS, 1_500 * MS)])
     assert build_report("t", [], [], noise)[0]["summary"]["barge_ins_unheard"] == 0  # a cough is not a barge-in

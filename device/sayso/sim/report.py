@@ -144,15 +144,17 @@ def _pauses(events: list[Event], room: RoomLog) -> tuple[int, int]:
 
 
 UNHEARD_MS = 1000.0
-"""Speech that starts over an answer and has not silenced it within this long went unheard."""
+"""Speech that starts over an answer which is still sounding this long after, not paused or stopped, went
+unheard."""
 
 
 def _unheard(room: RoomLog) -> int:
-    """Lines the person began while the speaker sounded, after which it did not go quiet (paused or
-    stopped) within UNHEARD_MS: a barge-in the appliance missed, or heard seconds late."""
-    return sum(room.sounding_at(i.onset_sample)
-               and not any(i.onset_sample <= at <= i.onset_sample + UNHEARD_MS * RATE_HZ / 1000
-                           for at, _ in room.aborts)
+    """Lines the person began while the speaker sounded, which it went on sounding over for UNHEARD_MS,
+    never paused or stopped: a barge-in the appliance missed, or heard seconds late. An answer that ended
+    on its own within that second talked over them only until it ended, and is not counted."""
+    later = int(UNHEARD_MS * RATE_HZ / 1000)
+    return sum(room.sounding_at(i.onset_sample) and room.sounding_at(i.onset_sample + later)
+               and not any(i.onset_sample <= at <= i.onset_sample + later for at, _ in room.aborts)
                for i in room.injections if i.is_speech)
 
 
