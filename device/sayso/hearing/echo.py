@@ -19,6 +19,7 @@ from sayso.audio import FRAME_SAMPLES, RATE_HZ, rms
 from sayso.config import BargeInSettings
 from sayso.hearing.aec import SpeexAEC
 from sayso.hearing.doubletalk import ReferenceFit
+from sayso.hearing.drift import DriftTracker, read_at
 from sayso.pipeline.echo_reference import LEVEL_CHUNK, EchoReference
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ class DelayEstimator:
     WINDOW = RATE_HZ
     SEARCHING_FRAMES = 16
     """An estimate every half second of mic audio until the delay is found..."""
-    LOCKED_FRAMES = 64
-    """...then every two seconds, to follow a device whose latency changes."""
+    LOCKED_FRAMES = 32
+    """...then every second (2 ms of work, under one frame in 20), to follow a device whose latency
+    changes and to give the clocks' drift a few points within even a short answer."""
     MIN_PEAK_RATIO = 3.0
     """How far the peak must stand over the highest lag outside its own 4 ms."""
 
@@ -55,6 +57,8 @@ class DelayEstimator:
         self._last: int | None = None
         self.delay: int | None = None
         """Samples from the reference's stamp to its echo in the mic; None until found."""
+        self.measured: tuple[int, float] | None = None
+        """The last estimate, to a fraction of a sample: (the clock sample at its window's middle, the delay)."""
 
     def observe(self, samples: np.ndarray, start: int, reference: EchoReference) -> bool:
         """One mic frame starting at clock sample `start`; True when the delay estimate changed."""
@@ -69,9 +73,11 @@ class DelayEstimator:
         every = self.SEARCHING_FRAMES if self.delay is None else self.LOCKED_FRAMES
         if len(self._mic) < self.WINDOW // FRAME_SAMPLES or self._frames % every:
             return False
-        lag = self._estimate(reference)
-        if lag is None:
+        found = self._estimate(reference)
+        if found is None:
             return False
+        lag, fine = found
+        self.measured = (self._mic_start + self.WINDOW // 2, fine)
         agreed = self._last is not None and abs(lag - self._last) <= 16
         self._last = lag
         if not agreed or (self.delay is not None and abs(lag - self.delay) <= 16):
@@ -79,7 +85,8 @@ class DelayEstimator:
         self.delay = lag
         return True
 
-    def _estimate(self, reference: EchoReference) -> int | None:
+    def _estimate(self, reference: EchoReference) -> tuple[int, float] | None:
+        """(the lag, in whole samples and to a fraction of one by the peak's parabola), or None if no clear peak."""
         mic = np.concatenate(self._mic)
         ref = reference.samples(self._mic_start - self.max_lag, len(mic) + self.max_lag + self.lead)
         if (np.abs(ref) > 100).mean() < 0.3 or rms(mic) < 1e-4:
@@ -96,7 +103,12 @@ class DelayEstimator:
         rest = np.concatenate([values[:max(0, best - 32)], values[best + 33:]])
         if not len(rest) or values[best] < self.MIN_PEAK_RATIO * rest.max():
             return None
-        return int(lags[best])
+        frac = 0.0
+        if 0 < best < len(values) - 1:
+            before, peak, after = values[best - 1], values[best], values[best + 1]
+            curve = before - 2 * peak + after
+            frac = 0.5 * (before - after) / curve if curve < 0 else 0.0
+        return int(lags[best]), float(lags[best] + 2 * frac)
 
 
 def _halve(x: np.ndarray) -> np.ndarray:
@@ -108,7 +120,8 @@ def _halve(x: np.ndarray) -> np.ndarray:
 class EchoCanceller:
     """The mic frame with the appliance's own voice taken out, before anything listens to it.
 
-    The reference is read 16 ms ahead of the delay in use, so the echo lands
+    The reference is read 16 ms ahead of the delay in use, and moved by the
+    clocks' drift since its run began (`DriftTracker`), so the echo lands
     inside the filter's tail, which models where in the tail it sits. A measured
     delay is applied only when the filter cannot cover it (a Bluetooth or HDMI
     speaker), and only between answers, with the filter restarted: moving the
@@ -133,13 +146,29 @@ class EchoCanceller:
         time (never ahead of what the speaker has stamped) and the filter covers echoes from 4 to 100 ms."""
         self.resets = 0
         self._silent_frames = 0
+        self.drift = DriftTracker()
+        """The speaker's clock against the mic's: the reference is read where the drift has moved its echo."""
+        self._measured: tuple[int, float] | None = None
+        self._logged_ppm = 0.0
 
     def process(self, samples: np.ndarray, start: int) -> np.ndarray:
         """One mic frame whose first sample is clock sample `start` (from a MicClock), the echo taken out."""
         if self.estimator.observe(samples, start, self.reference):
             log.info("echo delay measured: %.1f ms from the speaker's stamp to the mic",
                      (self.estimator.delay or 0) * 1000 / RATE_HZ)
-        ref = self.reference.samples(start - self.delay + self.margin, FRAME_SAMPLES)
+        measured = self.estimator.measured
+        if measured is not None and measured is not self._measured:
+            self._measured = measured
+            at, lag = measured
+            run = self.reference.run_start(int(at - lag))
+            if run is not None:
+                self.drift.observe(run, at, lag)
+                if abs(self.drift.ppm - self._logged_ppm) >= 10:
+                    self._logged_ppm = self.drift.ppm
+                    log.info("clock drift: the speaker's clock runs %.0f ppm %s the mic's", abs(self.drift.ppm),
+                             "behind" if self.drift.ppm > 0 else "ahead of")
+        position = start - self.delay + self.margin
+        ref = read_at(self.reference, position + self.drift.shift(self.reference, start - self.delay), FRAME_SAMPLES)
         if ref.any():
             self._silent_frames = 0
         else:
@@ -178,6 +207,11 @@ class EchoGuard:
     against the echo before the canceller. A frame it took little from, which
     the reference explains little of, in a room where the reference explains
     the echo well, holds a voice as loud as the echo: it needs a smaller margin.
+
+    In a room where the reference never explains the echo well (a reverberant
+    one), the echo expected follows the reference's envelope as the room would
+    let it decay, and what is learnt is kept to echo by level: frames near the
+    loudest reference, not let through, and not far louder than its echo.
     """
 
     MEASURED_WINDOW = RATE_HZ * 64 // 1000
@@ -211,6 +245,18 @@ class EchoGuard:
     a reverberant room the appliance's own echo is poorly explained too (-3 dB typical, -8 to -15 at best),
     and leaving it unlearnt would lower the bar under its own voice."""
 
+    REVERB_DECAY = 10 ** (-3.0 * FRAME_SAMPLES / RATE_HZ / 0.6)
+    """Per frame, how fast the echo expected in a reverberant room falls after the reference does: as a room
+    with an RT60 of 0.6 s decays (a kitchen's is 0.3-0.6 s), so a word's tail is not taken for a person."""
+    LOUD = 10 ** (-10.0 / 20)
+    """In a reverberant room only frames whose envelope is within 10 dB of the loudest reference of the last
+    3 s teach the coupling, and set the raw echo typical of the envelope (the median): further into a gap
+    the mic holds the room's other sounds, and a television under a fading reference read as an echo
+    15-20 dB louder than the one under the words."""
+    DOUBLE_TALK = 10 ** (6.0 / 20)
+    """A frame whose raw level is this far over the typical raw echo is not learnt in a reverberant room: echo
+    frames came up to 6.4 dB over the median (p99 5.5), a person as loud as the answer 7-12 dB in their first."""
+
     def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
         self.margin = 10 ** (settings.echo_margin_db / 20)
         self.window = int(window_ms * RATE_HZ / 1000)
@@ -222,6 +268,9 @@ class EchoGuard:
         self._fit = ReferenceFit()
         self._unexplained: deque[float] = deque(maxlen=94)  # what the reference left of the same frames
         self._fit_at: tuple[int, float] | None = None  # (clock sample, what the reference left up to it)
+        self._envelope = 0.0  # the reference level as a reverberant room lets it decay
+        self._peaks: deque[float] = deque(maxlen=94)  # the reference level of the last 3 s of frames
+        self._raw_typical: deque[float] = deque(maxlen=94)  # raw level / envelope near the loudest reference
         self.above_echo = True
         """Whether the last frame was louder than the expected echo at all (no margin)."""
         self.expecting_echo = False
@@ -250,6 +299,8 @@ class EchoGuard:
         ref_level = ref.level(at - window, at + FRAME_SAMPLES + LEVEL_CHUNK)
         mic = rms(samples)
         self._levels.append(mic)
+        self._envelope = max(ref_level, self._envelope * self.REVERB_DECAY)
+        self._peaks.append(ref_level)
         self.above_echo = True
         self.expecting_echo = not (ref_level < 1e-4 and ref.level(start - self.window, start + FRAME_SAMPLES) < 1e-4)
         if raw is not None:
@@ -259,6 +310,9 @@ class EchoGuard:
         raw_level = None if raw is None else rms(raw)
         left = None if raw_level is None else mic / max(raw_level, 1e-6)
         converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
+        reverberant = len(self._unexplained) >= 16 and min(self._unexplained) >= self.ROOM_FITS
+        if reverberant:
+            ref_level = self._envelope
         echo = self.coupling * ref_level
         if left is not None and (left >= 1.0 or (converged and mic > echo * self.margin
                                                  and self._own_echo(left, start + len(samples), ref, delay))):
@@ -284,13 +338,25 @@ class EchoGuard:
             is_echo = not voice and not (converged and left > self.UNTOUCHED)
             if not converged and not voice:
                 is_echo = not self._double_talk(start + len(samples), ref, delay)
+            if reverberant:
+                # the reference cannot tell a person from the room's echo of its voice: their level can
+                is_echo = is_echo and not allowed and not self._over_typical(raw_level or 0.0, ref_level)
             if is_echo:
                 self._removed.append(left)
-        if is_echo and ref_level >= 1e-4:
+        if is_echo and ref_level >= 1e-4 and (not reverberant or ref_level >= self.LOUD * max(self._peaks)):
             self._ratios.append(mic / ref_level)
             if raw_level is not None:
                 self._raw_ratios.append(raw_level / ref_level)
         return allowed
+
+    def _over_typical(self, raw_level: float, envelope: float) -> bool:
+        """Whether a frame is far louder, before the canceller, than the echo typical of the reference envelope
+        `envelope` (the median, so a person talking over a few frames cannot move it, a louder speaker can)."""
+        if envelope >= self.LOUD * max(self._peaks):
+            self._raw_typical.append(raw_level / envelope)
+        if len(self._raw_typical) < 8:
+            return False
+        return raw_level > float(np.median(self._raw_typical)) * envelope * self.DOUBLE_TALK
 
     def _unexplained_at(self, end: int, ref: EchoReference, delay: int | None) -> float:
         """What the reference, delayed as the room may delay it, leaves unexplained of the raw mic up to clock

@@ -10,6 +10,7 @@ speaker and the listener, beside the channels rather than through them.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import cast
 
 import numpy as np
@@ -50,6 +51,8 @@ class EchoReference:
         self._run_start = 0
         self._run_blocks = 0
         """Blocks in the current run so far (counted while it is placed)."""
+        self._starts: deque[int] = deque(maxlen=16)
+        """Where the last runs began, oldest first: the current run's is last."""
         self._said: list[float] = []
         """Where the current run began, in (fractional) samples, by each stamp taken with the device playing it."""
         self._lock = threading.Lock()
@@ -82,6 +85,7 @@ class EchoReference:
                 if self._end is not None and start > self._end:
                     self._write(self._end, np.zeros(min(start - self._end, len(self._buf)), np.int16))
                 self._run_start, self._run_blocks = start, 1
+                self._starts.append(start)
                 self._said = [audible_ns * RATE_HZ / 1e9] if queued_ns is None else []
             self._write(start, np.asarray(block, np.int16))
             self._end = start + len(block)
@@ -102,6 +106,12 @@ class EchoReference:
         self._write(self._run_start, np.zeros(len(run), np.int16))
         self._write(to, run)
         self._run_start, self._end = to, to + len(run)
+        self._starts[-1] = to
+
+    def run_start(self, at: int) -> int | None:
+        """The clock sample where the run holding clock sample `at` began (the last run to begin by then)."""
+        with self._lock:
+            return next((s for s in reversed(self._starts) if s <= at), None)
 
     def cut(self, at_ns: int) -> None:
         """The speaker went quiet at `at_ns`: what it had queued beyond that was never played."""
