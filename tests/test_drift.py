@@ -80,3 +80,14 @@ def test_the_canceller_follows_the_drift_and_keeps_taking_the_echo(ppm):
     late = slice(10 * RATE_HZ, len(out))
     taken = 10 * np.log10(np.mean(mic[late].astype(np.float64) ** 2) / np.mean(out[late] ** 2))
     assert taken >= 15, f"only {taken:.1f} dB of the drifting echo taken"
+
+
+def test_no_drift_is_read_into_the_estimates_scatter():
+    rng = np.random.default_rng(4)
+    still, drifting = DriftTracker(), DriftTracker()
+    for k in range(4):  # one 3 s answer: four estimates, each off by up to half a sample
+        at, off = k * RATE_HZ, float(rng.uniform(-0.5, 0.5))
+        still.observe(0, at, 480 + off)
+        drifting.observe(0, at, 480 - 100e-6 * at + off)
+    assert still.ppm == 0
+    assert drifting.ppm == pytest.approx(-100, rel=0.3)

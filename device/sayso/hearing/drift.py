@@ -30,9 +30,12 @@ class DriftTracker:
     Each run (an answer, laid end to end from where its stamps placed it) starts
     on time, so only the slope within a run tells drift. Runs are pooled, each
     weighted by how well its estimates pin a slope (their spread in time), so the
-    figure sharpens with every answer; a run's estimate that strays from the line
-    of the others by more than drift could explain is dropped (the person talking
-    over the answer can throw one).
+    figure sharpens with every answer, and it is used only once it stands twice
+    its own uncertainty clear of none: in a room without drift, a slope read from
+    the estimates' scatter (14 ppm after one answer) would misalign the reference
+    by samples. A run's estimate that strays from the line of the others by more
+    than drift could explain is dropped (the person talking over the answer can
+    throw one).
     """
 
     MIN_SPAN = RATE_HZ
@@ -41,6 +44,8 @@ class DriftTracker:
     """Samples an estimate may sit off its run's line (the estimator's own scatter is under one)."""
     KEEP = 0.9
     """Each finished run's weight in the pool decays by this, so a clock that warms up is followed."""
+    SCATTER = 0.5
+    """Samples an estimate scatters about its run's line; with the weights, it says how sure the slope is."""
 
     def __init__(self):
         self._run: int | None = None
@@ -62,8 +67,11 @@ class DriftTracker:
                 return
         self._points.append((at, lag))
         w, s = self._fit()
-        if w:
-            self.slope = (self._pool_ws + w * s) / (self._pool_w + w)
+        if w + self._pool_w:
+            slope = (self._pool_ws + w * s) / (self._pool_w + w)
+            error = self.SCATTER / (RATE_HZ * np.sqrt(self._pool_w + w))
+            # no drift but what the scatter could make: a wrong slope costs more than none
+            self.slope = slope if abs(slope) > 2 * error else 0.0
 
     @property
     def ppm(self) -> float:
