@@ -33,15 +33,14 @@ class DriftTracker:
     figure sharpens with every answer, and it is used only once it stands twice
     its own uncertainty clear of none: in a room without drift, a slope read from
     the estimates' scatter (14 ppm after one answer) would misalign the reference
-    by samples. A run's estimate that strays from the line of the others by more
-    than drift could explain is dropped (the person talking over the answer can
-    throw one).
+    by samples. An estimate further from its run's first than the most drift
+    could explain is dropped (the person talking over the answer can throw one).
     """
 
     MIN_SPAN = RATE_HZ
     """A run's estimates must span a second before they say anything about the slope."""
     STRAY = 4.0
-    """Samples an estimate may sit off its run's line (the estimator's own scatter is under one)."""
+    """Samples an estimate may sit off its run's first beyond what MAX_SLOPE explains (the scatter is under one)."""
     KEEP = 0.9
     """Each finished run's weight in the pool decays by this, so a clock that warms up is followed."""
     SCATTER = 0.5

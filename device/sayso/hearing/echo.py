@@ -311,8 +311,10 @@ class EchoGuard:
         left = None if raw_level is None else mic / max(raw_level, 1e-6)
         converged = len(self._removed) >= 16 and float(np.median(self._removed)) < self.CONVERGED
         reverberant = len(self._unexplained) >= 16 and min(self._unexplained) >= self.ROOM_FITS
+        loud = False  # in a reverberant room: near the loudest reference, where the echo can be learnt
         if reverberant:
             ref_level = self._envelope
+            loud = ref_level >= self.LOUD * max(self._peaks)
         echo = self.coupling * ref_level
         if left is not None and (left >= 1.0 or (converged and mic > echo * self.margin
                                                  and self._own_echo(left, start + len(samples), ref, delay))):
@@ -340,19 +342,20 @@ class EchoGuard:
                 is_echo = not self._double_talk(start + len(samples), ref, delay)
             if reverberant:
                 # the reference cannot tell a person from the room's echo of its voice: their level can
-                is_echo = is_echo and not allowed and not self._over_typical(raw_level or 0.0, ref_level)
+                is_echo = is_echo and not allowed and not self._over_typical(raw_level or 0.0, ref_level, loud)
             if is_echo:
                 self._removed.append(left)
-        if is_echo and ref_level >= 1e-4 and (not reverberant or ref_level >= self.LOUD * max(self._peaks)):
+        if is_echo and ref_level >= 1e-4 and (loud or not reverberant):
             self._ratios.append(mic / ref_level)
             if raw_level is not None:
                 self._raw_ratios.append(raw_level / ref_level)
         return allowed
 
-    def _over_typical(self, raw_level: float, envelope: float) -> bool:
+    def _over_typical(self, raw_level: float, envelope: float, loud: bool) -> bool:
         """Whether a frame is far louder, before the canceller, than the echo typical of the reference envelope
-        `envelope` (the median, so a person talking over a few frames cannot move it, a louder speaker can)."""
-        if envelope >= self.LOUD * max(self._peaks):
+        `envelope` (the median, so a person talking over a few frames cannot move it, a louder speaker can).
+        Only `loud` frames, near the loudest reference, add to what is typical."""
+        if loud:
             self._raw_typical.append(raw_level / envelope)
         if len(self._raw_typical) < 8:
             return False
