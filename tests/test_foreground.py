@@ -7,7 +7,7 @@ import pytest
 
 from sayso.audio import FRAME_SAMPLES, RATE_HZ
 from sayso.config import VADSettings
-from sayso.hearing.foreground import MIN_FRAMES, ForegroundGate
+from sayso.hearing.foreground import MIN_FRAMES, WORD_FRAMES, ForegroundGate
 from sayso.hearing.vad import Endpointer, SpeechEnd, SpeechStart
 
 MARGIN_DB = VADSettings().foreground_margin_db
@@ -101,13 +101,32 @@ def test_an_answer_playing_before_the_room_is_known_leaves_speech_to_the_echo_gu
     assert not any(held), "once it plays no more, a voice is held until the room is known"
 
 
-def test_quieter_frames_just_after_a_loud_one_stay_inside_the_word():
+def test_quieter_frames_just_after_a_word_has_begun_stay_inside_it():
     rng = np.random.default_rng(7)
     gate = ForegroundGate(MARGIN_DB, hangover_ms=96)
     for _ in range(60):
         gate.passes(frame(-40, rng), speech=False)
+    assert [gate.passes(frame(-20, rng), speech=True) for _ in range(WORD_FRAMES)] == [True] * WORD_FRAMES
+    assert [gate.passes(frame(-40, rng), speech=True) for _ in range(2)] == [True] * 2
+    # a loud frame later in the word carries the grace on from there
     assert gate.passes(frame(-20, rng), speech=True)
     assert [gate.passes(frame(-40, rng), speech=True) for _ in range(5)] == [True] * 3 + [False] * 2
+    # the word is over: a lone loud frame does not open another
+    assert gate.passes(frame(-20, rng), speech=True)
+    assert gate.passes(frame(-40, rng), speech=True) is False
+
+
+def test_a_lone_loud_frame_passes_alone():
+    # a television's loudest syllable grazes the bar one frame at a time: no grace follows it
+    rng = np.random.default_rng(9)
+    gate = ForegroundGate(MARGIN_DB, hangover_ms=160)
+    for _ in range(60):
+        gate.passes(frame(-40, rng), speech=False)
+    heard = []
+    for _ in range(3):
+        heard.append(gate.passes(frame(-27, rng), speech=True))
+        heard += [gate.passes(frame(-36, rng), speech=True) for _ in range(3)]
+    assert heard == [True, False, False, False] * 3
 
 
 # ---- real voices: Silero hears both, the gate tells them apart
@@ -179,3 +198,46 @@ def test_in_a_quiet_room_the_gate_changes_nothing(vad, person, gain_db):
     assert [type(e) for e in gated] == [type(e) for e in plain] == [SpeechStart, SpeechEnd]
     assert gated[0].onset_sample == plain[0].onset_sample
     assert abs(gated[1].end_sample - plain[1].end_sample) <= FRAME_SAMPLES
+
+
+def barge_ins(vad, audio: np.ndarray, learn_s: float) -> list[int]:
+    """Where speech would cut in on an answer, as the listener decides it (gated speech that lasts the barge-in
+    minimum), once the gate stops learning `learn_s` into `audio`, as it does while an answer plays."""
+    from sayso.config import BargeInSettings
+    from sayso.hearing.vad import VADState
+
+    vad.reset()
+    ep, gate = Endpointer(VADSettings()), ForegroundGate(MARGIN_DB)
+    hits, barged = [], False
+    for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+        f = audio[i:i + FRAME_SAMPLES]
+        p = vad.probability(f)
+        if not gate.passes(f, p >= VADSettings().stop_threshold, learn=i < learn_s * RATE_HZ):
+            p = 0.0
+        ep.update(p, i)
+        if ep.state is VADState.QUIET:
+            barged = False
+        elif not barged and ep.speech_ms >= BargeInSettings().min_speech_ms and i >= learn_s * RATE_HZ:
+            hits.append(i + FRAME_SAMPLES)
+            barged = True
+    return hits
+
+
+@pytest.mark.slow
+def test_over_an_answer_a_television_seldom_cuts_in_and_a_person_at_once(vad, person):
+    from sayso.sim import voices
+    from sayso.sim.acoustics import Acoustics
+
+    tv = Acoustics.make(rt60_s=0.5, drr_db=3.0, babble=voices.babble(), babble_dbfs=-35)
+    noise = np.random.default_rng(0).standard_normal(26 * RATE_HZ) * 32768 * 10 ** (-50 / 20)
+    false = []
+    for start in range(0, 30 * RATE_HZ, 2 * RATE_HZ):  # stretches of the newsreader, the bar frozen 20 s each
+        mic = np.clip(tv.background(start, len(noise)) + noise, -32768, 32767).astype(np.int16)
+        false += barge_ins(vad, mic, learn_s=6)
+    line = tv.through_room(person.say("Wait, what about Spain?"), 1)
+    mic, onset, _ = room(line, 0, tv_dbfs=-35, noise_dbfs=-50)
+    heard = barge_ins(vad, mic, learn_s=2.5)
+    print(f"television over 300 s of answers: {len(false)} cut-ins; the person cut in "
+          f"{[(h - onset) * 1000 // RATE_HZ for h in heard]} ms after their onset")
+    assert len(false) <= 2
+    assert heard and 0 < heard[0] - onset <= 0.2 * RATE_HZ

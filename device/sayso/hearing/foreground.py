@@ -6,7 +6,10 @@ The person talking to the appliance is near it and much louder. So the gate
 keeps the room's background level, the median frame level over the last few
 seconds, and passes a speech frame only when it is `margin_db` above that, or
 follows one that was within `hangover_ms` (a stop consonant's closure and
-Silero's own tail after the last sound stay inside the word).
+Silero's own tail after the last sound stay inside the word). That grace opens
+only once a word has begun, with two loud speech frames in a row: a
+television's loudest syllable grazes the bar one frame at a time, and with the
+grace after it a lone peak would pass as two hundred milliseconds of a person.
 
 The estimate learns from every frame, but from the ones it passes as speech
 only one in `SPEECH_SHARE`: a person's request, pauses and all, leaves it near
@@ -37,6 +40,8 @@ SPEECH_SHARE = 10
 television's (always "passed" while the estimate is still low) still get in."""
 MIN_FRAMES = 12
 """Frames (about 0.4 s) the estimate needs before it lets any speech through."""
+WORD_FRAMES = 2
+"""Loud speech frames in a row that show a word has begun, and open the hangover after it."""
 
 
 class ForegroundGate:
@@ -53,6 +58,8 @@ class ForegroundGate:
         self._levels: deque[float] = deque(maxlen=max(MIN_FRAMES, int(window_s * RATE_HZ / FRAME_SAMPLES)))
         self._hangover = round(hangover_ms * RATE_HZ / 1000 / FRAME_SAMPLES)
         self._since_loud = self._hangover + 1
+        self._loud_run = 0
+        self._in_word = False
         self._background: float | None = None
         self._passed = 0
 
@@ -75,7 +82,12 @@ class ForegroundGate:
         else:
             loud = level >= self._background + self.margin_db
         self._since_loud = 0 if loud else self._since_loud + 1
-        foreground = self._since_loud <= self._hangover
+        self._loud_run = self._loud_run + 1 if loud and speech else 0
+        if self._loud_run >= WORD_FRAMES:
+            self._in_word = True
+        elif self._since_loud > self._hangover:
+            self._in_word = False
+        foreground = loud or (self._in_word and self._since_loud <= self._hangover)
         if speech and loud:
             self._passed += 1
         if learn and (self._background is None or not (speech and loud) or self._passed % SPEECH_SHARE == 0):
