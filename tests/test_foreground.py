@@ -147,18 +147,23 @@ def person(store):
     return PersonVoice(PiperTTS(store.path("en_US-joe-medium"), repeatable=True))
 
 
-def endpoints(vad, audio: np.ndarray, gated: bool) -> list[SpeechStart | SpeechEnd]:
-    """The default endpointer's starts and ends for `audio`, with or without the gate in front of it."""
+def gated_speech(vad, audio: np.ndarray, gated: bool = True, learn_s: float | None = None):
+    """(first sample, Silero's probability) of each frame of `audio`, zero where the gate holds it back; the gate
+    stops learning `learn_s` into `audio` (as it does while an answer plays), or never."""
     vad.reset()
-    ep, gate = Endpointer(VADSettings()), ForegroundGate(MARGIN_DB)
-    events = []
+    gate, stop = ForegroundGate(MARGIN_DB), VADSettings().stop_threshold
     for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
         f = audio[i:i + FRAME_SAMPLES]
         p = vad.probability(f)
-        if gated and not gate.passes(f, p >= VADSettings().stop_threshold):
+        if gated and not gate.passes(f, p >= stop, learn=learn_s is None or i < learn_s * RATE_HZ):
             p = 0.0
-        events += ep.update(p, i)
-    return events
+        yield i, p
+
+
+def endpoints(vad, audio: np.ndarray, gated: bool) -> list[SpeechStart | SpeechEnd]:
+    """The default endpointer's starts and ends for `audio`, with or without the gate in front of it."""
+    ep = Endpointer(VADSettings())
+    return [e for i, p in gated_speech(vad, audio, gated) for e in ep.update(p, i)]
 
 
 def room(person_line: np.ndarray, gain_db: float, tv_dbfs: float | None,
@@ -206,18 +211,13 @@ def barge_ins(vad, audio: np.ndarray, learn_s: float) -> list[int]:
     from sayso.config import BargeInSettings
     from sayso.hearing.vad import VADState
 
-    vad.reset()
-    ep, gate = Endpointer(VADSettings()), ForegroundGate(MARGIN_DB)
+    ep, least_ms = Endpointer(VADSettings()), BargeInSettings().min_speech_ms
     hits, barged = [], False
-    for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
-        f = audio[i:i + FRAME_SAMPLES]
-        p = vad.probability(f)
-        if not gate.passes(f, p >= VADSettings().stop_threshold, learn=i < learn_s * RATE_HZ):
-            p = 0.0
+    for i, p in gated_speech(vad, audio, learn_s=learn_s):
         ep.update(p, i)
         if ep.state is VADState.QUIET:
             barged = False
-        elif not barged and ep.speech_ms >= BargeInSettings().min_speech_ms and i >= learn_s * RATE_HZ:
+        elif not barged and ep.speech_ms >= least_ms and i >= learn_s * RATE_HZ:
             hits.append(i + FRAME_SAMPLES)
             barged = True
     return hits
