@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sayso.audio import RATE_HZ
 from sayso.config import Settings
 from sayso.pipeline.messages import State
 from sayso.sim import scenario
@@ -111,7 +112,12 @@ def slope_per_min(samples: list[tuple[float, float]]) -> float:
 
 
 class Faults(threading.Thread):
-    """Each quiet spell (idle 3 s): stall the mic; then the next answer: pull the speaker. Samples RSS meanwhile."""
+    """Each quiet spell (a second after a block's coughs have ended): stall the mic; then the next answer:
+    pull the speaker. Samples RSS meanwhile.
+
+    The stall is keyed to the scenario's own quiet step, not to idle time alone: a mic stalled just
+    before a question would swallow it, and the step waiting on its answer would time out.
+    """
 
     def __init__(self, sim: Simulation, mic: StallingMic, sink: FailingSink):
         super().__init__(name="soak-faults", daemon=True)
@@ -120,27 +126,28 @@ class Faults(threading.Thread):
         self.stalls = 0
         self.samples: list[tuple[float, float, int]] = []
 
+    def _quiet_spell(self) -> bool:
+        """Whether the room is a second past the end of a cough run not yet answered by a stall."""
+        coughs = [i for i in self.sim.room.log.injections if i.kind == "noise"]
+        return len(coughs) > self.stalls and self.sim.room.now_sample >= coughs[-1].end_sample + RATE_HZ
+
     def run(self) -> None:
         c = self.sim.engine.conductor
         t0 = time.monotonic()
-        idle_since = None
         armed_speaker = False
         while not self.stopping.wait(0.25):
             now = time.monotonic()
             running = all(stage.alive for stage in self.sim.engine.stages)  # not while it shuts down
             if running and (not self.samples or now - t0 - self.samples[-1][0] >= SAMPLE_S):
                 self.samples.append((now - t0, rss_mb(), os_threads()))
-            state = c.state
-            if armed_speaker and state is State.SPEAKING:
+            if armed_speaker and c.state is State.SPEAKING:
                 self.sink.fail_next()
                 armed_speaker = False
-            idle_since = (idle_since or now) if state is State.IDLE and self.sim.engine.busy() is None else None
-            recovered = self.stalls == 0 or self.mic.reopened.is_set()
-            if idle_since is not None and now - idle_since > 3.0 and recovered and not armed_speaker:
+            idle = c.state is State.IDLE and self.sim.engine.busy() is None
+            if idle and self._quiet_spell() and not armed_speaker:
                 self.mic.stall()
                 self.stalls += 1
                 armed_speaker = True
-                idle_since = None
 
 
 @pytest.mark.slow
