@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from sayso.config import Settings
+from sayso.errors import SaysoError
+from sayso.models.manifest import ModelStore
 from sayso.pipeline.messages import State
 from sayso.sim import scenario
-from sayso.sim.bench import LATENCIES, LEVELS, QUIET, SCENARIOS, TARGETS, table, verdicts
+from sayso.sim.bench import LATENCIES, LEVELS, QUIET, SCENARIOS, TARGETS, keep_report, run_bench, table, verdicts
 from sayso.sim.report import COUNT_KEYS
 
 
@@ -55,6 +60,21 @@ def test_the_table_has_a_column_per_level_and_voice():
     assert "p95 @hard espeak:en-us" in text and "hard: echo_gain_db -6, rt60_s 0.5" in text
     assert "met    self_interruptions total at hard 0" in text
     assert "quiet_barge_in_latency_ms" in text and "quiet_barge_ins_unheard" in text
+
+
+def test_a_kept_report_reads_back_and_a_full_disk_is_one_line_not_the_end_of_the_bench(tmp_path):
+    report = {"scenario": "bench: barge-in twice", "summary": {"barge_in_latency_ms": [212.5, 791.0]}}
+    said: list[str] = []
+    keep_report(report, tmp_path / "bench-barge-in-hard-4.json", said.append)
+    assert json.loads((tmp_path / "bench-barge-in-hard-4.json").read_text()) == report and said == []
+    keep_report(report, Path("/dev/full"), said.append)  # every write there fails as a full disk does
+    assert len(said) == 1 and "/dev/full" in said[0] and "No space left" in said[0] and "\n" not in said[0]
+
+
+def test_a_reports_directory_that_cannot_be_made_stops_the_bench_before_any_model_loads(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SaysoError, match="cannot make the reports directory .*choose another with --reports"):
+        run_bench(Settings(), cast(ModelStore, None), 1, reports_dir=tmp_path / "a-file" / "reports")
 
 
 def test_the_quiet_voice_barges_in_twice_over_answers_the_usual_person_asked_for():

@@ -196,11 +196,15 @@ def test_the_report_keeps_its_contract(kit, tmp_path):
 def test_a_wait_that_is_never_met_fails_the_scenario_naming_the_step(kit, tmp_path):
     fast = Kit(llm=FakeLLM(["Fine."]), tts=FakeTTS(), person=kit.person, vad=kit.vad, recognizer=kit.recognizer,
                store=kit.store)
-    sc = scenario.parse({"name": "stuck", "step": [{"wait": "idle"}, {"wait": "speaking", "after_s": 0.1}]},
+    sc = scenario.parse({"name": "stuck", "step": [{"wait": "idle", "cough": 1}, {"wait": "speaking", "after_s": 0.1}]},
                         "stuck.toml")
     with pytest.raises(ScenarioFailed, match=r"stuck.toml, step 2 wait=speaking: the appliance was not "
-                                             r"speaking within 1s \(it was idle\)"):
+                                             r"speaking within 1s \(it was idle\)") as failed:
         Simulation(sc, fast, Settings(), tmp_path / "turns.db", wait_timeout_s=1.0).run()
+    # the failure carries the report up to it: the run that failed is the one worth reading
+    report = failed.value.report
+    assert report is not None and report["scenario"] == "stuck" and report["turns"] == []
+    assert [e["what"] for e in report["events"] if e["type"] == "noise"] == ["1 cough(s)"]
 
 
 def test_sayso_simulate_writes_the_turn_log_report_and_recording(tmp_path, capsys):

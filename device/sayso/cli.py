@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sayso import __version__, config
-from sayso.errors import ModelCorrupt, ModelMissing, SaysoError
+from sayso.errors import ModelCorrupt, ModelMissing, SaysoError, ScenarioFailed
 from sayso.pipeline.writelock import check_free
 from sayso.service.journal import setup_logging
 from sayso.service.malloc import limit_arenas, map_large_blocks
@@ -110,8 +110,14 @@ def cmd_simulate(args, settings) -> int:
     with tempfile.TemporaryDirectory(prefix="sayso-sim-") as tmp:
         db = Path(args.db) if args.db else Path(tmp) / "turns.db"
         record = Path(args.record) if args.record else None
-        result = _loading_models(settings, store, lambda: simulate(sc, settings, store, db, record,
-                                                                    keep_tracks=bool(args.plot)))
+        try:
+            result = _loading_models(settings, store, lambda: simulate(sc, settings, store, db, record,
+                                                                        keep_tracks=bool(args.plot)))
+        except ScenarioFailed as e:
+            if args.report and e.report is not None:  # what it did up to the step that failed
+                Path(args.report).write_text(json.dumps(e.report, indent=2))
+                print(f"report, up to the failed step: {args.report}", flush=True)
+            raise
     if args.report:
         Path(args.report).write_text(json.dumps(result.report, indent=2))
     print(transcript(result.report, result.per_turn))
@@ -150,7 +156,7 @@ def cmd_bench(args, settings) -> int:
                     progress=lambda line: print(line, file=sys.stderr, flush=True), idle_s=args.idle_s,
                     plot_dir=Path(args.plot) if args.plot else None, scenarios=scenarios,
                     levels=tuple(args.levels or DEFAULT_LEVELS), voices=tuple(args.voices or ("piper",)),
-                    cpu_limit=args.cpu_limit)
+                    cpu_limit=args.cpu_limit, reports_dir=Path(args.reports) if args.reports else None)
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 
@@ -247,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--idle-s", type=float, default=20.0,
                    help="seconds of listening to a quiet room for the idle CPU figure (0 skips it)")
     b.add_argument("--plot", metavar="DIR", help="draw the first run of each scenario as a waterfall PNG in DIR")
+    b.add_argument("--reports", metavar="DIR", help="keep every run's report JSON in DIR, as `sayso simulate "
+                   "--report` writes it (to look into one run's outlier)")
     b.add_argument("--only", nargs="+", metavar="SCENARIO", help="run only these bench scenarios (default: all)")
     b.add_argument("--levels", nargs="+", metavar="LEVEL",
                    help="room levels to run: -20, -6 (echo dB) and hard (default: all three)")

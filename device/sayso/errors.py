@@ -59,6 +59,9 @@ class ScenarioError(SaysoError, ValueError):
 class ScenarioFailed(SaysoError, TimeoutError):
     """A scenario's `wait` was not met in time: the message names the step and the state it was in."""
 
+    report: dict | None = None
+    """The report of what the run did up to the step that failed (set by the simulation that raised it)."""
+
 
 class DeviceFailed(SaysoError, OSError):
     """An audio device was found but does not work (no frames from the mic, a stream that will not open)."""

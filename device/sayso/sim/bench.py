@@ -11,6 +11,7 @@ report.py); the stage numbers are wall-clock timings of one call at a time.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import resource
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from sayso.answering.llm import generation_threads
 from sayso.config import Settings
-from sayso.errors import ScenarioFailed
+from sayso.errors import SaysoError, ScenarioFailed
 from sayso.models.manifest import ModelStore
 from sayso.sim import scenario
 from sayso.sim.report import COUNT_KEYS, SUMMARY_KEYS, percentiles
@@ -75,11 +76,25 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def keep_report(report: dict, path: Path, progress: Callable[[str], None]) -> None:
+    """Write one run's report where `--reports` asked. A full disk costs that file, said plainly, not the bench."""
+    try:
+        path.write_text(json.dumps(report, indent=2))
+    except OSError as e:
+        progress(f"could not keep the report {path}: {e.strerror}; the bench goes on without it")
+
+
 def run_bench(settings: Settings, store: ModelStore, runs: int,
               progress: Callable[[str], None] = lambda _: None, idle_s: float = 20.0,
               plot_dir: Path | None = None, scenarios: tuple[str, ...] = SCENARIOS,
               levels: tuple[str, ...] = DEFAULT_LEVELS, voices: tuple[str, ...] = (PIPER,),
-              cpu_limit: int | None = None) -> dict:
+              cpu_limit: int | None = None, reports_dir: Path | None = None) -> dict:
+    if reports_dir is not None:
+        try:
+            reports_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SaysoError(f"cannot make the reports directory {reports_dir}: {e.strerror}; "
+                             f"choose another with --reports") from None
     pinned = limit_cpu(cpu_limit) if cpu_limit else None  # before any model starts its threads
     t = time.monotonic()
     kit = Kit.load(settings, store)
@@ -106,8 +121,12 @@ def run_bench(settings: Settings, store: ModelStore, runs: int,
                                             keep_tracks=plot).run()
                     except ScenarioFailed as e:  # a room the appliance cannot get through is a result too
                         failed += 1
+                        if reports_dir is not None and e.report is not None:
+                            keep_report(e.report, reports_dir / f"{stem}-{run + 1}-failed.json", progress)
                         progress(f"{key}, run {run + 1}/{runs} {name}: FAILED after {time.monotonic() - t:.0f}s: {e}")
                         continue
+                    if reports_dir is not None:  # to look into one run's outlier afterwards
+                        keep_report(result.report, reports_dir / f"{stem}-{run + 1}.json", progress)
                     if plot and plot_dir is not None:
                         from sayso.sim.plot import waterfall
 

@@ -166,6 +166,7 @@ class Simulation:
         controls = Controls(self.settings.gpio, self.engine.conductor.button, None, factory)
         pin = factory.pin(self.settings.gpio.button_pin)
         since = None
+        failed: ScenarioFailed | None = None
         self.room.start()
         self.engine.start()
         try:
@@ -184,6 +185,8 @@ class Simulation:
             # the scenario ends when the appliance is idle again (an answer may run to its time limit)
             self._wait(last, State.IDLE, since, max(self.wait_timeout_s, END_WAIT_S))
             self._sleep(0.2)
+        except ScenarioFailed as e:
+            failed = e  # reported below with what happened up to it: the run that fails is the one to read
         finally:
             self.engine.stop()
             controls.close()
@@ -193,6 +196,9 @@ class Simulation:
             turns = [r for r in self.turnlog.rows() if r["id"] > self._first_id]
             self.turnlog.close()
         report, per_turn = build_report(self.scenario.name, turns, self.events, self.room.log)
+        if failed is not None:
+            failed.report = report
+            raise failed
         return Result(report, per_turn, self.room.tracks() if self.keep_tracks else None)
 
     def _sleep(self, seconds: float) -> None:
