@@ -255,7 +255,10 @@ class EchoGuard:
     15-20 dB louder than the one under the words."""
     DOUBLE_TALK = 10 ** (6.0 / 20)
     """A frame whose raw level is this far over the typical raw echo is not learnt in a reverberant room: echo
-    frames came up to 6.4 dB over the median (p99 5.5), a person as loud as the answer 7-12 dB in their first."""
+    frames came up to 6.4 dB over the median (p99 5.5), a person as loud as the answer 7-12 dB in their first.
+    Such a frame, which the converged canceller also took little from and which is 3 dB over the echo
+    expected, is passed as the person's (no echo frame of 16,000 met all three). Before convergence the
+    canceller takes little from its echo too, and echo frames 9 dB over the median met them two in a row."""
 
     def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
         self.margin = 10 ** (settings.echo_margin_db / 20)
@@ -329,8 +332,12 @@ class EchoGuard:
         allowed = mic > echo * self.margin and sounding
         # under the margin, a frame the canceller took little from and the reference explains little of
         # is a voice of its own: a quiet person is a few dB over the echo, not ten
+        # (through a reverberant room the reference explains no voice well: there, once the canceller has
+        # converged, a raw level far over the echo typical of the reference's envelope tells instead)
         voice = (not allowed and sounding and left is not None and left > self.UNTOUCHED
-                 and mic > echo * self.VOICE_MARGIN and self._own_voice(start + len(samples), ref, delay))
+                 and mic > echo * self.VOICE_MARGIN
+                 and (converged and self._over_typical(raw_level or 0.0, ref_level) if reverberant
+                      else self._own_voice(start + len(samples), ref, delay)))
         allowed = allowed or voice
         # learn only from frames that are echo: the person's own words would otherwise lift
         # the coupling within 300 ms and the guard would shut them out
@@ -342,7 +349,10 @@ class EchoGuard:
                 is_echo = not self._double_talk(start + len(samples), ref, delay)
             if reverberant:
                 # the reference cannot tell a person from the room's echo of its voice: their level can
-                is_echo = is_echo and not allowed and not self._over_typical(raw_level or 0.0, ref_level, loud)
+                is_echo = is_echo and not allowed
+                if is_echo and loud:  # near the loudest reference: what the raw echo of an envelope is
+                    self._raw_typical.append((raw_level or 0.0) / ref_level)
+                is_echo = is_echo and not self._over_typical(raw_level or 0.0, ref_level)
             if is_echo:
                 self._removed.append(left)
         if is_echo and ref_level >= 1e-4 and (loud or not reverberant):
@@ -351,12 +361,9 @@ class EchoGuard:
                 self._raw_ratios.append(raw_level / ref_level)
         return allowed
 
-    def _over_typical(self, raw_level: float, envelope: float, loud: bool) -> bool:
+    def _over_typical(self, raw_level: float, envelope: float) -> bool:
         """Whether a frame is far louder, before the canceller, than the echo typical of the reference envelope
-        `envelope` (the median, so a person talking over a few frames cannot move it, a louder speaker can).
-        Only `loud` frames, near the loudest reference, add to what is typical."""
-        if loud:
-            self._raw_typical.append(raw_level / envelope)
+        `envelope` (the median, so a person talking over a few frames cannot move it, a louder speaker can)."""
         if len(self._raw_typical) < 8:
             return False
         return raw_level > float(np.median(self._raw_typical)) * envelope * self.DOUBLE_TALK
