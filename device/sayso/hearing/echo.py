@@ -257,8 +257,8 @@ class EchoGuard:
     """A frame whose raw level is this far over the typical raw echo is not learnt in a reverberant room: echo
     frames came up to 6.4 dB over the median (p99 5.5), a person as loud as the answer 7-12 dB in their first.
     Such a frame, which the converged canceller also took little from and which is 3 dB over the echo
-    expected, is passed as the person's (no echo frame of 16,000 met all three). Before convergence the
-    canceller takes little from its echo too, and echo frames 9 dB over the median met them two in a row."""
+    expected, is passed as the person's. Not before convergence: the canceller then takes little from its
+    echo too, and the echo alone met all three."""
 
     def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
         self.margin = 10 ** (settings.echo_margin_db / 20)
@@ -350,7 +350,7 @@ class EchoGuard:
             if reverberant:
                 # the reference cannot tell a person from the room's echo of its voice: their level can
                 is_echo = is_echo and not allowed
-                if is_echo and loud:  # near the loudest reference: what the raw echo of an envelope is
+                if is_echo and loud:  # near the loudest reference: the raw echo typical of an envelope
                     self._raw_typical.append((raw_level or 0.0) / ref_level)
                 is_echo = is_echo and not self._over_typical(raw_level or 0.0, ref_level)
             if is_echo:
