@@ -14,6 +14,7 @@ from sayso.hearing.echo import DelayEstimator, EchoCanceller, EchoGuard
 from sayso.hearing.mic_clock import MicClock
 from sayso.pipeline.echo_reference import EchoReference
 from sayso.sim.acoustics import convolve, drift, impulse_response
+from sayso.sim.simulate import PersonVoice
 
 FRAME = 512
 
@@ -308,12 +309,18 @@ def test_a_quiet_person_a_few_db_over_the_echo_left_is_heard_and_the_echo_is_not
 
 
 @pytest.fixture(scope="module")
-def steady_voices(store):
+def steady_tts(store):
+    """Piper without its sampling noise: the same audio on every run."""
+    return PiperTTS(store.path("en_US-joe-medium", role="voice"), repeatable=True)
+
+
+@pytest.fixture(scope="module")
+def steady_voices(steady_tts):
     """The `voices` lines without Piper's sampling noise: the same audio on every run."""
-    tts = PiperTTS(store.path("en_US-joe-medium", role="voice"), repeatable=True)
-    answer = to_mic_rate(tts.audio("The history of France is long and full of kings, wars and revolutions, "
-                                   "and its people changed it many times over the centuries."), tts.rate_hz)
-    person = to_mic_rate(tts.paced(1.25).audio("Wait, tell me about Berlin instead."), int(tts.rate_hz * 1.12))
+    answer = to_mic_rate(steady_tts.audio("The history of France is long and full of kings, wars and revolutions, "
+                                          "and its people changed it many times over the centuries."),
+                         steady_tts.rate_hz)
+    person = PersonVoice(steady_tts).say("Wait, tell me about Berlin instead.")
     return answer.astype(np.float64), person.astype(np.float64)
 
 
@@ -377,10 +384,9 @@ def test_in_a_reverberant_room_the_person_is_heard_and_not_learnt_as_echo(steady
 
 
 @pytest.fixture(scope="module")
-def stop_line(store):
+def stop_line(steady_tts):
     """The person's "Stop." line, repeatable, as the simulator's person says it."""
-    tts = PiperTTS(store.path("en_US-joe-medium", role="voice"), repeatable=True)
-    return to_mic_rate(tts.paced(1.25).audio("Stop. Tell me about Spain."), int(tts.rate_hz * 1.12)).astype(np.float64)
+    return PersonVoice(steady_tts).say("Stop. Tell me about Spain.").astype(np.float64)
 
 
 @pytest.mark.slow
