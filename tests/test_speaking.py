@@ -16,7 +16,9 @@ from sayso.pipeline.messages import (
     EndOfAnswer,
     FirstAudio,
     FirstWordHeard,
+    Heard,
     Kind,
+    Paused,
     PlaybackEnded,
     Reason,
     Segment,
@@ -227,6 +229,39 @@ def test_the_speaker_reports_when_the_first_word_was_heard():
     # stall of the speaker's thread only moves the word later, so these bounds hold on a busy machine too
     heard_ms = (first_word[0].t_ns - first_audio.t_ns) / 1e6
     assert 249 <= heard_ms and first_word[0].t_ns <= ended.silence_ns - 499_000_000, heard_ms
+
+
+def test_a_pause_between_segments_plays_the_unheard_end_on_resume():
+    """Paused after the last segment was written but before the end of the answer came: the device's
+    unheard tail is dropped, and on resume it plays from there and the answer completes."""
+    rate, words = 16000, (WordSpan("one", 0, 3200), WordSpan("two", 3200, 6400))
+    audio = np.arange(6400, dtype=np.int16)
+    sink = FakeSpeakerSink(rate_hz=rate, buffer_ms=2000)  # holds the whole segment: nothing blocks
+    scopes, segments, reports = Scopes(), Channel("segments", 4), []
+    scope = scopes.open(1)
+    heard, paused, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def report(msg):
+        reports.append(msg)
+        {Heard: heard, Paused: paused, PlaybackEnded: ended}.get(type(msg), threading.Event()).set()
+
+    speaker = Speaker(sink, segments, report, scopes, clock=__import__("time").monotonic_ns)
+    speaker.start()
+    try:
+        segments.put(Segment(1, 0, "one two", audio, rate, words))
+        assert heard.wait(5)  # all of it written, most of it still in the device
+        scope.paused.set()
+        assert paused.wait(5)
+        segments.put(EndOfAnswer(1))
+        scope.paused.clear()
+        assert ended.wait(5), "the resumed answer never finished"
+    finally:
+        speaker.stopping.set()
+        speaker.join(5)
+    end = next(m for m in reports if isinstance(m, PlaybackEnded))
+    assert end.completed and end.words == ("one", "two")
+    played = sink.audible()
+    assert sink.aborts == 1 and np.array_equal(played[-len(audio) // 2:], audio[-len(audio) // 2:])
 
 
 @pytest.mark.slow

@@ -87,7 +87,10 @@ class Speaker(Stage):
     def step(self) -> None:
         turn = self.current_turn
         if turn is not None and self.scopes.paused(turn) and self.sink.pending_samples() > 0:
-            self._hold(turn)  # paused between segments: the device's last blocks must not play on
+            # paused between segments: the device's last blocks must not play on, and on resume they
+            # play again from the first unheard sample before anything else
+            if self._hold(turn) and self._play_until(turn, self._queued_end()):
+                self.report(Heard(turn, self._heard(turn)))
             return
         item = self.segments.get(timeout=0.1 if turn is None else self.block / self.sink.rate_hz)
         if item is None:
@@ -209,8 +212,10 @@ class Speaker(Stage):
             if self._cancelled(turn):
                 self._end(turn, completed=False)
                 return
-            if self.scopes.paused(turn):
-                if not (self._hold(turn) and self._play_until(turn, end)):
+            if self.scopes.paused(turn) and not self._hold(turn):
+                return
+            if self._written < end:  # rewound by a pause, here or before the end of the answer came
+                if not self._play_until(turn, end):
                     return
                 continue
             self.stopping.wait(block_s)
