@@ -651,10 +651,29 @@ def test_speech_without_words_it_can_stand_by_keeps_the_answer_paused_until_the_
     assert r.finished(turn)["reason"] == "user_speaking"
 
 
+def test_a_phrase_over_the_pause_with_no_words_caught_cuts_the_answer_and_asks_again(rig):
+    r = pause_rig(rig, window_s=0.4)
+    turn = paused_at_speaking(r)
+    # "Stop. Tell me about..." over a reverberant room and a television: the recogniser doubts every word
+    r.c.post(Utterance("now yes", time.monotonic_ns(), confidence=(0.116, 0.123), sustained_ms=1664,
+                       foreground_ms=1200))
+    cut = r.finished(turn)
+    assert (cut["status"], cut["reason"]) == ("interrupted", "user_speaking")
+    assert "false_interruption" not in r.rec.sequence(turn), "the answer resumed over the person"
+    reply = TurnSettings().not_caught_reply
+    again = r.finished(turn + 2)
+    assert again["status"] == "complete" and again["text"] == reply
+    rows = r.engine.turnlog.rows()
+    assert [(x["role"], x["text"]) for x in rows[2:]] == [("user", ""), ("assistant", reply)]
+    assert rows[2]["metrics"] == {"not_caught": True, "speech_ms": 1200}
+    assert rows[1]["heard_text"] and rows[1]["heard_text"] != LONG
+
+
 def test_speech_without_words_resumes_the_answer_once_the_room_is_quiet_for_the_window(rig):
     r = pause_rig(rig, window_s=0.4)
     turn = paused_at_speaking(r)
-    r.c.post(Utterance("oh", time.monotonic_ns(), confidence=(0.11,), sustained_ms=576))
+    # coughs under a television: the recogniser's sustained speech counts the television's words
+    r.c.post(Utterance("oh", time.monotonic_ns(), confidence=(0.11,), sustained_ms=1440, foreground_ms=480))
     resumed = r.rec.wait("false_interruption", turn=turn, timeout=5.0).data
     assert resumed["why"] == "no words within 0.4 s"
     assert r.finished(turn)["status"] == "complete"

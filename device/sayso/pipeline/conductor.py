@@ -120,7 +120,8 @@ class Conductor(Stage):
         """An answer started at a short pause, generated and synthesized but held until the turn is final."""
         self._state = State.IDLE
         self._state_changes = 0
-        self._queued: tuple[int | None, Utterance, str] | None = None
+        self._queued: tuple[int | None, Utterance, str, str] | None = None
+        """A user turn to answer once the cut answer is closed: its row, final, text and any fixed reply."""
         self._join: _Join | None = None
         """Set when an answer was superseded and closed before the words that dropped it were final."""
         self._tentative: TentativeTranscript | None = None
@@ -345,6 +346,8 @@ class Conductor(Stage):
             self._hearing = False  # else the person is still saying what came after it
         text = u.text.strip()
         turn = self._active
+        log.debug("final %r (posteriors %s, sustained speech %s ms, the person's %s ms)", text, u.confidence,
+                  u.sustained_ms, u.foreground_ms)
         wake = self._request(turn)
         if wake is None:
             if text or not u.transcribed:
@@ -358,22 +361,35 @@ class Conductor(Stage):
             joins = self._joins(turn, turn.pause.onset_ns)
             going_on = joins and continues(u) and not self._woke_in(self._onset_ns)
             if not joins and unrecognised_speech(u):
+                if self._spoke(u):
+                    # the person said a whole phrase over the answer and the recogniser caught none of it:
+                    # they meant to cut in, so it stops for good and asks them to say it again
+                    turn.committed, turn.pause = turn.pause, None
+                    log.info("turn %s: %s ms of the person's speech over the pause and no words the recogniser "
+                             "stands by (%r, posteriors %s): interrupting it", turn.row, u.foreground_ms, text,
+                             u.confidence)
+                    self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
+                    self._discard_preempt("the final had no words")
+                    if wake == "always" and self.turn_settings.not_caught_reply:
+                        self._ask_again(u)
+                    return
                 # someone talking over an answer they heard, too quiet or far for the recogniser:
                 # it stays quiet while they go on, and plays on once they have been quiet a window
                 log.info("turn %s: speech over the pause without words the recogniser stands by (%r, posteriors "
-                         "%s, sustained speech %s ms): still paused", turn.row, text, u.confidence, u.sustained_ms)
+                         "%s, sustained speech %s ms, the person's %s ms): still paused", turn.row, text,
+                         u.confidence, u.sustained_ms, u.foreground_ms)
                 turn.pause.more_sound(self.clock() + int(self.barge_in.commit_window_s * 1e9))
                 return
             if not (going_on or commits(u, self.barge_in)):
                 # a cough the recogniser heard as "oh" or "i bought", or an "uh-huh": the answer
                 # goes on, and it is no turn
-                log.info("turn %s: final over the pause %r (posteriors %s, sustained speech %s ms) does not commit",
-                         turn.row, text, u.confidence, u.sustained_ms)
+                log.info("turn %s: final over the pause %r (posteriors %s, sustained speech %s ms, the person's %s ms) "
+                         "does not commit", turn.row, text, u.confidence, u.sustained_ms, u.foreground_ms)
                 self._resume(turn, f"too few words: {text!r}" if text else "the speech had no words", text)
                 return
             turn.committed, turn.pause = turn.pause, None
-            log.info("turn %s: words over the paused answer (%r, posteriors %s, sustained speech %s ms): "
-                     "interrupting it", turn.row, text, u.confidence, u.sustained_ms)
+            log.info("turn %s: words over the paused answer (%r, posteriors %s, sustained speech %s ms, the person's "
+                     "%s ms): interrupting it", turn.row, text, u.confidence, u.sustained_ms, u.foreground_ms)
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
         elif turn is not None and text:  # cancel-then-send
             self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=onset_ns)
@@ -403,26 +419,36 @@ class Conductor(Stage):
                 self.gate.used(wake)
         if self._active is not None:
             # cancel-then-send: the new utterance waits until the cut answer is closed
-            self._queued = (user_id, u, text)
+            self._queued = (user_id, u, text, "")
             return
         self._start(user_id, u, text)
 
     def _not_caught(self, u: Utterance, wake: str) -> bool:
         """The person spoke, and the recogniser found no words in it: ask them to say it again rather than
-        meet them with silence. Only for a run of sure speech a cough does not have, and only with no wake
-        word to wait for (a wake phrase on its own is not yet a request)."""
-        ts = self.turn_settings
-        if (not ts.not_caught_reply or wake != "always" or not u.transcribed or u.foreground_ms is None
-                or u.foreground_ms < ts.not_caught_speech_ms):
+        meet them with silence. Only with no wake word to wait for (a wake phrase on its own is not yet a
+        request)."""
+        if not self.turn_settings.not_caught_reply or wake != "always" or not self._spoke(u):
             return False
         log.info("%d ms of the person's speech and no words the recogniser stands by: asking again",
                  u.foreground_ms)
         self._discard_preempt("the final had no words")
+        self._ask_again(u)
+        return True
+
+    def _spoke(self, u: Utterance) -> bool:
+        """Whether this final held a run of the person's sure speech that a cough does not have."""
+        return (u.transcribed and u.foreground_ms is not None
+                and u.foreground_ms >= self.turn_settings.not_caught_speech_ms)
+
+    def _ask_again(self, u: Utterance) -> None:
+        """An empty user turn, answered with the fixed not-caught reply (after the cut answer, if one closes)."""
         user_id = self._write(self.turnlog.add_user, self.conversations.current(), "",
                               metrics={"not_caught": True, "speech_ms": u.foreground_ms})
         self._emit("user_turn", turn=user_id, text="", not_caught=True)
-        self._start(user_id, u, "", reply=ts.not_caught_reply)
-        return True
+        if self._active is not None:
+            self._queued = (user_id, u, "", self.turn_settings.not_caught_reply)
+        else:
+            self._start(user_id, u, "", reply=self.turn_settings.not_caught_reply)
 
     def _join_of(self, cut: Answer | None) -> _Join | None:
         """The user turn these words join, if the answer they cut was superseded."""
@@ -496,7 +522,7 @@ class Conductor(Stage):
         """The sound that dropped an unheard answer had no words: answer the person's turn after all,
         once the dropped answer is closed."""
         log.info("turn %s: what cut its answer had no words; answering it again", join.user_row)
-        again = (join.user_row, Utterance(join.text, self.clock()), join.text)
+        again = (join.user_row, Utterance(join.text, self.clock()), join.text, "")
         if self._active is not None:
             self._queued = again
         else:
