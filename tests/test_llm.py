@@ -61,6 +61,20 @@ def test_cancel_during_prompt_processing_aborts_llama_cpp(llm):
     assert "paris" in answer.lower()
 
 
+def test_a_stop_that_is_called_off_after_the_abort_is_still_a_clean_cancel(llm):
+    # the request a prefill gave way to can be gone by the time llama.cpp returns (flushed by an
+    # interrupt): the stop it asked for is still the one that ended the decode, not a failure
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) == 1  # true for the abort watcher's first look, false ever after
+
+    aborts_before = llm.aborts
+    llm.prefill(long_history(20), should_stop)
+    assert llm.aborts == aborts_before + 1, "llama.cpp must have been stopped inside its decode"
+
+
 @pytest.fixture
 def evaluated(llm, monkeypatch) -> list[int]:
     """The sizes of the token batches llama.cpp evaluates, as they come."""

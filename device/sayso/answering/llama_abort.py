@@ -31,6 +31,8 @@ class AbortWatch:
         self._callback = llama_cpp_module.ggml_abort_callback(ctypes.cast(libc.strlen, ctypes.c_void_p).value)
         llama_cpp_module.llama_set_abort_callback(ctx, self._callback, ctypes.cast(self._flag, ctypes.c_void_p))
         self._should_stop: Callable[[], bool] | None = None
+        self.stopped = False
+        """Whether the last call watched was stopped by its `should_stop` (which may have turned false since)."""
         self._armed = threading.Condition()
         self._thread = threading.Thread(target=self._watch, name="llm-abort", daemon=True)
         self._thread.start()
@@ -51,6 +53,7 @@ class AbortWatch:
         finally:
             with self._armed:
                 self._should_stop = None
+                self.stopped = self.raised
                 self._flag[0] = b"\0"
 
     def _watch(self) -> None:

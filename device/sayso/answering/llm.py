@@ -89,7 +89,7 @@ class LlamaLLM:
                         messages=cast("list[ChatCompletionRequestMessage]", messages), max_tokens=1, stream=True):
                     pass
         except RuntimeError as e:
-            if not should_stop():
+            if not self._abort.stopped:
                 raise
             self.aborts += 1
             log.debug("llama.cpp aborted the prefill on request (%s)", e)
@@ -135,8 +135,8 @@ class LlamaLLM:
                     if isinstance(piece, str) and piece:
                         yield piece
         except RuntimeError as e:
-            if not should_stop():
-                raise
+            if not self._abort.stopped:
+                raise  # a decode that failed: only a stop asked for is a clean cancel
             self.aborts += 1
             log.debug("llama.cpp aborted on request (%s)", e)  # the clean cancel during prompt processing
         finally:
