@@ -257,8 +257,11 @@ class EchoGuard:
     """A frame whose raw level is this far over the typical raw echo is not learnt in a reverberant room: echo
     frames came up to 6.4 dB over the median (p99 5.5), a person as loud as the answer 7-12 dB in their first.
     Such a frame, which the converged canceller also took little from and which is 3 dB over the echo
-    expected, is passed as the person's. Not before convergence: the canceller then takes little from its
-    echo too, and the echo alone met all three."""
+    expected, is passed as the person's. Before convergence the canceller takes little from its echo too,
+    and the echo alone met all three, one or two frames at a time: there it takes `UNCONVERGED_RUN`."""
+    UNCONVERGED_RUN = 2
+    """Before the canceller converges, frames in a row that must meet the raw-level rule before it passes one:
+    with the two passed in a row that start a barge-in, three, where the hard room's echo made two at most."""
 
     def __init__(self, settings: BargeInSettings, window_ms: float = 250.0, initial_coupling: float = 0.5):
         self.margin = 10 ** (settings.echo_margin_db / 20)
@@ -274,6 +277,7 @@ class EchoGuard:
         self._envelope = 0.0  # the reference level as a reverberant room lets it decay
         self._peaks: deque[float] = deque(maxlen=94)  # the reference level of the last 3 s of frames
         self._raw_typical: deque[float] = deque(maxlen=94)  # raw level / envelope near the loudest reference
+        self._over_run = 0  # frames in a row that met the raw-level rule
         self.above_echo = True
         """Whether the last frame was louder than the expected echo at all (no margin)."""
         self.expecting_echo = False
@@ -309,6 +313,7 @@ class EchoGuard:
         if raw is not None:
             self._fit.push(raw)
         if not self.expecting_echo:
+            self._over_run = 0
             return True  # nothing playing: nothing to mistake
         raw_level = None if raw is None else rms(raw)
         left = None if raw_level is None else mic / max(raw_level, 1e-6)
@@ -332,12 +337,16 @@ class EchoGuard:
         allowed = mic > echo * self.margin and sounding
         # under the margin, a frame the canceller took little from and the reference explains little of
         # is a voice of its own: a quiet person is a few dB over the echo, not ten
-        # (through a reverberant room the reference explains no voice well: there, once the canceller has
-        # converged, a raw level far over the echo typical of the reference's envelope tells instead)
-        voice = (not allowed and sounding and left is not None and left > self.UNTOUCHED
-                 and mic > echo * self.VOICE_MARGIN
-                 and (converged and self._over_typical(raw_level or 0.0, ref_level) if reverberant
-                      else self._own_voice(start + len(samples), ref, delay)))
+        # (through a reverberant room the reference explains no voice well: there a raw level far over the
+        # echo typical of the reference's envelope tells instead, in a run until the canceller has converged)
+        under = (not allowed and sounding and left is not None and left > self.UNTOUCHED
+                 and mic > echo * self.VOICE_MARGIN)
+        if reverberant:
+            over = under and self._over_typical(raw_level or 0.0, ref_level)
+            self._over_run = self._over_run + 1 if over else 0
+            voice = over and (converged or self._over_run >= self.UNCONVERGED_RUN)
+        else:
+            voice = under and self._own_voice(start + len(samples), ref, delay)
         allowed = allowed or voice
         # learn only from frames that are echo: the person's own words would otherwise lift
         # the coupling within 300 ms and the guard would shut them out
