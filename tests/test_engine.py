@@ -669,6 +669,23 @@ def test_a_phrase_over_the_pause_with_no_words_caught_cuts_the_answer_and_asks_a
     assert rows[1]["heard_text"] and rows[1]["heard_text"] != LONG
 
 
+def test_a_reader_going_on_over_the_question_again_is_not_asked_twice(rig):
+    r = pause_rig(rig, window_s=0.4)
+    turn = paused_at_speaking(r)
+    missed = dict(confidence=(0.147,), sustained_ms=1088, foreground_ms=800)  # "Ever tried." read quietly
+    r.c.post(Utterance("it", time.monotonic_ns(), **missed))
+    r.finished(turn)
+    again = r.rec.wait("turn_started", turn=turn + 2).data["turn"]
+    assert r.c.pause(onset_ns=time.monotonic_ns())  # "Ever failed." over the question
+    r.rec.wait("speech_paused", turn=again)
+    r.c.post(Utterance("ever", time.monotonic_ns(), **missed))
+    assert (r.finished(again)["reason"]) == "user_speaking"
+    assert r.c.wait_state(State.IDLE, WAIT)
+    rows = r.engine.turnlog.rows()
+    assert [x["role"] for x in rows] == ["user", "assistant", "user", "assistant"], "asked again over the reader"
+    assert (rows[2]["text"], rows[3]["text"]) == ("", TurnSettings().not_caught_reply)
+
+
 def test_speech_without_words_resumes_the_answer_once_the_room_is_quiet_for_the_window(rig):
     r = pause_rig(rig, window_s=0.4)
     turn = paused_at_speaking(r)

@@ -363,14 +363,15 @@ class Conductor(Stage):
             if not joins and unrecognised_speech(u):
                 if self._spoke(u):
                     # the person said a whole phrase over the answer and the recogniser caught none of it:
-                    # they meant to cut in, so it stops for good and asks them to say it again
+                    # they meant to cut in, so it stops for good and asks them to say it again (once: over
+                    # that question itself, someone reading on is let be until words come)
                     turn.committed, turn.pause = turn.pause, None
                     log.info("turn %s: %s ms of the person's speech over the pause and no words the recogniser "
                              "stands by (%r, posteriors %s): interrupting it", turn.row, u.foreground_ms, text,
                              u.confidence)
                     self.interrupt(Kind.FULL, Reason.USER_SPEAKING, onset_ns=turn.committed.onset_ns)
                     self._discard_preempt("the final had no words")
-                    if wake == "always" and self.turn_settings.not_caught_reply:
+                    if wake == "always" and self.turn_settings.not_caught_reply and turn.user_text:
                         self._ask_again(u)
                     return
                 # someone talking over an answer they heard, too quiet or far for the recogniser:
