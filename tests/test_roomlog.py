@@ -53,3 +53,14 @@ def test_an_interrupt_committed_long_after_the_pause_is_the_person_s_not_its_own
     # ...but an answer that resumed after the pause, then was cut with nobody talking, cut itself
     resumed = Event("false_interruption", 6_000 * 1_000_000, {"turn": 2})
     assert build_report("t", [], [paused, resumed, cut], room)[0]["summary"]["self_interruptions"] == 1
+
+
+def test_a_pause_at_a_real_person_s_breath_before_their_words_is_theirs():
+    # A recording of a real person starts with room tone and a breath before the words. Over a loud echo
+    # that breath paused the answer 215 ms before the words' onset, and the words then committed the cut.
+    room = RoomLog(sounding=[[0, 8_000 * MS]], injections=[line(5_000, 9_000)])  # its first sample at 4,700 ms
+    cut = Event("speech_interrupted", 10_000 * 1_000_000, {"turn": 2, "reason": "user_speaking", "kind": "full"})
+    for paused_ms, selfs in ((4_785, 0), (4_600, 1)):
+        paused = Event("speech_paused", paused_ms * 1_000_000, {"turn": 2})
+        summary = build_report("t", [], [paused, cut], room)[0]["summary"]
+        assert summary["self_interruptions"] == selfs, f"paused at {paused_ms} ms"

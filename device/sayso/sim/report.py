@@ -85,13 +85,16 @@ def _acted_on(cut: Event, events: list[Event]) -> int:
 
 def _unprompted(events: list[Event], room: RoomLog) -> tuple[int, int]:
     """(self_interruptions, false_barge_ins): user_speaking interrupts with no user speech being injected;
-    the second counts those of them that came during a noise burst."""
+    the second counts those of them that came during a noise burst.
+
+    A line counts from its first sample, as for `self_pauses`: a real person's breath before their words (in
+    a recording's lead-in) can pause the answer, and the words that follow commit that pause."""
     selfs = noise = 0
     for cut in _first_cuts(events).values():
         if cut.data["reason"] != Reason.USER_SPEAKING:
             continue
         t = _sample(_acted_on(cut, events))
-        if any(i.is_speech and i.onset_sample <= t <= i.end_sample + SPEECH_TAIL_S * RATE_HZ
+        if any(i.is_speech and i.start_sample <= t <= i.end_sample + SPEECH_TAIL_S * RATE_HZ
                for i in room.injections):
             continue
         selfs += 1
