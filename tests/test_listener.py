@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -264,6 +265,48 @@ def test_the_transcriber_measures_each_utterances_sustained_speech_afresh(voices
     spoken, coughed = [m for m in posted if isinstance(m, Utterance)]
     print(f"sustained speech: 'Stop please.' {spoken.sustained_ms} ms, a double cough {coughed.sustained_ms} ms")
     assert spoken.sustained_ms >= 2 * SUSTAINED_MS and coughed.sustained_ms < SUSTAINED_MS
+
+
+def test_a_televisions_words_after_a_cough_are_no_sustained_speech_of_the_persons():
+    # Over a paused answer a cough's utterance can run on for seconds (its words trailed off, so the listener
+    # waited for more), and a fresh VAD scores the television's words in it sure speech: 1.3 s of it, with a
+    # word the recogniser stood by, cut an answer nobody had interrupted. Only the frames the foreground gate
+    # took for the person's count.
+    from sayso.hearing.foreground import ForegroundGate
+    from sayso.sim import voices as sim_voices
+    from sayso.sim.acoustics import Acoustics
+    from sayso.sim.sounds import cough
+
+    room = Acoustics.make(rt60_s=0.5, drr_db=3.0, babble=sim_voices.babble(), babble_dbfs=-35)
+    total, coughed_at, heard_s = 10 * RATE_HZ, 6 * RATE_HZ, 3
+    mic = room.background(0, total) + np.random.default_rng(0).standard_normal(total) * 32768 * 10 ** (-50 / 20)
+    coughs = room.through_room(cough(2, -12.0, seed=3))
+    mic[coughed_at:coughed_at + len(coughs)] += coughs
+    mic = np.clip(mic, -32768, 32767).astype(np.int16)
+    settings, vad = VADSettings(), SileroVAD(_vad_path())
+    gate = ForegroundGate(settings.foreground_margin_db)
+    utterance = []
+    for index in range(0, total - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+        samples = mic[index:index + FRAME_SAMPLES]
+        near = gate.passes(samples, vad.probability(samples) >= settings.stop_threshold)  # as the listener does
+        if coughed_at <= index < coughed_at + heard_s * RATE_HZ:
+            utterance.append(Frame(samples, index, T0_NS, near=near))
+    sustained = {}
+    for gated in (True, False):
+        posted: list = []
+        audio = Channel("audio", 1 << 20)
+        transcriber = Transcriber(PocketsphinxRecognizer(), audio, posted.append, vad.another_stream())
+        audio.put(StartOfSpeech(coughed_at))
+        for frame in utterance:
+            audio.put(frame if gated else dataclasses.replace(frame, near=True))
+        audio.put(EndOfSpeech(T0_NS, coughed_at + heard_s * RATE_HZ))
+        while len(audio):
+            transcriber.step()
+        sustained[gated] = next(m for m in posted if isinstance(m, Utterance)).sustained_ms
+    print(f"sustained speech over the cough and the television: {sustained[False]} ms, the person's "
+          f"{sustained[True]} ms")
+    assert sustained[False] >= SUSTAINED_MS, "the television must be sure speech to a fresh VAD, or this proves nothing"
+    assert sustained[True] < SUSTAINED_MS
 
 
 def test_over_a_television_a_question_has_a_run_of_the_persons_sure_speech_and_a_cough_has_not(voices):

@@ -32,6 +32,9 @@ class Frame:
     """Audio clock: the sample index of samples[0] since capture started."""
     t_ns: int
     """monotonic_ns when samples[0] was captured (approximately)."""
+    near: bool = True
+    """False where the listener's foreground gate took this frame's speech for a voice across the room (a
+    television), not the person's: the transcriber counts no sustained speech of the person's on it."""
 
 
 class Mic(Protocol):

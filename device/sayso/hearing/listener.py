@@ -160,6 +160,7 @@ class Listener(Stage):
             frame.samples, raw >= settings.stop_threshold, learn=self.echo is None or not self.guard.expecting_echo)
         if not near:
             prob = 0.0  # someone else talking: a television across the room
+            frame = dataclasses.replace(frame, near=False)
         if self.barge_in.mode == "off" and self.conductor.state in (State.THINKING, State.SPEAKING):
             prob = 0.0  # half duplex: nothing said over an answer counts
         self._near_run = self._near_run + 1 if prob >= Transcriber.SURE else 0

@@ -87,7 +87,9 @@ class Transcriber(Stage):
     the appliance's voice in its memory and calls a cough's tail speech, and
     the pre-roll over an answer holds what the canceller left of the
     appliance's voice. A fresh stream from the onset gives a cough 0 ms and a
-    short word 320 ms and more (pause.py uses it).
+    short word 320 ms and more (pause.py uses it). Only frames the listener
+    took for the person's count: a television's words after a cough are sure
+    speech too, and they are not the person's.
     """
 
     name = "transcriber"
@@ -137,7 +139,8 @@ class Transcriber(Stage):
             if self._first is None:
                 self._first = item.index
             if self.vad is not None and item.index >= self._onset:
-                self._run = self._run + 1 if self.vad.probability(item.samples) >= self.SURE else 0
+                sure = self.vad.probability(item.samples) >= self.SURE
+                self._run = self._run + 1 if sure and item.near else 0
                 self._longest = max(self._longest, self._run)
             pcm = item.samples.tobytes()
             if self._at_pause is not None:  # the person went on

@@ -72,8 +72,8 @@ class Utterance:
     confidence: tuple[float, ...] | None = None
     """The recogniser's posterior for each word of `text`, 0..1; None when it gives none."""
     sustained_ms: int | None = None
-    """The utterance's longest run of sure speech from its onset, to a VAD that heard nothing before; None when
-    not measured."""
+    """The utterance's longest run of sure speech from its onset, to a VAD that heard nothing before, on frames
+    the listener took for the person's (a television across the room is not); None when not measured."""
     speech_end_ns: int | None = None
     """When the person's last word ended (the VAD's estimate); `eos_ns` is when that was decided."""
     endpoint: str = "silence"

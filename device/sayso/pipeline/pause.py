@@ -19,8 +19,9 @@ NOISE_WORDS = frozenset({"a", "an", "the", "i", "of", "and", "but", "or", "to", 
 """One-sound words a recogniser fills noise with: they count only beside a real word ("stop it")."""
 
 SUSTAINED_MS = 160
-"""A final commits only with a run of sure speech (Silero, p >= 0.9) this long from its onset: a cough
-has none. From the onset, because over an answer the pre-roll holds the echo's residue."""
+"""A final commits only with a run of the person's sure speech (Silero, p >= 0.9) this long from its onset:
+a cough has none, nor a television's words after it. From the onset, because over an answer the pre-roll
+holds the echo's residue."""
 
 COMMIT_CONFIDENCE = 0.3
 """A word commits at this posterior or above: a cough's words score below it; one sure word suffices."""
