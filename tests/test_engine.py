@@ -835,19 +835,21 @@ def test_a_final_unlike_the_words_at_the_pause_starts_the_answer_afresh(rig):
     assert r.tts.words_in(r.sink.audible()) == done["text"].split()
 
 
-def test_words_that_trail_off_are_prefilled_not_answered_and_the_person_goes_on(rig):
+@pytest.mark.parametrize("said, unfinished", [("what is the capital of", False), ("what is that", True)])
+def test_words_that_trail_off_are_prefilled_not_answered_and_the_person_goes_on(rig, said, unfinished):
+    """Words trail off when they stop on "of", or when the transcriber heard the last said unfinished."""
     clock = Clock()
     r = rig([], clock=clock)
     r.llm = r.engine.thinker.llm = ResumableFakeLLM(lambda m: f"About {m[-1]['content']}.")
     r.c.post(SpeechStarted(clock()))
-    r.c.post(TentativeTranscript("what is the capital of", clock()))
+    r.c.post(TentativeTranscript(said, clock(), trails_off=unfinished))
     assert wait_until(lambda: r.llm.prefilled), "the words at the pause were not prefilled"
-    assert r.llm.prefilled[-1][-1]["content"] == "what is the capital of"
+    assert r.llm.prefilled[-1][-1]["content"] == said
     assert "preemptive_start" not in r.rec.sequence(), "an answer started on words that trail off"
     r.c.post(SpeechResumed(clock()))
-    r.c.post(Utterance("what is the capital of norway", clock()))
+    r.c.post(Utterance(f"{said} norway", clock()))
     done = r.finished()
-    assert done["text"] == "About what is the capital of norway." and "preemptive" not in done["metrics"]
+    assert done["text"] == f"About {said} norway." and "preemptive" not in done["metrics"]
     seq = r.rec.sequence()
     assert "preemptive_start" not in seq and "preemptive_discarded" not in seq
     assert len(r.llm.calls) == 1

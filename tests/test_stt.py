@@ -176,6 +176,30 @@ def test_pocketsphinx_starts_afresh_after_end(english):
     assert "good" in second.final.words
 
 
+def test_pocketsphinx_marks_a_last_that_said_as_the_unfinished_and_a_stressed_one_not(english):
+    """Said at a pause, "the" often comes out as "that" in its reduced form (/ðət/), which no request
+    ends on; a request that ends on "that" stresses it (/ðæt/)."""
+    rec = PocketsphinxRecognizer()
+    cut = {text: stream(rec, english(text)).final for text in
+           ("What is the", "Where is the", "Who is the", "Tell me a fact about the", "How far is the")}
+    whole = {text: stream(rec, english(text)).final for text in
+             ("What is that", "Tell me more about that", "Can you repeat that", "Who said that")}
+    for text, final in (cut | whole).items():
+        print(f"  {text!r:28} -> {final.text!r} unfinished={final.unfinished}")
+    assert sum(f.words[-1:] == ("that",) for f in cut.values()) >= 3, "the test needs 'the' heard as 'that'"
+    assert all(f.unfinished for f in cut.values() if f.words[-1:] == ("that",))
+    assert all(f.words[-1:] == ("that",) and not f.unfinished for f in whole.values())
+    assert not stream(rec, english("turn on the kitchen light")).final.unfinished
+
+
+def test_an_unfinished_last_word_stays_unfinished_when_finals_are_joined():
+    first = Transcript("what is", True, ("what", "is"), (0.9, 0.9), (0.3, 0.6))
+    cut = Transcript("that", True, ("that",), (0.5,), (0.4,), unfinished=True)
+    assert first.then(cut, 0.7).unfinished and not cut.then(first, 0.5).unfinished
+    assert cut.after(0.1).unfinished and not cut.after(0.5).unfinished
+    assert first.then(Transcript("", True), 0.7).unfinished is False
+
+
 def test_vosk_streams_korean_speech_and_starts_afresh_after_end(korean_rec, korean):
     # A long pause inside the first makes Vosk end a segment of its own mid-utterance, so the
     # text it keeps across segments is exercised and must not leak into the second.

@@ -235,6 +235,19 @@ def test_words_that_trail_off_wait_the_longer_silence_whatever_the_model_says(st
 
 
 @pytest.mark.slow
+def test_the_heard_as_an_unstressed_that_waits_the_longer_silence(store, person):
+    """Paused on, "How far is the" is often written "how far is that": said as "the" is, which no request
+    ends on. The model sure the turn is over does not end it there."""
+    posted = listen(store, person("How far is the", "moon from here?", gap_s=0.8), ScriptedTurnModel(0.9),
+                    end_ms=1100, trailing_ms=2000)
+    tentative = [m for m in posted if isinstance(m, TentativeTranscript)]
+    (u,) = finals(posted)
+    print([(t.text, t.trails_off) for t in tentative], u.text)
+    assert tentative[0].text.endswith("that") and tentative[0].trails_off, "the test needs 'that' at the pause"
+    assert u.text.endswith("from here") and u.endpoint == "smart-turn", u
+
+
+@pytest.mark.slow
 def test_the_person_going_on_is_heard_as_one_sentence_not_two(store, person):
     """After a pause the recogniser hears a short utterance again from its start, so the final has the
     words before the pause and after it, decoded as one sentence."""

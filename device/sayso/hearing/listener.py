@@ -26,7 +26,7 @@ from sayso.hearing.echo import EchoCanceller, EchoGuard
 from sayso.hearing.foreground import ForegroundGate
 from sayso.hearing.mic_clock import MicClock
 from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech, Transcriber, WakeMark
-from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion, trails_off
+from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion
 from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
 from sayso.hearing.wake import WakeDetector
 from sayso.pipeline.channel import Channel
@@ -108,8 +108,8 @@ class Listener(Stage):
         self._held: list[Frame] | None = None
         """Frames after a short pause, kept from the transcriber until the person goes on."""
         self._probability: float | None = None
-        self._words: tuple[int, str] | None = None
-        """The transcriber's words at the newest pause, (pause, text)."""
+        self._words: tuple[int, str, bool] | None = None
+        """The transcriber's words at the newest pause, (pause, text, whether they trail off)."""
         self.vad, self.endpointer, self.frames, self.audio = vad, endpointer, frames, audio
         self.conductor, self.barge_in, self.echo, self.canceller = conductor, barge_in, echo, canceller
         self.guard = EchoGuard(barge_in)
@@ -249,9 +249,10 @@ class Listener(Stage):
         """The end-of-turn model's verdict (from its thread): acted on at the next frame."""
         self._answers.append(a)
 
-    def words_at_pause(self, pause: int, text: str) -> None:
-        """The transcriber's words at a pause (from its thread): a turn never ends on "the" or "of"."""
-        self._words = (pause, text)
+    def words_at_pause(self, pause: int, text: str, trailing: bool) -> None:
+        """The transcriber's words at a pause (from its thread), and whether they trail off: a turn never
+        ends on "the" or "of"."""
+        self._words = (pause, text, trailing)
 
     def _check_turn(self, frame: Frame) -> None:
         """At a pause: end the utterance if the model says complete and the words do not trail off; wait
@@ -266,7 +267,7 @@ class Listener(Stage):
         if self.endpointer.state is not VADState.STOPPING:
             return  # the utterance already ended on silence
         self._probability = a.probability
-        trailing = trails_off(words[1])
+        trailing = words[2]
         log.debug("end of turn at %r: p=%.2f in %.0f ms: %s", words[1], a.probability, a.cost_ms,
                   "trails off" if trailing else "complete" if a.complete else "incomplete")
         if trailing:

@@ -29,6 +29,9 @@ class Transcript:
     """A final's posterior for each of `words`, 0..1 (barge-in commits only on sure words)."""
     ends: tuple[float, ...] = ()
     """A final's end of each of `words`, in seconds from the first audio fed; () when not known."""
+    unfinished: bool = False
+    """A final whose last word was said as no sentence ends: a reduced "that" (/ðət/), which is "the" with
+    a consonant after it or a "that" with more to come. A request ending in "that" stresses it."""
 
     def after(self, t_s: float) -> Transcript:
         """The words that end after `t_s` (what followed a wake phrase); unchanged when word ends are not known."""
@@ -37,7 +40,8 @@ class Transcript:
         keep = [i for i, end in enumerate(self.ends) if end > t_s]
         words = tuple(self.words[i] for i in keep)
         confidence = tuple(self.confidence[i] for i in keep) if len(self.confidence) == len(self.words) else ()
-        return Transcript(" ".join(words), self.final, words, confidence, tuple(self.ends[i] for i in keep))
+        return Transcript(" ".join(words), self.final, words, confidence, tuple(self.ends[i] for i in keep),
+                          self.unfinished and bool(keep))
 
     def then(self, later: Transcript, offset_s: float) -> Transcript:
         """This final followed by `later`, a final of audio fed from `offset_s` on (word ends count from ours)."""
@@ -47,7 +51,8 @@ class Transcript:
         confidence = self.confidence + later.confidence if all(aligned) else ()
         timed = [len(t.ends) == len(w) for t, w in ((self, mine), (later, theirs))]
         ends = self.ends + tuple(offset_s + end for end in later.ends) if all(timed) else ()
-        return Transcript(" ".join(words), self.final and later.final, words, confidence, ends)
+        unfinished = later.unfinished if theirs else self.unfinished
+        return Transcript(" ".join(words), self.final and later.final, words, confidence, ends, unfinished)
 
 
 class Recognizer(Protocol):
@@ -96,6 +101,8 @@ class PocketsphinxRecognizer:
     MIN_WORD_PROB = 0.1
     """Words the decoder itself doubts are dropped from the final: what it writes for a cough or a mumble
     scores far below real words (docs/echo-cancelling.md)."""
+    UNFINISHED = frozenset({"that(2)"})
+    """Pronunciations (the dictionary's variants) that a sentence does not end on: see `Transcript.unfinished`."""
 
     def end(self) -> Transcript:
         if not self._started:
@@ -104,12 +111,13 @@ class PocketsphinxRecognizer:
         self._started, self._last = False, ""
         if self._decoder.hyp() is None:
             return Transcript("", final=True)
-        kept = [(seg.word.split("(")[0], seg.prob, (seg.end_frame + 1) / self.FRAMES_PER_S)
+        kept = [(seg.word, seg.prob, (seg.end_frame + 1) / self.FRAMES_PER_S)
                 for seg in self._decoder.seg()
                 if not seg.word.startswith(("<", "[", "+")) and seg.prob >= self.MIN_WORD_PROB]
-        words = tuple(w for w, _, _ in kept)
+        words = tuple(w.split("(")[0] for w, _, _ in kept)
+        unfinished = bool(kept) and kept[-1][0] in self.UNFINISHED
         return Transcript(" ".join(words), final=True, words=words, confidence=tuple(round(p, 3) for _, p, _ in kept),
-                          ends=tuple(end for _, _, end in kept))
+                          ends=tuple(end for _, _, end in kept), unfinished=unfinished)
 
 
 class VoskRecognizer:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sayso.audio import FRAME_SAMPLES, RATE_HZ
 from sayso.hearing.capture import Frame
 from sayso.hearing.stt import Recognizer, Transcript
+from sayso.hearing.turn import trails_off
 from sayso.hearing.vad import SileroVAD
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.messages import PartialTranscript, TentativeTranscript, Utterance
@@ -98,7 +99,8 @@ class Transcriber(Stage):
     """Most audio fed again when the person goes on after a pause: a short question heard whole."""
 
     def __init__(self, recognizer: Recognizer, audio: Channel, post: Callable[[object], None],
-                 vad: SileroVAD | None = None, at_pause: Callable[[int, str], None] = lambda pause, text: None,
+                 vad: SileroVAD | None = None,
+                 at_pause: Callable[[int, str, bool], None] = lambda pause, text, trailing: None,
                  refeed_s: float = REFEED_S):
         super().__init__()
         self.recognizer, self.audio, self.post, self.vad, self.at_pause = recognizer, audio, post, vad, at_pause
@@ -156,8 +158,10 @@ class Transcriber(Stage):
         elif isinstance(item, Checkpoint):
             self._segment = self.recognizer.end()
             self._at_pause = self._request(self._so_far(self._segment))
-            self.at_pause(item.pause, self._at_pause.text)
-            self.post(TentativeTranscript(self._at_pause.text, item.t_ns))
+            text = self._at_pause.text
+            trailing = self._at_pause.unfinished or trails_off(text)
+            self.at_pause(item.pause, text, trailing)
+            self.post(TentativeTranscript(text, item.t_ns, trailing))
         elif isinstance(item, EndOfSpeech):
             final = self._at_pause or self._request(self._so_far(self.recognizer.end()))
             self._restart(0, NOTHING)

@@ -552,7 +552,7 @@ class Conductor(Stage):
             if self._preempt.user_text == text:
                 return
             self._discard_preempt("the words changed")
-        if self.turn_settings.detector == "smart-turn" and not long_pause and trails_off(text):
+        if self.turn_settings.detector == "smart-turn" and not long_pause and (t.trails_off or trails_off(text)):
             ts = self.turn_settings
             self._deferred = (t.t_ns + (ts.max_silence_ms - ts.pause_ms) * 1_000_000, t)
             self._prefill_heard(t.text)

@@ -109,6 +109,8 @@ class TentativeTranscript:
 
     text: str
     t_ns: int
+    trails_off: bool = False
+    """The words stop where a request cannot end ("the capital of", or a last word said unfinished)."""
 
 
 @dataclass(frozen=True)
