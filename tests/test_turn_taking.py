@@ -13,7 +13,7 @@ from sayso.hearing.capture import Frame
 from sayso.hearing.listener import Listener
 from sayso.hearing.stt import PocketsphinxRecognizer
 from sayso.hearing.transcriber import Transcriber
-from sayso.hearing.turn import TURN_MODEL, SmartTurn, TurnAnswer, TurnQuestion, log_mel, trails_off
+from sayso.hearing.turn import TURN_MODEL, PauseHabit, SmartTurn, TurnAnswer, TurnQuestion, log_mel, trails_off
 from sayso.hearing.vad import VAD_MODEL, Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart
 from sayso.pipeline.channel import Channel
 from sayso.pipeline.messages import SpeechResumed, State, TentativeTranscript, Utterance
@@ -166,14 +166,15 @@ def person(store):
     return say
 
 
-def listen(store, mic: np.ndarray, model, end_ms: int = 1600, trailing_ms: int | None = None) -> list:
+def listen(store, mic: np.ndarray, model, end_ms: int = 1600, trailing_ms: int | None = None,
+           habit: PauseHabit | None = None) -> list:
     """Feed `mic` through a real listener and transcriber, frame by frame; what they posted, in order."""
     probe = Probe()
     frames, audio = Channel("frames", 1 << 20), Channel("audio", 1 << 20)
     detector = AtOnce(model)
     listener = Listener(SileroVAD(store.path(VAD_MODEL, role="vad")),
                         Endpointer(VADSettings(), end_silence_ms=end_ms, pause_ms=200), frames, audio, probe,
-                        BargeInSettings(), turns=detector, trailing_silence_ms=trailing_ms)
+                        BargeInSettings(), turns=detector, trailing_silence_ms=trailing_ms, habit=habit)
     detector.answer = listener.answer
     transcriber = Transcriber(PocketsphinxRecognizer(), audio, probe.post, at_pause=listener.words_at_pause)
     for index in range(0, len(mic) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
@@ -245,6 +246,39 @@ def test_the_heard_as_an_unstressed_that_waits_the_longer_silence(store, person)
     print([(t.text, t.trails_off) for t in tentative], u.text)
     assert tentative[0].text.endswith("that") and tentative[0].trails_off, "the test needs 'that' at the pause"
     assert u.text.endswith("from here") and u.endpoint == "smart-turn", u
+
+
+def test_a_person_s_pause_habit_is_their_longest_recent_pause_and_is_forgotten():
+    habit = PauseHabit(remember=3, forget_s=60)
+    assert habit.wait_ms(0) == 0
+    habit.went_on(800, 10 * RATE_HZ)
+    habit.went_on(300, 20 * RATE_HZ)
+    assert habit.wait_ms(21 * RATE_HZ) == 800 + PauseHabit.MARGIN_MS
+    assert habit.wait_ms(71 * RATE_HZ) == 300 + PauseHabit.MARGIN_MS, "a pause a minute old is forgotten"
+    for t in (30, 31, 32):
+        habit.went_on(200, t * RATE_HZ)
+    assert habit.wait_ms(33 * RATE_HZ) == 200 + PauseHabit.MARGIN_MS, "only the newest pauses are kept"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learn", [True, False])
+def test_a_person_who_paused_and_went_on_is_given_that_pause_again(store, person, learn):
+    """"Who wrote the play" is a whole request, and the model is sure the turn is over. Said by a
+    person who has just paused 0.8 s mid-sentence and gone on, the turn waits that long, and hears
+    them go on; with nothing learned it ends at the pause and the rest is a turn of its own."""
+    mic = np.concatenate([person("Set a timer for", "ten minutes.", gap_s=0.8),
+                          person("Who wrote the play", "Hamlet?", gap_s=0.8)])
+    habit = PauseHabit() if learn else None
+    posted = listen(store, mic, ScriptedTurnModel(0.9), end_ms=1100, trailing_ms=2000, habit=habit)
+    texts = [u.text for u in finals(posted)]
+    print(texts)
+    assert texts[0].endswith("timer for ten minutes"), texts
+    if learn:
+        assert len(texts) == 2 and texts[1].startswith("who wrote the play "), texts  # "hamlet" follows
+        assert habit is not None and 800 <= habit.wait_ms(len(mic)) - PauseHabit.MARGIN_MS < 1000
+        assert finals(posted)[1].endpoint == "smart-turn"
+    else:
+        assert len(texts) == 3 and texts[1] == "who wrote the play", texts
 
 
 @pytest.mark.slow

@@ -60,6 +60,9 @@ class TurnSettings:
     trailing_silence_ms: int = opt(2000, "With smart-turn: silence that ends a turn whose words stop where a "
                                    "sentence cannot end (\"the capital of\"), whatever the model says.",
                                    lo=300, hi=8000)
+    learn_pauses: bool = opt(True, "With smart-turn: once the person has gone on after a pause mid-sentence, "
+                             "a turn the model calls complete waits as long as their recent such pauses "
+                             "(up to max_silence_ms) before it ends.")
     threshold: float = opt(0.5, "With smart-turn: probability at or above which a pause ends the turn.",
                            lo=0.05, hi=0.99)
     threads: int = opt(1, "CPU threads for the end-of-turn model.", lo=1, hi=16)

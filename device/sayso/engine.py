@@ -17,7 +17,7 @@ from sayso.hearing.echo import EchoCanceller
 from sayso.hearing.listener import Listener
 from sayso.hearing.stt import Recognizer
 from sayso.hearing.transcriber import Transcriber
-from sayso.hearing.turn import SmartTurn, TurnDetector
+from sayso.hearing.turn import PauseHabit, SmartTurn, TurnDetector
 from sayso.hearing.vad import Endpointer, SileroVAD
 from sayso.hearing.wake import WakeModel
 from sayso.pipeline.cancel import Scopes
@@ -89,7 +89,8 @@ class Engine:
             self.listener = Listener(vad, Endpointer(settings.vad, end_silence_ms=end_ms, pause_ms=pause_ms),
                                      self.frames, self.utterance_audio, self.conductor, b, settings.vad.preroll_ms,
                                      self.echo, self.canceller, self.turns, t.trailing_silence_ms,
-                                     None if wake is None else wake.detector())
+                                     None if wake is None else wake.detector(),
+                                     PauseHabit() if self.turns is not None and t.learn_pauses else None)
             self.transcriber = Transcriber(recognizer, self.utterance_audio, self.conductor.post,
                                            vad.another_stream(), self.listener.words_at_pause)
             self.stages += [self.transcriber, self.listener, self.capture]

@@ -26,7 +26,7 @@ from sayso.hearing.echo import EchoCanceller, EchoGuard
 from sayso.hearing.foreground import ForegroundGate
 from sayso.hearing.mic_clock import MicClock
 from sayso.hearing.transcriber import Checkpoint, EndOfSpeech, StartOfSpeech, Transcriber, WakeMark
-from sayso.hearing.turn import WINDOW_S, TurnAnswer, TurnDetector, TurnQuestion
+from sayso.hearing.turn import WINDOW_S, PauseHabit, TurnAnswer, TurnDetector, TurnQuestion
 from sayso.hearing.vad import Endpointer, SileroVAD, SpeechEnd, SpeechPause, SpeechStart, VADState
 from sayso.hearing.wake import WakeDetector
 from sayso.pipeline.channel import Channel
@@ -79,6 +79,8 @@ class Listener(Stage):
             to end utterances on silence alone.
         trailing_silence_ms: with `turns`, the silence that ends an utterance whose words so far stop
             where a sentence cannot end; None keeps the endpointer's own.
+        habit: with `turns`, how long this person pauses mid-sentence: learned here, and waited before a
+            turn the model calls complete ends; None ends such a turn at once.
         wake: the wake-word detector, run on every frame the canceller cleaned; None when the wake word is off.
 
     At a short pause the transcriber is asked for the words so far (an answer may start on them)
@@ -98,10 +100,16 @@ class Listener(Stage):
                  conductor: ConductorView, barge_in: BargeInSettings, preroll_ms: int = 320,
                  echo: EchoReference | None = None, canceller: EchoCanceller | None = None,
                  turns: TurnDetector | None = None, trailing_silence_ms: int | None = None,
-                 wake: WakeDetector | None = None):
+                 wake: WakeDetector | None = None, habit: PauseHabit | None = None):
         super().__init__()
         self.wake = wake
-        self.turns, self.trailing_silence_ms = turns, trailing_silence_ms
+        self.turns, self.trailing_silence_ms, self.habit = turns, trailing_silence_ms, habit
+        self._pause_end: int | None = None
+        """Where the person stopped, in the pause in progress."""
+        self._ends_at: int | None = None
+        """The sample at which the pause in progress ends a turn the model called complete."""
+        self._ended_at: int | None = None
+        """Where the person stopped in the newest utterance the model ended: going on soon after is a pause."""
         self._answers: deque[TurnAnswer] = deque()
         self._utterance: deque[np.ndarray] = deque(maxlen=WINDOW_S * RATE_HZ // FRAME_SAMPLES)
         """The utterance's last 8 s, for the end-of-turn model."""
@@ -181,11 +189,14 @@ class Listener(Stage):
             for _ in range(min(len(self._held) - len(lead), len(self._utterance))):
                 self._utterance.pop()
             self._utterance.extend(reversed(lead))
-            self._held = None
+            self._held, self._ends_at = None, None
+            if self.habit is not None and self._pause_end is not None:
+                self.habit.went_on((frame.index - self._pause_end) * 1000 / RATE_HZ, frame.index)
             self.conductor.post(SpeechResumed(frame.t_ns))
         for event in events:
             if isinstance(event, SpeechStart):
                 self.conductor.post(SpeechStarted(_ns_at(frame, event.onset_sample), event.onset_sample))
+                self._went_on_after_end(event.onset_sample)
                 self._in_utterance, self._probability = True, None
                 self._near_longest = self._near_run
                 unheard = (self.wake is not None and self.conductor.awaiting_wake
@@ -205,7 +216,7 @@ class Listener(Stage):
                     self._in_utterance, self._unheard = False, None
             elif isinstance(event, SpeechPause):
                 self.audio.put(Checkpoint(self.endpointer.pauses, frame.t_ns))
-                self._held = []
+                self._held, self._pause_end = [], event.end_sample
                 self._utterance.append(frame.samples)
                 if self.turns is not None:
                     self.turns.ask(TurnQuestion(self.endpointer.pauses, np.concatenate(self._utterance),
@@ -254,9 +265,30 @@ class Listener(Stage):
         ends on "the" or "of"."""
         self._words = (pause, text, trailing)
 
+    def _went_on_after_end(self, onset: int) -> None:
+        """Speech soon after a turn the model ended: the person had paused, not finished."""
+        ended, self._ended_at = self._ended_at, None
+        if self.habit is None or ended is None:
+            return
+        gap_ms = (onset - ended) * 1000 / RATE_HZ
+        if gap_ms <= self.endpointer.end_silence_ms:
+            self.habit.went_on(gap_ms, onset)
+
     def _check_turn(self, frame: Frame) -> None:
         """At a pause: end the utterance if the model says complete and the words do not trail off; wait
-        the longer silence if they do (a person finding a word mid-sentence pauses after "of", "the")."""
+        the longer silence if they do (a person finding a word mid-sentence pauses after "of", "the").
+        A complete turn ends once the pause is as long as this person's habit (at once with none)."""
+        self._verdict(frame)
+        if self._ends_at is None:
+            return
+        if self.endpointer.state is not VADState.STOPPING:
+            self._ends_at = None  # they went on, or the utterance ended on silence
+        elif frame.index + FRAME_SAMPLES >= self._ends_at:
+            self._ends_at = None
+            self._end(frame, self.endpointer.end_now(frame.index + FRAME_SAMPLES), "smart-turn")
+
+    def _verdict(self, frame: Frame) -> None:
+        """The end-of-turn model's answer for the newest pause, with the words there, once both are in."""
         pause = self.endpointer.pauses
         while self._answers and self._answers[0].pause != pause:
             self._answers.popleft()  # an older pause's: the person went on
@@ -274,14 +306,18 @@ class Listener(Stage):
             if self.trailing_silence_ms is not None:
                 self.endpointer.wait_for(self.trailing_silence_ms)
         elif a.complete:
-            self._end(frame, self.endpointer.end_now(frame.index + FRAME_SAMPLES), "smart-turn")
+            wait_ms = 0.0 if self.habit is None else self.habit.wait_ms(frame.index)
+            if wait_ms:
+                log.debug("the turn ends after %.0f ms of quiet: this person pauses mid-sentence", wait_ms)
+            self._ends_at = self.endpointer.last_speech_sample + int(wait_ms * RATE_HZ / 1000)
 
     def _end(self, frame: Frame, end: SpeechEnd, endpoint: str) -> None:
         """The utterance is over: frames held since its pause were silence and are dropped."""
         self.audio.put(EndOfSpeech(_ns_at(frame, end.decided_sample), end.decided_sample,
                                    _ns_at(frame, end.end_sample), endpoint, self._probability,
                                    self._near_longest * FRAME_SAMPLES * 1000 // RATE_HZ))
-        self._in_utterance, self._held = False, None
+        self._in_utterance, self._held, self._ends_at = False, None, None
+        self._ended_at = end.end_sample if endpoint == "smart-turn" else None
 
     def _check_barge_in(self, frame: Frame) -> None:
         if self.endpointer.state is VADState.QUIET:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,35 @@ def trails_off(text: str) -> bool:
     words = [w.strip(".,!?;:\"'").lower() for w in text.split()]
     words = [w for w in words if w]
     return bool(words) and (words[-1] in TRAILING or tuple(words[-2:]) in TRAILING_PAIRS)
+
+
+class PauseHabit:
+    """How long this person pauses mid-sentence, learned from the pauses they went on after.
+
+    A voice gives Smart Turn intonation to hear, but a flat or synthetic one
+    does not, and "Tell me about the history… of Spain" is whole at its pause
+    in words too. A person who has paused 800 ms and gone on will do it again:
+    a turn the model calls complete then waits their longest recent such pause
+    (and a margin to hear them go on) before it ends. A person who runs their
+    sentences together waits nothing more. Times are audio-clock samples.
+    """
+
+    MARGIN_MS = 100
+    """Beyond the longest pause: the frames it takes to hear the person go on."""
+
+    def __init__(self, remember: int = 5, forget_s: float = 300.0):
+        """Remember the newest `remember` pauses, none older than `forget_s` (another person may be talking)."""
+        self._pauses: deque[tuple[int, float]] = deque(maxlen=remember)
+        self._forget = int(forget_s * RATE_HZ)
+
+    def went_on(self, pause_ms: float, at_sample: int) -> None:
+        """The person spoke again `pause_ms` after they stopped, at `at_sample`."""
+        self._pauses.append((at_sample, pause_ms))
+
+    def wait_ms(self, at_sample: int) -> float:
+        """The silence a turn the model calls complete waits before it ends (0: end it at once)."""
+        recent = [ms for t, ms in self._pauses if at_sample - t <= self._forget]
+        return max(recent) + self.MARGIN_MS if recent else 0.0
 
 
 class SmartTurn:
