@@ -191,7 +191,7 @@ class Listener(Stage):
             self._utterance.extend(reversed(lead))
             self._held, self._ends_at = None, None
             if self.habit is not None and self._pause_end is not None:
-                self.habit.went_on((frame.index - self._pause_end) * 1000 / RATE_HZ, frame.index)
+                self._went_on((frame.index - self._pause_end) * 1000 / RATE_HZ, frame.index)
             self.conductor.post(SpeechResumed(frame.t_ns))
         for event in events:
             if isinstance(event, SpeechStart):
@@ -272,7 +272,11 @@ class Listener(Stage):
             return
         gap_ms = (onset - ended) * 1000 / RATE_HZ
         if gap_ms <= self.endpointer.end_silence_ms:
-            self.habit.went_on(gap_ms, onset)
+            self._went_on(gap_ms, onset)
+
+    def _went_on(self, pause_ms: float, at: int) -> None:
+        log.debug("the person went on after a %.0f ms pause", pause_ms)
+        cast(PauseHabit, self.habit).went_on(pause_ms, at)
 
     def _check_turn(self, frame: Frame) -> None:
         """At a pause: end the utterance if the model says complete and the words do not trail off; wait
