@@ -107,7 +107,8 @@ class Listener(Stage):
         self._pause_end: int | None = None
         """Where the person stopped, in the pause in progress."""
         self._ends_at: int | None = None
-        """The sample at which the pause in progress ends a turn the model called complete."""
+        """The sample at which the pause in progress ends a turn the model called complete; `_check_turn`
+        drops it as soon as the endpointer leaves the pause."""
         self._ended_at: int | None = None
         """Where the person stopped in the newest utterance the model ended: going on soon after is a pause."""
         self._answers: deque[TurnAnswer] = deque()
@@ -189,8 +190,8 @@ class Listener(Stage):
             for _ in range(min(len(self._held) - len(lead), len(self._utterance))):
                 self._utterance.pop()
             self._utterance.extend(reversed(lead))
-            self._held, self._ends_at = None, None
-            if self.habit is not None and self._pause_end is not None:
+            self._held = None
+            if self._pause_end is not None:
                 self._went_on((frame.index - self._pause_end) * 1000 / RATE_HZ, frame.index)
             self.conductor.post(SpeechResumed(frame.t_ns))
         for event in events:
@@ -268,15 +269,17 @@ class Listener(Stage):
     def _went_on_after_end(self, onset: int) -> None:
         """Speech soon after a turn the model ended: the person had paused, not finished."""
         ended, self._ended_at = self._ended_at, None
-        if self.habit is None or ended is None:
+        if ended is None:
             return
         gap_ms = (onset - ended) * 1000 / RATE_HZ
         if gap_ms <= self.endpointer.end_silence_ms:
             self._went_on(gap_ms, onset)
 
     def _went_on(self, pause_ms: float, at: int) -> None:
-        log.debug("the person went on after a %.0f ms pause", pause_ms)
-        cast(PauseHabit, self.habit).went_on(pause_ms, at)
+        """The person spoke again after a pause: the habit learns it."""
+        if self.habit is not None:
+            log.debug("the person went on after a %.0f ms pause", pause_ms)
+            self.habit.went_on(pause_ms, at)
 
     def _check_turn(self, frame: Frame) -> None:
         """At a pause: end the utterance if the model says complete and the words do not trail off; wait
@@ -320,7 +323,7 @@ class Listener(Stage):
         self.audio.put(EndOfSpeech(_ns_at(frame, end.decided_sample), end.decided_sample,
                                    _ns_at(frame, end.end_sample), endpoint, self._probability,
                                    self._near_longest * FRAME_SAMPLES * 1000 // RATE_HZ))
-        self._in_utterance, self._held, self._ends_at = False, None, None
+        self._in_utterance, self._held = False, None
         self._ended_at = end.end_sample if endpoint == "smart-turn" else None
 
     def _check_barge_in(self, frame: Frame) -> None:
