@@ -131,15 +131,16 @@ def test_word_errors_counts_each_edit():
     assert word_errors("a b c", "x a b c") == 1
 
 
-def test_pocketsphinx_hears_spoken_commands_while_they_are_spoken(english):
-    rec = PocketsphinxRecognizer()
+@pytest.mark.parametrize("second_pass", [False, True], ids=["one-pass", "second-pass"])
+def test_pocketsphinx_hears_spoken_commands_while_they_are_spoken(english, second_pass):
+    rec = PocketsphinxRecognizer(second_pass=second_pass)
     heard = {text: stream(rec, english(text)) for text in COMMANDS}
 
     errors = sum(word_errors(text, h.final.text) for text, h in heard.items())
     wer = errors / sum(len(text.split()) for text in COMMANDS)
     for text, h in heard.items():
         print(f"  {text!r:32} -> {h.final.text!r}")
-    print(f"pocketsphinx: WER {wer:.3f} over {len(COMMANDS)} commands")
+    print(f"pocketsphinx ({'two passes' if second_pass else 'one pass'}): WER {wer:.3f} over {len(COMMANDS)} commands")
     assert wer < 0.40
 
     for text, h in heard.items():

@@ -68,14 +68,22 @@ class Recognizer(Protocol):
 
 
 class PocketsphinxRecognizer:
-    """CMU pocketsphinx with the en-us model bundled in its wheel."""
+    """CMU pocketsphinx with the en-us model bundled in its wheel.
+
+    Its second, flat-lexicon pass is off unless `second_pass`: it decodes the
+    whole utterance again inside `end()`, and `end()` at a pause is what an
+    answer started there waits for. Without it `end()` costs a fifth to a tenth
+    as much, and the final more often repeats the partial the LLM prefilled.
+    Over Piper's and espeak-ng's voices and the real recordings neither
+    setting heard consistently better (docs/bench.md).
+    """
 
     name = "pocketsphinx"
 
-    def __init__(self, model_dir: Path | None = None):
+    def __init__(self, model_dir: Path | None = None, second_pass: bool = False):
         from pocketsphinx import Config, Decoder
 
-        config = Config(samprate=RATE_HZ, loglevel="FATAL")
+        config = Config(samprate=RATE_HZ, loglevel="FATAL", fwdflat=second_pass)
         if model_dir is not None:
             config["hmm"] = str(model_dir / "en-us")
             config["dict"] = str(model_dir / "cmudict-en-us.dict")

@@ -240,7 +240,8 @@ def table(out: dict) -> str:
         lines.append(f"{k:26}" + "".join(f" {str(out['levels'][lv][k]['total']):>{width}} {'':>{width}} {'':>4}"
                                          for lv in levels))
     lines.append("")
-    for k in ("vad_ms_per_frame", "aec_ms_per_frame", "stt_rtf", "tts_rtf", "turn_ms_per_call", "wake_ms_per_frame"):
+    for k in ("vad_ms_per_frame", "aec_ms_per_frame", "stt_rtf", "stt_final_ms", "tts_rtf", "turn_ms_per_call",
+              "wake_ms_per_frame"):
         if k in out:
             p50, p95 = out[k]
             lines.append(f"{k:26} {p50:>9.3f} {p95:>9.3f}")

@@ -28,20 +28,23 @@ _LINES = ("Tell me about the history of France.", "What is the capital of German
 
 
 def stage_timings(kit: Kit, settings: Settings) -> dict:
-    """VAD and echo canceller ms per frame, STT and TTS real-time factors, LLM tokens per second."""
+    """VAD and echo canceller ms per frame, STT and TTS real-time factors, the STT final's ms (what an answer
+    started at a pause waits for), LLM tokens per second."""
     lines = [kit.person.say(t) for t in _LINES]
     speech = np.concatenate(lines)
     frames = [speech[i:i + FRAME_SAMPLES] for i in range(0, len(speech) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
     kit.vad.reset()
     vad_ms = _ms_each(kit.vad.probability, ((f,) for f in frames))
     aec_ms = _aec_ms(speech)
-    stt_rtf = []
+    stt_rtf, stt_final_ms = [], []
     for audio in lines:
         t = time.perf_counter()
         for i in range(0, len(audio), FRAME_SAMPLES):
             kit.recognizer.accept(audio[i:i + FRAME_SAMPLES].tobytes())
+        ended = time.perf_counter()
         kit.recognizer.end()
         stt_rtf.append((time.perf_counter() - t) / (len(audio) / RATE_HZ))
+        stt_final_ms.append((time.perf_counter() - ended) * 1000)
     tts_rtf = []
     for line in _LINES:
         t = time.perf_counter()
@@ -55,7 +58,7 @@ def stage_timings(kit: Kit, settings: Settings) -> dict:
         return [None if v is None else round(v, 3) for v in percentiles(values)]
 
     out = {"vad_ms_per_frame": p(vad_ms), "aec_ms_per_frame": p(aec_ms), "stt_rtf": p(stt_rtf),
-           "tts_rtf": p(tts_rtf), "llm_tokens_per_s": round(tps, 1),
+           "stt_final_ms": p(stt_final_ms), "tts_rtf": p(tts_rtf), "llm_tokens_per_s": round(tps, 1),
            "turn_detector": settings.turn.detector if kit.turn is not None else "silence"}
     if kit.turn is not None:
         out["turn_ms_per_call"] = p(_ms_each(kit.turn.probability, ((a,) for a in lines for _ in range(3))))
